@@ -1,0 +1,98 @@
+"""`create_app(config)`: the aiohttp application, its resources created and closed in cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from sms_gateway.config.model import Config, normalise_number
+from sms_gateway.conversation import ConversationDeps, Conversations
+from sms_gateway.engines.factory import create_engine
+from sms_gateway.engines.registry import EngineFactory, EngineRegistry
+from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, METRICS, STATE, STORE, WORKER, RuntimeState
+from sms_gateway.metrics import Metrics
+from sms_gateway.providers.base import Sender
+from sms_gateway.providers.twilio import TwilioSender
+from sms_gateway.store.base import Store
+from sms_gateway.store.factory import create_store
+from sms_gateway.web import ops, twilio_hooks
+from sms_gateway.web.errors import error_middleware
+from sms_gateway.worker import InboundWorker, SessionSweeper
+
+# Twilio's webhook forms are a few KB (a 1,600-character body and ten media URLs).
+MAX_REQUEST_BYTES = 256 * 1024
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    engine_factory: EngineFactory = create_engine,
+    sweep_interval: float = 1.0,
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[STATE] = RuntimeState()
+    app[STORE] = store if store is not None else create_store(config.store_url)
+    ops.setup(app)
+    twilio_hooks.setup(app)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_make_services_ctx(engine_factory, sweep_interval))
+    app.on_shutdown.append(_mark_shutting_down)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].open()
+    yield
+    await app[STORE].close()
+
+
+def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float):  # type: ignore[no-untyped-def]
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        async with aiohttp.ClientSession() as http:
+            engines = EngineRegistry(http, engine_factory)
+            senders: dict[str, Sender] = {
+                normalise_number(t.phone_number): TwilioSender(t.provider, http) for t in config.tenants
+            }
+
+            def status_callback_url(message_id: str) -> str | None:
+                base = config.public_url or app[STATE].learned_public_base
+                if not base:
+                    return None
+                return f"{base.rstrip('/')}{twilio_hooks.STATUS_PATH}?mid={quote(message_id)}"
+
+            conversations = Conversations(
+                ConversationDeps(config, app[STORE], engines, senders, app[METRICS], http, status_callback_url)
+            )
+            worker = InboundWorker(app[STORE], conversations, app[METRICS], concurrency=config.worker_concurrency)
+            sweeper = SessionSweeper(app[STORE], conversations, worker.runner, interval=sweep_interval)
+            app[ENGINES] = engines
+            app[CONVERSATIONS] = conversations
+            app[WORKER] = worker
+            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run())]
+            yield
+            tasks[0].cancel()  # stop leasing new work, then let the turns in flight finish
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.drain(), SHUTDOWN_GRACE_SECONDS)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await worker.stop()
+            await engines.close()
+
+    return services_ctx
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[STATE].shutting_down = True

@@ -1,0 +1,56 @@
+"""The `sms-gateway` console script: serve, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from sms_gateway.config.load import ConfigError, load_config
+from sms_gateway.config.mask import effective_config_dict
+from sms_gateway.logs import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sms-gateway", description=__doc__)
+    parser.add_argument("--config", metavar="FILE", help="our YAML configuration (IBM env vars override it)")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the gateway (the default)")
+    sub.add_parser("check-config", help="print the effective configuration (secrets masked) or its errors")
+    demo = sub.add_parser("demo", help="one MMS round trip through the real HTTP path, no accounts needed")
+    demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+
+    if command == "demo":
+        from sms_gateway.demo import run_demo
+
+        return run_demo(show_logs=not args.quiet_logs)
+
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print("configuration errors:", file=sys.stderr)
+        for key, reason in exc.errors:
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return 2
+
+    if command == "check-config":
+        print(json.dumps(effective_config_dict(config), indent=2, sort_keys=True))
+        return 0
+
+    from sms_gateway.app import create_app
+
+    configure_logging(config.log_level, config.redact_phone_numbers)
+    if not config.tenants:
+        print("warning: no tenant is configured; every webhook will be answered 403", file=sys.stderr)
+    web.run_app(create_app(config), host=config.http_host, port=config.http_port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The one validated configuration every part of the gateway reads.
+
+Built by `sms_gateway.config.load` from our YAML, IBM's environment variables and IBM's tenant JSON.
+Times are kept in the units IBM uses for them (milliseconds for timeouts, seconds for sessions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EngineKind = Literal["watson_v1", "soe", "watson_v2", "echo"]
+AuthKind = Literal["none", "basic", "iam", "bearer"]
+V2PathStyle = Literal["environments", "legacy"]
+
+IAM_DEFAULT_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
+V1_DEFAULT_VERSION = "2021-11-27"
+V2_DEFAULT_VERSION = "2024-08-25"
+DEFAULT_FAILED_REPLY = "We're sorry, but we can't respond to your message."
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    url: str  # http://host:port
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    kind: EngineKind = "watson_v1"
+    url: str = ""
+    workspace_id: str | None = None
+    assistant_id: str | None = None
+    environment_id: str | None = None
+    v2_path_style: V2PathStyle = "environments"
+    api_version: str | None = None  # the ?version= date; None = the kind's default
+    auth: AuthKind = "none"
+    username: str | None = None
+    password: str | None = None
+    apikey: str | None = None
+    bearer_token: str | None = None
+    token_url: str = IAM_DEFAULT_TOKEN_URL
+    connect_timeout_ms: int = 30000
+    read_timeout_ms: int = 30000
+    max_retries: int = 2
+    proxy: ProxyConfig | None = None
+
+    @property
+    def version_date(self) -> str:
+        if self.api_version:
+            return self.api_version
+        return V2_DEFAULT_VERSION if self.kind == "watson_v2" else V1_DEFAULT_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    kind: Literal["twilio"] = "twilio"
+    url: str = "https://api.twilio.com"
+    explicit_url: str | None = None
+    username: str = ""  # Twilio Account SID
+    password: str = ""  # Twilio Auth Token (also the webhook signing key)
+    connect_timeout_ms: int = 30000
+    read_timeout_ms: int = 30000
+    max_retries: int = 2
+    validate_signature: bool = True
+    proxy: ProxyConfig | None = None
+
+    @property
+    def send_url(self) -> str:
+        if self.explicit_url:
+            return self.explicit_url
+        return f"{self.url.rstrip('/')}/2010-04-01/Accounts/{self.username}/Messages.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    phone_number: str
+    engine: EngineConfig
+    provider: ProviderConfig
+    description: str = ""
+    webhook_credentials: Credentials | None = None
+    control_credentials: Credentials | None = None
+    allow_session_create_via_sms: bool = False
+    timeout_for_session: int = 3600  # seconds
+    notify_on_session_timeout: bool = False
+    conversation_failed_reply_message: str | None = DEFAULT_FAILED_REPLY
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPolicy:
+    """Twilio's MMS limits, enforced before anything is sent (SPEC 2.5)."""
+
+    max_media_per_message: int = 10
+    max_total_bytes: int = 5 * 1024 * 1024
+    max_body_chars: int = 1600
+    allow_private_hosts: bool = False  # only for local testing: Twilio cannot fetch them
+    check_size: bool = True  # HEAD each media URL to learn its size
+    size_check_timeout_ms: int = 3000
+    mms_country_prefixes: tuple[str, ...] = ("+1",)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    tenants: tuple[TenantConfig, ...] = ()
+    http_host: str = "0.0.0.0"
+    http_port: int = 9080
+    public_url: str | None = None  # the base URL Twilio calls us on, e.g. https://sms.example.com
+    store_url: str = "sqlite:///sms-gateway.db"
+    log_level: str = "info"
+    redact_phone_numbers: bool = True
+    enable_transcription_messages: bool = False
+    latency_reporting_threshold_ms: int = 10000
+    media: MediaPolicy = field(default_factory=MediaPolicy)
+    worker_concurrency: int = 64
+    _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_number", {normalise_number(t.phone_number): t for t in self.tenants})
+
+    def tenant_for(self, number: str) -> TenantConfig | None:
+        return self._by_number.get(normalise_number(number))
+
+
+def normalise_number(number: str) -> str:
+    """Tenants are matched on digits, so "+15555550100", "15555550100" and "+1 555-555-0100" agree."""
+    return "".join(ch for ch in number if ch.isdigit())

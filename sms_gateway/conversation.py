@@ -1,0 +1,290 @@
+"""One conversation turn, end to end: session -> state variables -> engine -> commands -> sends.
+
+Callers (the inbound worker, the session sweeper) guarantee that turns of one session never overlap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from sms_gateway.actions import TurnPlan, interpret
+from sms_gateway.config.model import Config, EngineConfig, TenantConfig, normalise_number
+from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build_state
+from sms_gateway.engines.base import EngineError, TurnRequest
+from sms_gateway.engines.override import InvalidOverride, apply_override
+from sms_gateway.engines.registry import EngineRegistry
+from sms_gateway.media import head_content_length, plan_outbound
+from sms_gateway.metrics import Metrics
+from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
+from sms_gateway.providers.base import Sender
+from sms_gateway.store.base import OutboundRecord, Store
+
+log = structlog.get_logger("sms_gateway.conversation")
+
+# A dialog that keeps asking for no-input turns or keeps switching engines must not loop forever.
+MAX_CHAINED_TURNS = 5
+MAX_ENGINE_SWITCHES = 3
+
+
+@dataclass(slots=True)
+class ConversationDeps:
+    config: Config
+    store: Store
+    engines: EngineRegistry
+    senders: Mapping[str, Sender]  # by normalised tenant number
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    status_callback_url: Callable[[str], str | None]
+    clock: Callable[[], float] = time.time
+
+
+class Conversations:
+    def __init__(self, deps: ConversationDeps) -> None:
+        self.deps = deps
+
+    # Entry points ------------------------------------------------------------------------------
+    async def handle_inbound(self, message: InboundMessage) -> None:
+        d = self.deps
+        tenant = d.config.tenant_for(message.tenant_number)
+        if tenant is None:  # the tenant was removed from the config after the message was stored
+            log.warning("inbound_dropped", reason="no tenant", message_id=message.message_id)
+            return
+        now = d.clock()
+        session = await d.store.load_session(tenant.phone_number, message.user_number)
+        if session is not None and session.is_expired(now):
+            await self._end_expired(tenant, session)
+            session = None
+        if session is None:
+            if not tenant.allow_session_create_via_sms:
+                log.info(
+                    "inbound_ignored", reason="no session and allowSessionCreateViaSMS is false",
+                    message_id=message.message_id, user=message.user_number,
+                )
+                d.metrics.turns.labels("no_session").inc()
+                return
+            session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
+            log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
+        session.last_activity = now
+        self._transcript(tenant, "in", message.text, session)
+        await self.run_turn(tenant, session, message.text, message.media)
+        d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
+
+    async def expire_session(self, tenant_number: str, user_number: str, session_id: str) -> None:
+        """The sweeper's job: end a session whose inactivity timeout has passed (if it still has)."""
+        tenant = self.deps.config.tenant_for(tenant_number)
+        session = await self.deps.store.load_session(tenant_number, user_number)
+        if session is None or session.session_id != session_id or not session.is_expired(self.deps.clock()):
+            return
+        if tenant is None:
+            await self.deps.store.delete_session(tenant_number, user_number, session_id)
+            return
+        await self._end_expired(tenant, session)
+
+    # The turn ----------------------------------------------------------------------------------
+    async def run_turn(
+        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, final: bool = False
+    ) -> None:
+        """Run the turn and, while the dialog asks for it, the no-input turns that follow it."""
+        for _ in range(MAX_CHAINED_TURNS):
+            plan = await self._one_turn(tenant, session, text, media, final=final)
+            if final:
+                return
+            if plan is None or plan.terminate:
+                break
+            if not plan.force_no_input:
+                break
+            text, media = NO_INPUT_TURN_TEXT, ()
+        else:
+            log.warning("no_input_turns_capped", session_id=session.session_id, limit=MAX_CHAINED_TURNS)
+        if plan is not None and plan.terminate:
+            await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
+            log.info("session_ended", session_id=session.session_id, reason="terminateSession")
+        else:
+            await self.deps.store.save_session(session)
+
+    async def _one_turn(
+        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, final: bool
+    ) -> TurnPlan | None:
+        d = self.deps
+        errors = await d.store.pop_sms_errors(session.tenant_number, session.user_number)
+        state = build_state(session, media, errors)
+        texts: list[str] = []
+        combined = TurnPlan()
+        for _ in range(MAX_ENGINE_SWITCHES + 1):
+            reply = await self._ask_engine(tenant, session, text, state)
+            if reply is None:
+                for error in errors:  # the engine never saw them: keep them for the next turn
+                    await d.store.push_sms_error(session.tenant_number, session.user_number, error)
+                await self._send_failed_reply(tenant, session)
+                d.metrics.turns.labels("engine_failed").inc()
+                return None
+            session.engine_state = reply.engine_state
+            for command in reply.commands:
+                d.metrics.commands.labels(command.name).inc()
+            plan = interpret(reply, session)
+            texts.append(plan.text)
+            _merge(combined, plan)
+            if plan.conversation_config is None or final or not self._switch_engine(tenant, session, plan):
+                break
+        combined.text = "\n".join(t for t in texts if t)
+        if combined.session_timeout is not None and not final:
+            session.timeout_seconds = combined.session_timeout
+        await self._send_plan(tenant, session, combined)
+        d.metrics.turns.labels("ok").inc()
+        return combined
+
+    async def _ask_engine(self, tenant: TenantConfig, session: Session, text: str, state: JSON) -> EngineReply | None:
+        d = self.deps
+        engine_config = self.engine_config(tenant, session)
+        engine = d.engines.get(engine_config)
+        request = TurnRequest(text=text, state=state, engine_state=session.engine_state, user_id=session.user_number)
+        started = time.perf_counter()
+        try:
+            reply = await engine.turn(request)
+        except EngineError as exc:
+            d.metrics.errors.labels("engine").inc()
+            log.error("engine_failed", session_id=session.session_id, engine=engine_config.kind, error=str(exc),
+                      status=exc.status)
+            return None
+        finally:
+            elapsed = time.perf_counter() - started
+            d.metrics.engine_latency.labels(engine_config.kind).observe(elapsed)
+            self._check_latency("engine", elapsed, session)
+        return reply
+
+    def engine_config(self, tenant: TenantConfig, session: Session) -> EngineConfig:
+        if not session.conversation_override:
+            return tenant.engine
+        try:
+            return apply_override(tenant.engine, session.conversation_override)
+        except InvalidOverride:
+            return tenant.engine
+
+    def _switch_engine(self, tenant: TenantConfig, session: Session, plan: TurnPlan) -> bool:
+        """Apply smsActSetConversationConfig; True when the turn must be re-run on the new engine."""
+        assert plan.conversation_config is not None
+        merged = {**(session.conversation_override or {}), **plan.conversation_config}
+        try:
+            apply_override(tenant.engine, merged)
+        except InvalidOverride as exc:
+            log.warning("command_ignored", command="smsActSetConversationConfig", reason=str(exc),
+                        session_id=session.session_id)
+            return False
+        session.conversation_override = merged
+        session.engine_state = {}  # a new workspace starts its own context
+        log.info("conversation_config_changed", session_id=session.session_id)
+        return True
+
+    # Sending -----------------------------------------------------------------------------------
+    async def _send_plan(self, tenant: TenantConfig, session: Session, plan: TurnPlan) -> None:
+        if plan.text or plan.media_urls:
+            self._transcript(tenant, "out", plan.text, session)
+            await self.deliver(
+                session.tenant_number, session.user_number, plan.text, plan.media_urls, session.session_id,
+                error_to=session,
+            )
+        for extra in plan.extra_sends:
+            await self.deliver(
+                extra.tenant_number, extra.user_number, extra.text, list(extra.media_urls), session.session_id,
+                error_to=session,
+            )
+
+    async def _send_failed_reply(self, tenant: TenantConfig, session: Session) -> None:
+        override = session.conversation_override or {}
+        message = override.get("conversationFailedReplyMessage", tenant.conversation_failed_reply_message)
+        if isinstance(message, str) and message:
+            await self.deliver(session.tenant_number, session.user_number, message, [], session.session_id,
+                               error_to=session)
+
+    async def deliver(
+        self,
+        tenant_number: str,
+        user_number: str,
+        text: str,
+        media_urls: Sequence[str],
+        session_id: str | None,
+        *,
+        error_to: Session | None = None,
+    ) -> list[JSON]:
+        """Send text and media within the provider's limits; returns the errors (also queued as smsError)."""
+        d = self.deps
+        sender = d.senders.get(normalise_number(tenant_number))
+        errors: list[JSON] = []
+        if sender is None:
+            errors.append({"code": "unknownTenant", "message": f"no tenant is configured for {tenant_number}"})
+        else:
+            policy = d.config.media
+            size_of: Callable[[str], Awaitable[int | None]] | None = None
+            if policy.check_size:
+                def size_of(url: str) -> Awaitable[int | None]:
+                    return head_content_length(d.http, url, policy.size_check_timeout_ms)
+
+            media_plan = await plan_outbound(
+                text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,
+                policy=policy, size_of=size_of, new_id=lambda: new_id("mg"),
+            )
+            for url, code, reason in media_plan.rejected:
+                d.metrics.sends.labels("rejected", "media").inc()
+                log.warning("media_rejected", code=code, reason=reason, session_id=session_id)
+                errors.append({"code": code, "message": reason, "mediaURL": url})
+            for message in media_plan.messages:
+                record = OutboundRecord(message.message_id, tenant_number, user_number, session_id, None)
+                await d.store.record_outbound(record)
+                started = time.perf_counter()
+                result = await sender.send(message, d.status_callback_url(message.message_id))
+                elapsed = time.perf_counter() - started
+                d.metrics.provider_latency.labels("twilio").observe(elapsed)
+                self._check_latency("provider", elapsed, None, session_id)
+                kind = "mms" if message.media_urls else "sms"
+                if result.ok:
+                    d.metrics.sends.labels("sent", kind).inc()
+                    await d.store.record_outbound(
+                        OutboundRecord(message.message_id, tenant_number, user_number, session_id,
+                                       result.provider_message_id)
+                    )
+                    log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
+                             session_id=session_id, media=len(message.media_urls), user=user_number)
+                else:
+                    d.metrics.sends.labels("failed", kind).inc()
+                    d.metrics.errors.labels("send").inc()
+                    log.error("send_failed", message_id=message.message_id, code=result.error_code,
+                              error=result.error_message, session_id=session_id, user=user_number)
+                    errors.append({**result.to_sms_error(), "messageID": message.message_id})
+        if error_to is not None:
+            for error in errors:
+                await d.store.push_sms_error(error_to.tenant_number, error_to.user_number, error)
+        return errors
+
+    # Session end -------------------------------------------------------------------------------
+    async def _end_expired(self, tenant: TenantConfig, session: Session) -> None:
+        self.deps.metrics.sessions_expired.inc()
+        log.info("session_ended", session_id=session.session_id, reason="timeout")
+        if tenant.notify_on_session_timeout:
+            await self.run_turn(tenant, session, RESPONSE_TIMEOUT_TEXT, (), final=True)
+        await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
+
+    # Logging helpers ---------------------------------------------------------------------------
+    def _check_latency(self, what: str, elapsed: float, session: Session | None, session_id: str | None = None) -> None:
+        threshold = self.deps.config.latency_reporting_threshold_ms
+        if threshold > 0 and elapsed * 1000 > threshold:
+            log.warning("latency_threshold_exceeded", call=what, latency_ms=round(elapsed * 1000),
+                        threshold_ms=threshold, session_id=session.session_id if session else session_id)
+
+    def _transcript(self, tenant: TenantConfig, direction: str, text: str, session: Session) -> None:
+        if self.deps.config.enable_transcription_messages:
+            log.info("transcript", direction=direction, text=text, session_id=session.session_id)
+
+
+def _merge(into: TurnPlan, plan: TurnPlan) -> None:
+    into.media_urls.extend(url for url in plan.media_urls if url not in into.media_urls)
+    into.extra_sends.extend(plan.extra_sends)
+    into.terminate = into.terminate or plan.terminate
+    into.force_no_input = into.force_no_input or plan.force_no_input
+    if plan.session_timeout is not None:
+        into.session_timeout = plan.session_timeout
+    into.ignored.extend(plan.ignored)

@@ -1,0 +1,33 @@
+"""Typed keys of the application's dependency registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sms_gateway.config.model import Config
+from sms_gateway.conversation import Conversations
+from sms_gateway.engines.registry import EngineRegistry
+from sms_gateway.metrics import Metrics
+from sms_gateway.store.base import Store
+from sms_gateway.worker import InboundWorker
+
+
+@dataclass(slots=True)
+class RuntimeState:
+    """Facts learned while running."""
+
+    # Base URL Twilio reached us on, learned from verified webhooks when no public URL is configured;
+    # used to build StatusCallback URLs.
+    learned_public_base: str | None = None
+    shutting_down: bool = False
+
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", RuntimeState)
+ENGINES = web.AppKey("engines", EngineRegistry)
+CONVERSATIONS = web.AppKey("conversations", Conversations)
+WORKER = web.AppKey("worker", InboundWorker)

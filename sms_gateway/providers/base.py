@@ -1,0 +1,15 @@
+"""The interface every SMS/MMS provider implements for sending."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sms_gateway.model import OutboundMessage, SendResult
+
+
+class InvalidRequest(Exception):
+    """A provider webhook that cannot be understood (answered 400)."""
+
+
+class Sender(Protocol):
+    async def send(self, message: OutboundMessage, status_callback_url: str | None) -> SendResult: ...

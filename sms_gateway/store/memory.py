@@ -1,0 +1,107 @@
+"""`memory://`: everything in this process's memory, for tests and throw-away runs."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.store.base import InboundRecord, OutboundRecord, Store, inbound_key
+
+
+@dataclass(slots=True)
+class _Queued:
+    seq: int
+    message: InboundMessage
+    owner: str | None = None
+    lease_until: float = 0.0
+    attempts: int = 0
+    done: bool = False
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._seq = itertools.count()
+        self._inbound: dict[str, _Queued] = {}
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._errors: dict[tuple[str, str], list[JSON]] = {}
+        self._outbound: dict[str, OutboundRecord] = {}
+        self._statuses: set[tuple[str, str]] = set()
+
+    async def ping(self) -> None:
+        return None
+
+    async def accept_inbound(self, message: InboundMessage) -> bool:
+        key = inbound_key(message)
+        if key in self._inbound:
+            return False
+        self._inbound[key] = _Queued(seq=next(self._seq), message=message)
+        return True
+
+    async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
+        free = [
+            (key, item)
+            for key, item in self._inbound.items()
+            if not item.done and (item.owner is None or item.lease_until <= now)
+        ]
+        free.sort(key=lambda pair: pair[1].seq)
+        leased = []
+        for key, item in free[:limit]:
+            item.owner = owner
+            item.lease_until = now + lease_seconds
+            item.attempts += 1
+            leased.append(InboundRecord(key=key, message=item.message, attempts=item.attempts))
+        return leased
+
+    async def complete_inbound(self, key: str) -> None:
+        item = self._inbound.get(key)
+        if item is not None:
+            item.done = True
+            item.owner = None
+
+    async def pending_inbound_count(self) -> int:
+        return sum(1 for item in self._inbound.values() if not item.done)
+
+    async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
+        session = self._sessions.get((tenant_number, user_number))
+        return None if session is None else Session.from_json(session.to_json())
+
+    async def save_session(self, session: Session) -> None:
+        self._sessions[(session.tenant_number, session.user_number)] = Session.from_json(session.to_json())
+
+    async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
+        current = self._sessions.get((tenant_number, user_number))
+        if current is None or current.session_id != session_id:
+            return False
+        del self._sessions[(tenant_number, user_number)]
+        return True
+
+    async def find_session(self, session_id: str) -> Session | None:
+        for session in self._sessions.values():
+            if session.session_id == session_id:
+                return Session.from_json(session.to_json())
+        return None
+
+    async def expired_sessions(self, now: float, limit: int) -> list[Session]:
+        expired = [s for s in self._sessions.values() if s.is_expired(now)]
+        expired.sort(key=Session.expires_at)
+        return [Session.from_json(s.to_json()) for s in expired[:limit]]
+
+    async def push_sms_error(self, tenant_number: str, user_number: str, error: JSON) -> None:
+        self._errors.setdefault((tenant_number, user_number), []).append(error)
+
+    async def pop_sms_errors(self, tenant_number: str, user_number: str) -> list[JSON]:
+        return self._errors.pop((tenant_number, user_number), [])
+
+    async def record_outbound(self, record: OutboundRecord) -> None:
+        self._outbound[record.message_id] = record
+
+    async def find_outbound(self, message_id: str) -> OutboundRecord | None:
+        return self._outbound.get(message_id)
+
+    async def claim_status(self, provider_message_id: str, status: str) -> bool:
+        pair = (provider_message_id, status)
+        if pair in self._statuses:
+            return False
+        self._statuses.add(pair)
+        return True

@@ -1,0 +1,274 @@
+"""`sqlite:///path.db`: the embedded default. One file, WAL, no server.
+
+sqlite3 is blocking, so every statement runs on one dedicated thread that owns the connection; the event
+loop only awaits. Each public method is one transaction, committed before it returns (synchronous=FULL by
+default, so an acknowledged webhook survives a power cut; `?synchronous=normal` trades that for speed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.store.base import InboundRecord, OutboundRecord, Store, StoreUnavailable, inbound_key
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbound (
+    key TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (done, seq);
+CREATE TABLE IF NOT EXISTS sessions (
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    session_id TEXT NOT NULL UNIQUE,
+    expires_at REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (tenant, user)
+);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
+CREATE TABLE IF NOT EXISTS sms_errors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sms_errors_pair ON sms_errors (tenant, user);
+CREATE TABLE IF NOT EXISTS outbound (
+    message_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    session_id TEXT,
+    provider_message_id TEXT
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    provider_message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (provider_message_id, status)
+);
+"""
+
+
+def sqlite_path(url: str) -> tuple[str, str]:
+    """`sqlite:///rel.db`, `sqlite:////abs/path.db` -> (path, synchronous mode)."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ValueError(f"no database file in {url!r}")
+    mode = parse_qs(parts.query).get("synchronous", ["full"])[0].upper()
+    if mode not in ("FULL", "NORMAL", "EXTRA"):
+        raise ValueError(f"unsupported synchronous mode {mode!r} in {url!r}")
+    return path, mode
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, busy_timeout_ms: int = 2000) -> None:
+        self._path, self._synchronous = sqlite_path(url)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+
+    # Plumbing ---------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StoreUnavailable("store is not open")
+            db = self._db
+            try:
+                # IMMEDIATE takes the write lock up front, so a read-then-write (leasing) cannot race
+                # with another process on the same file.
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            try:
+                db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite: cannot open {self._path}: {exc}") from exc
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    # Inbound ----------------------------------------------------------------------------------
+    async def accept_inbound(self, message: InboundMessage) -> bool:
+        key = inbound_key(message)
+        payload = json.dumps(message.to_json(), separators=(",", ":"))
+
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO inbound (key, seq, payload, created_at)"
+                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound), ?, ?)",
+                (key, payload, message.received_at),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(insert)
+
+    async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
+        def lease(db: sqlite3.Connection) -> list[InboundRecord]:
+            rows = db.execute(
+                "SELECT key, payload, attempts FROM inbound"
+                " WHERE done = 0 AND (owner IS NULL OR lease_until <= ?) ORDER BY seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            records = []
+            for key, payload, attempts in rows:
+                db.execute(
+                    "UPDATE inbound SET owner = ?, lease_until = ?, attempts = attempts + 1 WHERE key = ?",
+                    (owner, now + lease_seconds, key),
+                )
+                records.append(InboundRecord(key, InboundMessage.from_json(json.loads(payload)), attempts + 1))
+            return records
+
+        return await self._run(lease)
+
+    async def complete_inbound(self, key: str) -> None:
+        await self._run(
+            lambda db: db.execute("UPDATE inbound SET done = 1, owner = NULL WHERE key = ?", (key,))
+        )
+
+    async def pending_inbound_count(self) -> int:
+        row = await self._run(lambda db: db.execute("SELECT COUNT(*) FROM inbound WHERE done = 0").fetchone())
+        return int(row[0])
+
+    # Sessions ---------------------------------------------------------------------------------
+    async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM sessions WHERE tenant = ? AND user = ?", (tenant_number, user_number)
+            ).fetchone()
+        )
+        return None if row is None else Session.from_json(json.loads(row[0]))
+
+    async def save_session(self, session: Session) -> None:
+        data = json.dumps(session.to_json(), separators=(",", ":"))
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO sessions (tenant, user, session_id, expires_at, data) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant, user) DO UPDATE SET session_id = excluded.session_id,"
+                " expires_at = excluded.expires_at, data = excluded.data",
+                (session.tenant_number, session.user_number, session.session_id, session.expires_at(), data),
+            )
+        )
+
+    async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
+        cursor = await self._run(
+            lambda db: db.execute(
+                "DELETE FROM sessions WHERE tenant = ? AND user = ? AND session_id = ?",
+                (tenant_number, user_number, session_id),
+            )
+        )
+        return bool(cursor.rowcount == 1)
+
+    async def find_session(self, session_id: str) -> Session | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        )
+        return None if row is None else Session.from_json(json.loads(row[0]))
+
+    async def expired_sessions(self, now: float, limit: int) -> list[Session]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit)
+            ).fetchall()
+        )
+        return [Session.from_json(json.loads(row[0])) for row in rows]
+
+    # smsError ---------------------------------------------------------------------------------
+    async def push_sms_error(self, tenant_number: str, user_number: str, error: JSON) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO sms_errors (tenant, user, error) VALUES (?, ?, ?)",
+                (tenant_number, user_number, json.dumps(error)),
+            )
+        )
+
+    async def pop_sms_errors(self, tenant_number: str, user_number: str) -> list[JSON]:
+        def pop(db: sqlite3.Connection) -> list[JSON]:
+            rows = db.execute(
+                "SELECT id, error FROM sms_errors WHERE tenant = ? AND user = ? ORDER BY id",
+                (tenant_number, user_number),
+            ).fetchall()
+            if rows:
+                db.execute("DELETE FROM sms_errors WHERE tenant = ? AND user = ?", (tenant_number, user_number))
+            return [json.loads(error) for _, error in rows]
+
+        return await self._run(pop)
+
+    # Outbound ---------------------------------------------------------------------------------
+    async def record_outbound(self, record: OutboundRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO outbound (message_id, tenant, user, session_id, provider_message_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.message_id,
+                    record.tenant_number,
+                    record.user_number,
+                    record.session_id,
+                    record.provider_message_id,
+                ),
+            )
+        )
+
+    async def find_outbound(self, message_id: str) -> OutboundRecord | None:
+        row: Any = await self._run(
+            lambda db: db.execute(
+                "SELECT message_id, tenant, user, session_id, provider_message_id FROM outbound"
+                " WHERE message_id = ?",
+                (message_id,),
+            ).fetchone()
+        )
+        return None if row is None else OutboundRecord(*row)
+
+    async def claim_status(self, provider_message_id: str, status: str) -> bool:
+        cursor = await self._run(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO statuses (provider_message_id, status) VALUES (?, ?)",
+                (provider_message_id, status),
+            )
+        )
+        return bool(cursor.rowcount == 1)

@@ -1,0 +1,187 @@
+"""Background work: the inbound queue consumer and the session-timeout sweeper.
+
+Turns of one session run in order, one at a time; different sessions run concurrently (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+
+import structlog
+
+from sms_gateway.config.model import normalise_number
+from sms_gateway.conversation import Conversations
+from sms_gateway.metrics import Metrics
+from sms_gateway.store.base import InboundRecord, Store, StoreUnavailable
+
+log = structlog.get_logger("sms_gateway.worker")
+
+Job = Callable[[], Awaitable[None]]
+
+
+class KeyedRunner:
+    """Runs jobs sequentially per key and concurrently across keys, at most `concurrency` at once."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._queues: dict[Hashable, deque[Job]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def submit(self, key: Hashable, job: Job) -> None:
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(job)
+            return
+        self._queues[key] = deque([job])
+        task = asyncio.create_task(self._drain(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def busy_keys(self) -> int:
+        return len(self._queues)
+
+    async def _drain(self, key: Hashable) -> None:
+        queue = self._queues[key]
+        while queue:
+            job = queue[0]
+            async with self._slots:
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("job_crashed", key=str(hash(key)))
+            queue.popleft()
+        del self._queues[key]
+
+    async def join(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class InboundWorker:
+    """Leases stored inbound messages and runs their turns; completes each when its turn is done."""
+
+    def __init__(
+        self,
+        store: Store,
+        conversations: Conversations,
+        metrics: Metrics,
+        *,
+        concurrency: int = 64,
+        lease_seconds: float = 300.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.conversations = conversations
+        self.metrics = metrics
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.runner = KeyedRunner(concurrency)
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self._wakeup = asyncio.Event()
+        self._in_flight: set[str] = set()
+
+    def notify(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                leased = await self._lease()
+            except StoreUnavailable as exc:
+                log.error("store_unavailable", where="inbound_worker", error=str(exc))
+                leased = 0
+            if leased == 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def _lease(self) -> int:
+        room = self.concurrency * 4 - len(self._in_flight)
+        if room <= 0:
+            return 0
+        records = await self.store.lease_inbound(self.owner, room, self.lease_seconds, time.time())
+        fresh = [r for r in records if r.key not in self._in_flight]
+        for record in fresh:
+            self._in_flight.add(record.key)
+            self.metrics.inbound_in_flight.inc()
+            self.runner.submit(session_key(record.message.tenant_number, record.message.user_number),
+                               self._job(record))
+        return len(fresh)
+
+    def _job(self, record: InboundRecord) -> Job:
+        async def job() -> None:
+            try:
+                with structlog.contextvars.bound_contextvars(message_id=record.message.message_id):
+                    await self.conversations.handle_inbound(record.message)
+                await self.store.complete_inbound(record.key)
+            except StoreUnavailable as exc:
+                # Left leased: after the lease runs out it is picked up again.
+                log.error("store_unavailable", where="turn", error=str(exc), message_id=record.message.message_id)
+            finally:
+                self._in_flight.discard(record.key)
+                self.metrics.inbound_in_flight.dec()
+
+        return job
+
+    async def drain(self) -> None:
+        await self.runner.join()
+
+    async def stop(self) -> None:
+        await self.runner.cancel()
+
+
+class SessionSweeper:
+    """Ends sessions whose inactivity timeout has passed (with the smsResponseTimeout turn when asked)."""
+
+    def __init__(self, store: Store, conversations: Conversations, runner: KeyedRunner, interval: float = 1.0) -> None:
+        self.store = store
+        self.conversations = conversations
+        self.runner = runner
+        self.interval = interval
+        self._queued: set[str] = set()  # session ids whose expiry job has not run yet
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except StoreUnavailable as exc:
+                log.error("store_unavailable", where="session_sweeper", error=str(exc))
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> int:
+        expired = await self.store.expired_sessions(time.time(), limit=500)
+        for session in expired:
+            if session.session_id in self._queued:
+                continue
+            self._queued.add(session.session_id)
+            tenant, user, sid = session.tenant_number, session.user_number, session.session_id
+
+            async def job(tenant: str = tenant, user: str = user, sid: str = sid) -> None:
+                try:
+                    await self.conversations.expire_session(tenant, user, sid)
+                finally:
+                    self._queued.discard(sid)
+
+            self.runner.submit(session_key(tenant, user), job)
+        return len(expired)
+
+
+def session_key(tenant_number: str, user_number: str) -> tuple[str, str]:
+    """The serialisation key of a session's turns; tenant numbers compare by digits, as in the config."""
+    return normalise_number(tenant_number), user_number
