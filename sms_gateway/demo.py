@@ -115,9 +115,10 @@ async def _round_trip(gateway_url: str, sink: Sink, echo: EchoEngine, out: list[
             ack_ms = (time.perf_counter() - started) * 1000
         out.append(f"1. Twilio -> gateway: POST {webhook} (signed MMS, 2 media)")
         out.append(f"   answered {response.status} in {ack_ms:.1f} ms: {ack}")
-        deadline = time.monotonic() + 10
-        while not sink.messages and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        try:
+            await asyncio.wait_for(sink.arrived.wait(), 10)
+        except TimeoutError:
+            pass
         if echo.last_request is None or not sink.messages:
             out.append("the turn did not complete within 10 s")
             return False

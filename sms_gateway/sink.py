@@ -3,6 +3,7 @@ without an account (used by `sms-gateway demo`)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ class SunkMessage:
 @dataclass(slots=True)
 class Sink:
     messages: list[SunkMessage] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def create_message(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -37,6 +39,7 @@ class Sink:
             sid=sid,
         )
         self.messages.append(message)
+        self.arrived.set()
         return web.json_response(
             {
                 "sid": sid,

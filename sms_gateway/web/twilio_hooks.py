@@ -11,7 +11,7 @@ import hmac
 
 import structlog
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from sms_gateway.config.model import TenantConfig
 from sms_gateway.keys import CONFIG, METRICS, STATE, STORE, WORKER
@@ -31,7 +31,7 @@ def twiml_ok() -> web.Response:
     return web.Response(text=twilio.empty_twiml(), content_type="text/xml")
 
 
-async def read_params(request: web.Request) -> tuple[MultiDictProxy[str], MultiDictProxy[str]]:
+async def read_params(request: web.Request) -> tuple[MultiMapping[str], MultiMapping[str]]:
     """(all parameters, the POST parameters that Twilio signed); a GET webhook signs only its URL."""
     if request.method == "GET":
         return request.query, MultiDictProxy(MultiDict())
@@ -45,7 +45,7 @@ async def read_params(request: web.Request) -> tuple[MultiDictProxy[str], MultiD
         raise InvalidRequest(f"malformed form body: {exc}") from exc
     if any(not isinstance(value, str) for value in form.values()):
         raise InvalidRequest("file uploads are not accepted")
-    params: MultiDictProxy[str] = form  # type: ignore[assignment]
+    params: MultiMapping[str] = form  # type: ignore[assignment]
     return params, params
 
 
@@ -69,7 +69,7 @@ def check_basic_auth(request: web.Request, tenant: TenantConfig, fallback_realm:
     return None
 
 
-def check_signature(request: web.Request, tenant: TenantConfig, signed: MultiDictProxy[str]) -> bool:
+def check_signature(request: web.Request, tenant: TenantConfig, signed: MultiMapping[str]) -> bool:
     if not tenant.provider.validate_signature:
         return True
     config = request.app[CONFIG]

@@ -1,0 +1,180 @@
+"""One validated `Config` from our YAML, IBM's environment variables and IBM's tenant JSON.
+
+Precedence: the YAML file, then environment variables over the global settings they name. Tenants come from
+`MULTI_TENANT_CONFIG_FILE`, else the single-tenant variables (when `TENANT_PHONE_NUMBER` is set), else the
+YAML. Every problem found is collected and raised together, each naming the key as the user wrote it: a
+native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
+
+from sms_gateway.config import env
+from sms_gateway.config.build import KeyPath, build_config, normalise, semantic_problems
+from sms_gateway.config.ibm_json import read_tenant_json
+from sms_gateway.config.mask import SECRET_KEYS, mask_url
+from sms_gateway.config.model import Config
+from sms_gateway.config.yaml_file import read_yaml
+
+TenantNamer = Callable[[int, KeyPath], str]  # (tenant index, key path inside it) -> name
+
+
+class ConfigError(Exception):
+    """Every configuration problem found, as (key path, reason) pairs."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(f"{key}: {reason}" for key, reason in self.errors))
+
+
+def load_config(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    native, problems = read_yaml(config_file) if config_file else ({}, [])
+    overrides, env_problems = env.read_globals(environ)
+    problems += env_problems
+    _merge(native, overrides)
+    name_tenant_key, tenant_problems = _select_tenants(native, environ)
+    problems += tenant_problems
+
+    def name(path: KeyPath) -> str:
+        if path[:1] == ("tenants",) and len(path) > 1 and isinstance(path[1], int):
+            return name_tenant_key(path[1], path[2:])
+        variable = env.GLOBAL_NAMES.get(tuple(map(str, path)))
+        return variable if variable and env.get(environ, variable) else format_path(path)
+
+    path_problems = normalise(native)
+    path_problems += _schema_problems(native) + semantic_problems(native)
+    problems += [(name(path), reason) for path, reason in path_problems]
+    if problems:
+        raise ConfigError(problems)
+    return build_config(native)
+
+
+def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple[TenantNamer, list[tuple[str, str]]]:
+    """Put the tenants from the winning source in `native`; return how to name their keys in errors."""
+    proxies, problems = env.read_proxies(environ)
+    tenant_file = env.get(environ, "MULTI_TENANT_CONFIG_FILE")
+    if tenant_file is not None:
+        loaded = read_tenant_json(tenant_file)
+        native["tenants"] = loaded.tenants
+        problems += loaded.problems
+
+        def name(i: int, path: KeyPath) -> str:
+            moved = loaded.moved[i].get(tuple(map(str, path)))
+            return f"{tenant_file}:{format_path(('tenants', i, moved) if moved else ('tenants', i, *path))}"
+
+    elif env.get(environ, "TENANT_PHONE_NUMBER") is not None:
+        tenant, tenant_problems = env.read_tenant(environ)
+        native["tenants"] = [tenant]
+        problems += tenant_problems
+
+        def name(i: int, path: KeyPath) -> str:
+            return env.TENANT_NAMES.get(tuple(map(str, path))) or format_path(("tenants", i, *path))
+
+    else:
+
+        def name(i: int, path: KeyPath) -> str:
+            return format_path(("tenants", i, *path))
+
+    tenants = native.get("tenants")
+    for tenant in tenants if isinstance(tenants, list) else []:
+        for section, proxy in proxies.items():
+            if isinstance(tenant, dict) and isinstance(tenant.get(section), dict):
+                tenant[section].setdefault("proxy", proxy)
+    return name, problems
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Deep-merge in place; a section the file got wrong (not a mapping) is kept for the schema to report."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif key not in base or not isinstance(value, Mapping):
+            base[key] = value
+
+
+def format_path(path: KeyPath) -> str:
+    """("tenants", 0, "conversation", "url") -> "tenants[0].conversation.url"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    text = resources.files("sms_gateway").joinpath("schemas/config.schema.json").read_text(encoding="utf-8")
+    return Draft202012Validator(json.loads(text))
+
+
+def _schema_problems(native: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
+    problems = [p for error in _validator().iter_errors(native) for p in _explain(error)]
+    return sorted(problems, key=lambda p: [(isinstance(part, str), part) for part in p[0]])
+
+
+def _explain(error: ValidationError) -> Iterator[tuple[KeyPath, str]]:
+    path: KeyPath = tuple(error.absolute_path)
+    schema: Any = error.schema
+    instance: Any = error.instance
+    if error.validator == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        for key in sorted(set(instance) - set(allowed), key=str):
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            yield (*path, str(key)), "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif error.validator == "required":
+        required: Any = error.validator_value
+        missing = next((k for k in required if error.message.startswith(repr(k))), None)
+        yield ((*path, missing) if missing else path), "is required"
+    else:
+        yield path, _reason(error, secret=bool(path) and path[-1] in SECRET_KEYS)
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping of keys to values",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _reason(error: ValidationError, secret: bool) -> str:
+    value, rule = error.instance, error.validator
+    limit: Any = error.validator_value
+    schema: Any = error.schema
+    shown = f"a {type(value).__name__}" if secret else _show(value)
+    if rule == "type":
+        expected = [limit] if isinstance(limit, str) else limit
+        reason = f"must be {' or '.join(_TYPE_NAMES[t] for t in expected)} (got {shown})"
+        if "string" in expected and isinstance(value, int | float):
+            reason += "; put it in quotes"
+        return reason
+    if rule == "enum":
+        return f"must be one of {', '.join(map(str, limit))} (got {shown})"
+    if rule == "minimum":
+        return f"must be at least {limit} (got {shown})"
+    if rule == "maximum":
+        return f"must be at most {limit} (got {shown})"
+    if rule == "minLength":
+        return "must not be empty"
+    if rule == "pattern":
+        return f"must be {schema.get('description') or f'of the form {limit}'} (got {shown})"
+    if rule == "uniqueItems":
+        return "must not repeat an item"
+    return error.message
+
+
+def _show(value: Any) -> str:
+    text = repr(mask_url(value) if isinstance(value, str) else value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,93 @@
+"""A `Config` back in the native format, for `check-config` and start-up logs, with every secret masked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sms_gateway.config.build import (
+    CREDENTIAL_FIELDS,
+    ENGINE_FIELDS,
+    GLOBAL_FIELDS,
+    MEDIA_FIELDS,
+    PROVIDER_FIELDS,
+    PROXY_FIELDS,
+    TENANT_FIELDS,
+)
+from sms_gateway.config.model import Config, ProxyConfig, TenantConfig
+
+MASK = "****"
+SECRET_KEYS = frozenset({"password", "apikey", "bearerToken"})
+_URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@]*)@")
+
+
+def effective_config_dict(config: Config) -> dict[str, Any]:
+    """The native-format dict of `config`, JSON-serialisable, with passwords, keys and tokens as "****"."""
+    masked: dict[str, Any] = mask_secrets(native_dict(config))
+    return masked
+
+
+def native_dict(config: Config) -> dict[str, Any]:
+    """The native-format dict of `config`, secrets in clear; `build_config` of it gives `config` back."""
+    out: dict[str, Any] = {}
+    for (*parents, key), field in GLOBAL_FIELDS.items():
+        section = out
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[key] = getattr(config, field)
+    out["media"] = _unpick(config.media, MEDIA_FIELDS)
+    out["media"]["mmsCountryPrefixes"] = list(config.media.mms_country_prefixes)
+    out["tenants"] = [_tenant(t) for t in config.tenants]
+    cleaned: dict[str, Any] = _without_none(out)
+    return cleaned
+
+
+def mask_secrets(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: MASK if k in SECRET_KEYS and v else mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def mask_url(text: str) -> str:
+    """Hide the password in a URL's user-info (`redis://:pw@host`, `http://user:pw@proxy`)."""
+    match = _URL_USERINFO.match(text)
+    if match is None:
+        return text
+    user, colon, _ = match["userinfo"].partition(":")
+    userinfo = f"{user}:{MASK}" if colon else MASK
+    return f"{match['scheme']}{userinfo}@{text[match.end() :]}"
+
+
+def _tenant(tenant: TenantConfig) -> dict[str, Any]:
+    out = _unpick(tenant, TENANT_FIELDS)
+    out["conversation"] = _unpick(tenant.engine, ENGINE_FIELDS) | _proxy(tenant.engine.proxy)
+    out["smsProvider"] = _unpick(tenant.provider, PROVIDER_FIELDS) | _proxy(tenant.provider.proxy)
+    for key, credentials in (
+        ("webHookCredentials", tenant.webhook_credentials),
+        ("controlCredentials", tenant.control_credentials),
+    ):
+        if credentials is not None:
+            out[key] = _unpick(credentials, CREDENTIAL_FIELDS)
+    return out
+
+
+def _proxy(proxy: ProxyConfig | None) -> dict[str, Any]:
+    return {} if proxy is None else {"proxy": _unpick(proxy, PROXY_FIELDS)}
+
+
+def _unpick(obj: object, fields: Mapping[str, str]) -> dict[str, Any]:
+    return {key: getattr(obj, field) for key, field in fields.items()}
+
+
+def _without_none(value: Any) -> Any:
+    """Unset optional fields are left out, as the native format has no null for them."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None or k == "conversationFailedReplyMessage"}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

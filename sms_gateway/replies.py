@@ -1,0 +1,162 @@
+"""Parse a Watson Assistant (v1 / SOE, or v2) answer into an `EngineReply`.
+
+Engines answer with arbitrary JSON, so every accessor here checks types and nothing may raise: a malformed
+answer yields a (possibly empty) reply, never an exception.
+
+Commands are collected from every place IBM's products put them (SPEC 2.4), in this order:
+`output.smsAction`, `context.smsAction` (v2: main skill user_defined), `output.user_defined.smsAction`, the
+`output.generic[]` items in order (`user_defined` items' smsAction/vgwAction/vgwActionSequence, `image` items
+as `smsActSendMedia`), then the Voice Gateway forms on `output`, `context` and `output.user_defined`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sms_gateway.model import JSON, Command, EngineReply
+
+SMS_CHANNELS = frozenset({"text_messaging", "sms"})
+# Context keys that carry commands; they are dropped from the stored v1 context so they fire only once.
+ACTION_KEYS = ("smsAction", "vgwAction", "vgwActionSequence")
+VGW_KEYS = ("vgwAction", "vgwActionSequence")
+MAIN_SKILL = "main skill"
+
+
+def parse_v1_answer(body: object) -> EngineReply:
+    """Parse a v1 `/message` answer (also an SOE's).
+
+    `engine_state` is `{"context": <returned context without action keys>}`, or `{}` when the answer has no
+    context object (the engine then keeps the context it sent).
+    """
+    answer = _obj(body)
+    output = _obj(answer.get("output"))
+    context = answer.get("context")
+    context_obj = _obj(context)
+    generic = _generic(output)
+
+    texts = _generic_texts(generic) or _v1_texts(output.get("text"))
+    reply = _build(answer, output, context_obj, generic, texts)
+    if isinstance(context, dict):
+        reply.engine_state = {"context": without_actions(context)}
+    return reply
+
+
+def parse_v2_answer(body: object) -> EngineReply:
+    """Parse a v2 stateful `/message` answer; `engine_state` is left to the engine (the session id)."""
+    answer = _obj(body)
+    output = _obj(answer.get("output"))
+    generic = _generic(output)
+    return _build(answer, output, _v2_skill_vars(answer), generic, _generic_texts(generic))
+
+
+def action_keys_in_v2_context(body: object) -> list[str]:
+    """The command keys the v2 answer left in main skill user_defined (to be cleared on the next turn)."""
+    skill_vars = _v2_skill_vars(_obj(body))
+    return [key for key in ACTION_KEYS if skill_vars.get(key) is not None]
+
+
+def without_actions(context: JSON) -> JSON:
+    return {key: value for key, value in context.items() if key not in ACTION_KEYS}
+
+
+def commands_from(value: object) -> list[Command]:
+    """Commands from one `smsAction`/`vgwAction`/`vgwActionSequence` value: an object or a list of objects."""
+    entries = value if isinstance(value, list) else [value]
+    commands = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("command")
+        if not isinstance(name, str) or not name:
+            continue
+        params = entry.get("parameters")
+        commands.append(Command(name, dict(params) if isinstance(params, dict) else {}))
+    return commands
+
+
+def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], texts: list[str]) -> EngineReply:
+    user_defined = _obj(output.get("user_defined"))
+    commands = [
+        *commands_from(output.get("smsAction")),
+        *commands_from(ctx_vars.get("smsAction")),
+        *commands_from(user_defined.get("smsAction")),
+    ]
+    choices: list[tuple[str, list[str], str]] = []
+    for item in generic:
+        kind = item.get("response_type")
+        if kind == "user_defined":
+            item_defined = _obj(item.get("user_defined"))
+            for key in ACTION_KEYS:
+                commands += commands_from(item_defined.get(key))
+        elif kind == "image":
+            source = item.get("source")
+            if isinstance(source, str) and source:
+                commands.append(Command("smsActSendMedia", {"mediaURL": [source]}))
+        elif kind == "option":
+            choice = _choice(item, "options", "option")
+            if choice:
+                choices.append(choice)
+        elif kind == "suggestion":
+            choice = _choice(item, "suggestions", "suggestion")
+            if choice:
+                choices.append(choice)
+    for source in (output, ctx_vars, user_defined):
+        for key in VGW_KEYS:
+            commands += commands_from(source.get(key))
+    return EngineReply(texts=texts, commands=commands, choices=choices, raw=answer)
+
+
+def _generic_texts(generic: list[JSON]) -> list[str]:
+    return [
+        item["text"]
+        for item in generic
+        if item.get("response_type") == "text" and isinstance(item.get("text"), str) and item["text"]
+    ]
+
+
+def _v1_texts(text: object) -> list[str]:
+    if isinstance(text, str):
+        return [text] if text else []
+    if isinstance(text, dict):  # the dialog-editor form {"values": [...]} that some SOEs pass through
+        text = text.get("values")
+    if isinstance(text, list):
+        return [t for t in text if isinstance(t, str) and t]
+    return []
+
+
+def _choice(item: JSON, list_key: str, kind: str) -> tuple[str, list[str], str] | None:
+    labels = [entry["label"] for entry in _dicts(item.get(list_key)) if isinstance(entry.get("label"), str)]
+    if not labels:
+        return None
+    title = item.get("title")
+    if not isinstance(title, str) or not title:
+        title = item.get("description")
+    return (title if isinstance(title, str) else "", labels, kind)
+
+
+def _v2_skill_vars(answer: JSON) -> JSON:
+    skills = _obj(_obj(answer.get("context")).get("skills"))
+    return _obj(_obj(skills.get(MAIN_SKILL)).get("user_defined"))
+
+
+def _generic(output: JSON) -> list[JSON]:
+    """`output.generic` items, minus those addressed only to other channels than SMS."""
+    return [item for item in _dicts(output.get("generic")) if _for_sms(item.get("channels"))]
+
+
+def _dicts(value: object) -> list[JSON]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _for_sms(channels: object) -> bool:
+    if not isinstance(channels, list) or not channels:
+        return True
+    for entry in channels:
+        name = entry.get("channel") if isinstance(entry, dict) else entry
+        if isinstance(name, str) and name in SMS_CHANNELS:
+            return True
+    return False
+
+
+def _obj(value: Any) -> JSON:
+    return value if isinstance(value, dict) else {}

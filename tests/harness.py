@@ -1,0 +1,204 @@
+"""An end-to-end harness: the real gateway app on a local port, fake Twilio and fake Watson over real HTTP.
+
+Tenants, one per engine kind:
+    V1      +15005550001  Watson Assistant v1 workspace WS1
+    SOE     +15005550002  an SOE at /soe/orchestrate (v1 API, URL as given)
+    V2      +15005550003  Watson Assistant v2, environment paths (ibm-watson 11.x)
+    V2OLD   +15005550004  Watson Assistant v2, legacy paths (no environment segment)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from sms_gateway.app import create_app
+from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, TenantConfig
+from sms_gateway.keys import STORE, WORKER
+from sms_gateway.store.base import Store
+from tests.fakes.twilio import FakeTwilio, SentMessage, serve_fake_twilio
+from tests.fakes.watson import FakeWatson, serve
+
+V1 = "+15005550001"
+SOE = "+15005550002"
+V2 = "+15005550003"
+V2OLD = "+15005550004"
+USER = "+15551230001"
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_sid(prefix: str = "SM") -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def inbound_form(
+    text: str = "hello",
+    media: list[tuple[str, str]] | None = None,
+    *,
+    user: str = USER,
+    tenant: str = V1,
+    sid: str | None = None,
+) -> dict[str, str]:
+    media = media or []
+    form = {
+        "ToCountry": "US",
+        "MessageSid": sid or new_sid("MM" if media else "SM"),
+        "AccountSid": ACCOUNT,
+        "From": user,
+        "To": tenant,
+        "Body": text,
+        "NumMedia": str(len(media)),
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
+    form["SmsMessageSid"] = form["SmsSid"] = form["MessageSid"]
+    for i, (url, content_type) in enumerate(media):
+        form[f"MediaUrl{i}"] = url
+        form[f"MediaContentType{i}"] = content_type
+    return form
+
+
+def twilio_media(n: int) -> str:
+    return f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Messages/MM{'a' * 32}/Media/ME{n:032x}"
+
+
+@dataclass
+class Harness:
+    config: Config
+    app: web.Application
+    url: str
+    http: aiohttp.ClientSession
+    twilio: FakeTwilio
+    watson: FakeWatson
+    watson_url: str
+
+    @property
+    def store(self) -> Store:
+        return self.app[STORE]
+
+    def sign(self, url: str, params: Mapping[str, str], token: str | None = None) -> str:
+        return str(RequestValidator(token or self.twilio.auth_token).compute_signature(url, dict(params)))
+
+    async def post_form(
+        self,
+        form: Mapping[str, str],
+        *,
+        path: str = "/sms.receiver/SmsRecv",
+        signature: str | None = None,
+        sign: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, Mapping[str, str]]:
+        url = self.url + path
+        all_headers = dict(headers or {})
+        if sign:
+            all_headers["X-Twilio-Signature"] = signature or self.sign(url, form)
+        async with self.http.post(url, data=dict(form), headers=all_headers) as response:
+            return response.status, await response.text(), response.headers
+
+    async def sms(self, text: str = "hello", media: list[tuple[str, str]] | None = None, **kw: Any) -> str:
+        """Deliver an inbound message as Twilio would; returns its MessageSid."""
+        form = inbound_form(text, media, **kw)
+        status, body, _ = await self.post_form(form)
+        assert status == 200, body
+        return form["MessageSid"]
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every accepted message has been processed."""
+        deadline = time.monotonic() + timeout
+        worker = self.app[WORKER]
+        while time.monotonic() < deadline:
+            if await self.store.pending_inbound_count() == 0 and worker.runner.busy_keys == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the gateway did not settle")
+
+    async def wait_sent(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.twilio.messages) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(self.twilio.messages) >= count, f"{len(self.twilio.messages)} of {count} messages sent"
+        return self.twilio.messages
+
+    async def post_status(self, sent: SentMessage, status: str, **extra: str) -> int:
+        assert sent.status_callback
+        form = {"MessageSid": sent.sid, "MessageStatus": status, "SmsStatus": status, "AccountSid": ACCOUNT,
+                "From": sent.from_ or "", "To": sent.to, "ApiVersion": "2010-04-01", **extra}
+        signature = self.sign(sent.status_callback, form)
+        async with self.http.post(sent.status_callback, data=form,
+                                  headers={"X-Twilio-Signature": signature}) as response:
+            return response.status
+
+
+def tenants(twilio: FakeTwilio, watson_url: str, **overrides: Any) -> tuple[TenantConfig, ...]:
+    def tenant(number: str, engine: EngineConfig) -> TenantConfig:
+        base = TenantConfig(
+            phone_number=number,
+            engine=dataclasses.replace(engine, connect_timeout_ms=2000, read_timeout_ms=2000, max_retries=1),
+            provider=twilio.provider_config(max_retries=2),
+            allow_session_create_via_sms=True,
+            conversation_failed_reply_message="Sorry, we can't answer right now.",
+        )
+        return dataclasses.replace(base, **overrides)
+
+    return (
+        tenant(V1, EngineConfig(kind="watson_v1", url=watson_url, workspace_id="WS1")),
+        tenant(SOE, EngineConfig(kind="soe", url=f"{watson_url}/soe/orchestrate")),
+        tenant(V2, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", environment_id="E1")),
+        tenant(V2OLD, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", v2_path_style="legacy")),
+    )
+
+
+@asynccontextmanager
+async def running_gateway(
+    tmp_path: Any,
+    *,
+    store_url: str | None = None,
+    public_url: bool = True,
+    tenant_overrides: Mapping[str, Any] | None = None,
+    configure: Callable[[Config], Config] | None = None,
+    sweep_interval: float = 0.05,
+) -> AsyncIterator[Harness]:
+    watson = FakeWatson()
+    watson_runner, watson_url = await serve(watson)
+    try:
+        async with serve_fake_twilio() as twilio:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            config = Config(
+                tenants=tenants(twilio, watson_url, **(tenant_overrides or {})),
+                public_url=url if public_url else None,
+                store_url=store_url or f"sqlite:///{tmp_path / 'gateway.db'}",
+                media=MediaPolicy(check_size=False),
+                latency_reporting_threshold_ms=1000,
+            )
+            if configure is not None:
+                config = configure(config)
+            app = create_app(config, sweep_interval=sweep_interval)
+            runner = web.AppRunner(app, shutdown_timeout=1.0)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    yield Harness(config, app, url, http, twilio, watson, watson_url)
+            finally:
+                await runner.cleanup()
+    finally:
+        await watson_runner.cleanup()
