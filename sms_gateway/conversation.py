@@ -222,7 +222,8 @@ class Conversations:
             size_of: Callable[[str], Awaitable[int | None]] | None = None
             if policy.check_size:
                 def size_of(url: str) -> Awaitable[int | None]:
-                    return head_content_length(d.http, url, policy.size_check_timeout_ms)
+                    return head_content_length(d.http, url, policy.size_check_timeout_ms,
+                                               allow_private=policy.allow_private_hosts)
 
             media_plan = await plan_outbound(
                 text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,

@@ -1,0 +1,276 @@
+"""Twilio's MMS limits, enforced before anything is sent (SPEC §2.5).
+
+`plan_outbound` turns one reply (text + media URLs) into the messages that fit the provider's limits:
+at most `max_media_per_message` media and `max_total_bytes` per message, bodies of at most `max_body_chars`,
+only public http(s) media URLs, and plain SMS with the links in the text where MMS is not available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from sms_gateway.config.model import MediaPolicy
+from sms_gateway.model import OutboundMessage
+
+MEDIA_URL_INVALID = "mediaURLInvalid"
+MEDIA_URL_NOT_PUBLIC = "mediaURLNotPublic"
+MEDIA_TOO_LARGE = "mediaTooLarge"
+
+# Names that only resolve inside a private network (RFC 6761, RFC 6762, RFC 8375 and common practice).
+_PRIVATE_NAMES = ("localhost",)
+_PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".lan", ".home.arpa")
+# WHATWG URL parsing treats a host whose last label is a number (decimal or 0x-hex) as an IPv4 address, so
+# `http://2130706433/` and `http://0x7f.1/` both mean 127.0.0.1 to a browser-grade fetcher.
+_NUMERIC_LABEL_RE = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+_LABEL_RE = re.compile(r"^[a-z0-9_-]+$")
+# NAT64 well-known prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IDEOGRAPHIC_DOTS = ("\u3002", "\uff0e", "\uff61")
+_MAX_REDIRECTS = 5
+
+SizeOf = Callable[[str], Awaitable[int | None]]
+
+
+@dataclass(slots=True)
+class MediaPlan:
+    messages: list[OutboundMessage] = field(default_factory=list)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (url, code, reason)
+
+
+# ------------------------------------------------------------------------------ URL checks
+
+
+def check_media_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
+    """None when Twilio could fetch `url`, else (code, reason). Never does DNS lookups."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return MEDIA_URL_INVALID, "URL contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        return MEDIA_URL_INVALID, "URL cannot be parsed"
+    if parts.scheme.lower() not in ("http", "https"):
+        return MEDIA_URL_INVALID, "only http and https URLs can be sent"
+    if not host:
+        return MEDIA_URL_INVALID, "URL has no host"
+    if allow_private:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return MEDIA_URL_INVALID, "URL must not contain credentials"
+    return _host_problem(_canonical_host(host))
+
+
+def is_public_http_url(url: str, allow_private: bool) -> bool:
+    return check_media_url(url, allow_private) is None
+
+
+def _canonical_host(host: str) -> str:
+    """The host as an IDNA-aware fetcher sees it: fullwidth forms folded, ideographic dots as dots."""
+    host = unicodedata.normalize("NFKC", host).lower()
+    for dot in _IDEOGRAPHIC_DOTS:
+        host = host.replace(dot, ".")
+    return host.rstrip(".")
+
+
+def _host_problem(host: str) -> tuple[str, str] | None:
+    address = _ip_literal(host)
+    if address is not None:
+        return None if _is_public_ip(address) else (MEDIA_URL_NOT_PUBLIC, "host is not a public IP address")
+    labels = host.split(".")
+    if _NUMERIC_LABEL_RE.fullmatch(labels[-1]):
+        return MEDIA_URL_NOT_PUBLIC, "host is an IP address in a non-standard notation"
+    if not all(label and (_LABEL_RE.fullmatch(label) or not label.isascii()) for label in labels):
+        return MEDIA_URL_INVALID, "host name is not valid"
+    if host in _PRIVATE_NAMES or host.endswith(_PRIVATE_SUFFIXES):
+        return MEDIA_URL_NOT_PUBLIC, "host name is local to a private network"
+    if len(labels) < 2:
+        return MEDIA_URL_NOT_PUBLIC, "host name has no domain (single label)"
+    return None
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_public_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv6 forms that embed an IPv4 address are only as public as the address they carry.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]
+        if embedded is not None:
+            return _is_public_ip(embedded)
+    return True
+
+
+# ------------------------------------------------------------------------------ sizes
+
+
+async def head_content_length(
+    http: aiohttp.ClientSession, url: str, timeout_ms: int, *, allow_private: bool = False
+) -> int | None:
+    """`Content-Length` from a HEAD on `url` (following redirects), or None on any error. Never raises.
+
+    Redirects are followed by hand so that every hop is checked like the original URL: a public URL must not
+    be able to steer the gateway to a private address.
+    """
+    timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+    try:
+        for _ in range(_MAX_REDIRECTS + 1):
+            if not is_public_http_url(url, allow_private):
+                return None
+            async with http.head(url, allow_redirects=False, timeout=timeout) as response:
+                location = response.headers.get("Location")
+                if response.status in (301, 302, 303, 307, 308) and location:
+                    url = urljoin(url, location)
+                    continue
+                if response.status >= 400:
+                    return None
+                return response.content_length
+    except Exception:  # a size we cannot learn is just unknown
+        return None
+    return None
+
+
+async def _safe_size(size_of: SizeOf, url: str) -> int | None:
+    try:
+        size = await size_of(url)
+    except Exception:  # unknown counts as 0, like a missing Content-Length
+        return None
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+# ------------------------------------------------------------------------------ text
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Split `text` into chunks of at most `max_chars` characters, at whitespace when possible.
+
+    The whitespace a chunk boundary falls on is dropped; a word longer than `max_chars` is cut hard.
+    Leading and trailing whitespace of the whole text is dropped; blank text gives no chunks.
+    """
+    if max_chars < 1:
+        raise ValueError("max_chars must be at least 1")
+    chunks: list[str] = []
+    rest = text.strip()
+    while len(rest) > max_chars:
+        cut = _last_space(rest, max_chars)
+        if cut > 0:
+            chunks.append(rest[:cut].rstrip())
+            rest = rest[cut:].lstrip()
+        else:
+            chunks.append(rest[:max_chars])
+            rest = rest[max_chars:].lstrip()
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
+def _last_space(text: str, max_chars: int) -> int:
+    """Index of the last whitespace that ends a chunk of <= max_chars characters, or -1."""
+    for index in range(max_chars, 0, -1):
+        if text[index].isspace():
+            return index
+    return -1
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def _plus_digits(number: str) -> str:
+    return "+" + "".join(ch for ch in number if ch.isascii() and ch.isdigit())
+
+
+def mms_available(user_number: str, policy: MediaPolicy) -> bool:
+    user = _plus_digits(user_number)
+    return any(user.startswith(_plus_digits(prefix)) for prefix in policy.mms_country_prefixes)
+
+
+def _group_media(media: Sequence[tuple[str, int | None]], max_items: int, max_bytes: int) -> list[tuple[str, ...]]:
+    """Greedy, order-preserving groups of at most `max_items` media and `max_bytes` (unknown size = 0)."""
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    total = 0
+    for url, known_size in media:
+        size = known_size or 0
+        if current and (len(current) >= max_items or total + size > max_bytes):
+            groups.append(tuple(current))
+            current, total = [], 0
+        current.append(url)
+        total += size
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+async def plan_outbound(
+    text: str,
+    media_urls: Sequence[str],
+    *,
+    tenant_number: str,
+    user_number: str,
+    session_id: str | None,
+    policy: MediaPolicy,
+    size_of: SizeOf | None,
+    new_id: Callable[[], str],
+) -> MediaPlan:
+    """The messages that carry `text` and `media_urls` within the provider's limits, in sending order.
+
+    The first message has the first text chunk and the first media group; later chunks and groups pair up
+    in order, then the leftover text-only or media-only messages follow. Where MMS is not available the media
+    links are appended to the text instead. Rejected media are reported, in input order, with a code and reason.
+    """
+    problems = [check_media_url(url, policy.allow_private_hosts) for url in media_urls]
+    accepted = [index for index, problem in enumerate(problems) if problem is None]
+
+    groups: list[tuple[str, ...]] = []
+    if accepted and not mms_available(user_number, policy):
+        links = [media_urls[index] for index in accepted]
+        text = "\n".join([text.strip(), *links]) if text.strip() else "\n".join(links)
+    elif accepted:
+        sizes = await _sizes([media_urls[index] for index in accepted], policy, size_of)
+        kept: list[tuple[str, int | None]] = []
+        for index, size in zip(accepted, sizes, strict=True):
+            if size is not None and size > policy.max_total_bytes:
+                problems[index] = (MEDIA_TOO_LARGE, f"{size} bytes is over the {policy.max_total_bytes}-byte limit")
+            else:
+                kept.append((media_urls[index], size))
+        groups = _group_media(kept, max(1, policy.max_media_per_message), policy.max_total_bytes)
+
+    plan = MediaPlan(rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem])
+    chunks = split_text(text, policy.max_body_chars)
+    for chunk, group in zip_longest(chunks, groups, fillvalue=None):
+        plan.messages.append(
+            OutboundMessage(
+                message_id=new_id(),
+                tenant_number=tenant_number,
+                user_number=user_number,
+                text=chunk or "",
+                media_urls=group or (),
+                session_id=session_id,
+            )
+        )
+    return plan
+
+
+async def _sizes(urls: list[str], policy: MediaPolicy, size_of: SizeOf | None) -> list[int | None]:
+    if size_of is None or not policy.check_size:
+        return [None] * len(urls)
+    return list(await asyncio.gather(*(_safe_size(size_of, url) for url in urls)))
