@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sms_gateway.model import InboundMessage, Media, Session
-from sms_gateway.store.base import OutboundRecord, Store, StoreUnavailable
+from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
 
@@ -144,3 +144,66 @@ def test_sqlite_urls() -> None:
     with pytest.raises(ValueError):
         create_store("postgres://x")
     assert os.path.basename(sqlite_path("sqlite:///a/b.db")[0]) == "b.db"
+
+
+async def test_insert_session_is_a_claim_on_the_pair(store: Store) -> None:
+    first = Session.new("+1500", "+1555", 60, now=0.0)
+    assert await store.insert_session(first) is None
+    second = Session.new("+1500", "+1555", 60, now=1.0)
+    existing = await store.insert_session(second)
+    assert existing is not None and existing.session_id == first.session_id
+    results = await asyncio.gather(*(store.insert_session(Session.new("+1500", "+1666", 60)) for _ in range(10)))
+    assert sum(r is None for r in results) == 1
+
+
+async def test_pipes(store: Store) -> None:
+    pipe = Pipe("p1", "+1500", "+1555", "http://vgw.example.com/sms", created_at=0.0, expires_at=100.0)
+    await store.save_pipe(pipe)
+    assert await store.get_pipe("p1") == pipe
+    assert await store.pipe_for("+1500", "+1555", now=50.0) == pipe
+    assert await store.pipe_for("+1500", "+1555", now=100.0) is None, "expired"
+    replacement = Pipe("p2", "+1500", "+1555", "http://vgw.example.com/sms", created_at=1.0, expires_at=200.0)
+    await store.save_pipe(replacement)
+    assert await store.get_pipe("p1") is None, "a new pipe for the pair replaces the old one"
+    assert await store.pipe_for("+1500", "+1555", now=50.0) == replacement
+    assert await store.delete_pipe("p2") is True
+    assert await store.delete_pipe("p2") is False
+    assert await store.pipe_for("+1500", "+1555", now=50.0) is None
+
+
+async def test_jobs_are_idempotent_ordered_per_key_retried_and_dead_lettered(store: Store) -> None:
+    assert await store.enqueue_job(Job("j1", "send", {"n": 1}, order_key="userA", run_at=0.0)) is True
+    assert await store.enqueue_job(Job("j1", "send", {"n": 99}, order_key="userA", run_at=0.0)) is False
+    await store.enqueue_job(Job("j2", "send", {"n": 2}, order_key="userA", run_at=0.0))
+    await store.enqueue_job(Job("j3", "send", {"n": 3}, order_key="userB", run_at=0.0))
+    await store.enqueue_job(Job("j4", "relay", {"n": 4}, order_key=None, run_at=50.0))
+    leased = await store.lease_jobs("w", 10, 30, now=10.0)
+    assert [j.job_id for j in leased] == ["j1", "j3"], "one per key, not before run_at"
+    assert leased[0].payload == {"n": 1} and leased[0].attempts == 1
+    assert await store.lease_jobs("w", 10, 30, now=10.0) == []
+    await store.retry_job("j1", run_at=20.0, error="429")
+    assert await store.lease_jobs("w", 10, 30, now=15.0) == [], "j2 waits behind j1's retry"
+    again = await store.lease_jobs("w", 10, 30, now=20.0)
+    assert [(j.job_id, j.attempts, j.last_error) for j in again] == [("j1", 2, "429")]
+    await store.complete_job("j1")
+    await store.complete_job("j3")
+    assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=60.0)] == ["j2", "j4"]
+    await store.dead_letter_job("j2", "21610 unsubscribed")
+    dead = await store.dead_letters(10)
+    assert [(j.job_id, j.last_error) for j in dead] == [("j2", "21610 unsubscribed")]
+    assert await store.replay_dead_letter("j2", now=70.0) is True
+    assert await store.replay_dead_letter("j2", now=70.0) is False
+    assert await store.dead_letters(10) == []
+    replayed = await store.lease_jobs("w", 10, 30, now=70.0)
+    assert [(j.job_id, j.attempts) for j in replayed] == [("j2", 1)]
+    # A worker that died: the lease runs out and the job is handed out again.
+    expired = await store.lease_jobs("w2", 10, 30, now=101.0)
+    assert sorted(j.job_id for j in expired) == ["j2", "j4"]
+
+
+async def test_send_slots_queue_bursts_at_the_configured_rate(store: Store) -> None:
+    waits = [await store.reserve_send_slot("+1500", 1.0, 1, now=100.0) for _ in range(4)]
+    assert waits == [0.0, 1.0, 2.0, 3.0]
+    burst = [await store.reserve_send_slot("toll-free", 3.0, 3, now=100.0) for _ in range(6)]
+    assert burst[:3] == [0.0, 0.0, 0.0] and burst[3] == pytest.approx(1 / 3)
+    assert await store.reserve_send_slot("+1500", 1.0, 1, now=200.0) == 0.0, "an idle bucket refills"

@@ -32,6 +32,68 @@ class OutboundRecord:
     provider_message_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    """A Voice Gateway SMS pipe: while it lives, the user's inbound messages go to `callback_url`."""
+
+    pipe_id: str
+    tenant_number: str
+    user_number: str
+    callback_url: str
+    created_at: float
+    expires_at: float
+
+    def to_json(self) -> JSON:
+        return {
+            "pipeId": self.pipe_id,
+            "tenantNumber": self.tenant_number,
+            "userNumber": self.user_number,
+            "callbackURL": self.callback_url,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Pipe:
+        return cls(
+            pipe_id=data["pipeId"],
+            tenant_number=data["tenantNumber"],
+            user_number=data["userNumber"],
+            callback_url=data["callbackURL"],
+            created_at=float(data["createdAt"]),
+            expires_at=float(data["expiresAt"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Durable background work (a send, a relay to Voice Gateway), retried with backoff, then dead-lettered.
+
+    Jobs with the same `order_key` run one at a time in the order they were enqueued: a later job waits
+    while an earlier one is queued or leased (not while it is dead-lettered).
+    """
+
+    job_id: str
+    kind: str
+    payload: JSON
+    order_key: str | None = None
+    run_at: float = 0.0
+    attempts: int = 0
+    last_error: str | None = None
+
+
+def gcra_reserve(tat: float | None, rate_per_second: float, burst: int, now: float) -> tuple[float, float]:
+    """One reservation of the generic cell rate algorithm: (seconds to wait, the new theoretical arrival time).
+
+    Every back end stores only the arrival time per key and runs this under its own atomicity.
+    """
+    interval = 1.0 / rate_per_second
+    tolerance = interval * max(burst - 1, 0)
+    new_tat = max(tat if tat is not None else now, now) + interval
+    allowed_at = new_tat - interval - tolerance
+    return max(0.0, allowed_at - now), new_tat
+
+
 def inbound_key(message: InboundMessage) -> str:
     return f"{message.provider}:{message.message_id}"
 
@@ -71,6 +133,10 @@ class Store(abc.ABC):
     async def save_session(self, session: Session) -> None: ...
 
     @abc.abstractmethod
+    async def insert_session(self, session: Session) -> Session | None:
+        """Store a new session unless the pair has one already; returns that existing session (or None)."""
+
+    @abc.abstractmethod
     async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
         """Delete the pair's session if it is still the one with `session_id`."""
 
@@ -97,3 +163,53 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         """True the first time this (message, status) pair is seen."""
+
+    # Voice Gateway pipes ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_pipe(self, pipe: Pipe) -> None:
+        """Store the pipe; it replaces any other pipe of the same (tenant, user)."""
+
+    @abc.abstractmethod
+    async def get_pipe(self, pipe_id: str) -> Pipe | None: ...
+
+    @abc.abstractmethod
+    async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
+        """The pair's pipe if it has not expired."""
+
+    @abc.abstractmethod
+    async def delete_pipe(self, pipe_id: str) -> bool: ...
+
+    # Jobs, retries, dead letters ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue_job(self, job: Job) -> bool:
+        """Queue the job; False (and nothing changed) if a job with this id exists: ids are idempotency keys."""
+
+    @abc.abstractmethod
+    async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
+        """Jobs due at `now`, oldest first, at most one per order key and none behind an unfinished earlier one."""
+
+    @abc.abstractmethod
+    async def complete_job(self, job_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
+        """Release the lease and run the job again at `run_at`."""
+
+    @abc.abstractmethod
+    async def dead_letter_job(self, job_id: str, error: str) -> None: ...
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int) -> list[Job]: ...
+
+    @abc.abstractmethod
+    async def replay_dead_letter(self, job_id: str, now: float) -> bool:
+        """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
+
+    # Rate limits --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
+        """Reserve the next send slot of a token bucket (GCRA) shared by every process.
+
+        Returns how many seconds the caller must wait before sending; every call gets its own slot, so
+        bursts queue instead of being rejected.
+        """

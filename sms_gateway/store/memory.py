@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sms_gateway.model import JSON, InboundMessage, Session
-from sms_gateway.store.base import InboundRecord, OutboundRecord, Store, inbound_key
+from sms_gateway.store.base import InboundRecord, Job, OutboundRecord, Pipe, Store, gcra_reserve, inbound_key
+
+
+@dataclass(slots=True)
+class _JobState:
+    job: Job
+    seq: int
+    state: str = "queued"  # queued | leased | done | dead
+    lease_until: float = 0.0
 
 
 @dataclass(slots=True)
@@ -27,6 +35,9 @@ class MemoryStore(Store):
         self._errors: dict[tuple[str, str], list[JSON]] = {}
         self._outbound: dict[str, OutboundRecord] = {}
         self._statuses: set[tuple[str, str]] = set()
+        self._pipes: dict[str, Pipe] = {}
+        self._jobs: dict[str, _JobState] = {}
+        self._slots: dict[str, float] = {}
 
     async def ping(self) -> None:
         return None
@@ -69,6 +80,13 @@ class MemoryStore(Store):
     async def save_session(self, session: Session) -> None:
         self._sessions[(session.tenant_number, session.user_number)] = Session.from_json(session.to_json())
 
+    async def insert_session(self, session: Session) -> Session | None:
+        existing = self._sessions.get((session.tenant_number, session.user_number))
+        if existing is not None:
+            return Session.from_json(existing.to_json())
+        await self.save_session(session)
+        return None
+
     async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
         current = self._sessions.get((tenant_number, user_number))
         if current is None or current.session_id != session_id:
@@ -105,3 +123,81 @@ class MemoryStore(Store):
             return False
         self._statuses.add(pair)
         return True
+
+    async def save_pipe(self, pipe: Pipe) -> None:
+        pair = (pipe.tenant_number, pipe.user_number)
+        for other in [p for p in self._pipes.values() if (p.tenant_number, p.user_number) == pair]:
+            del self._pipes[other.pipe_id]
+        self._pipes[pipe.pipe_id] = pipe
+
+    async def get_pipe(self, pipe_id: str) -> Pipe | None:
+        return self._pipes.get(pipe_id)
+
+    async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
+        for pipe in self._pipes.values():
+            if (pipe.tenant_number, pipe.user_number) == (tenant_number, user_number) and pipe.expires_at > now:
+                return pipe
+        return None
+
+    async def delete_pipe(self, pipe_id: str) -> bool:
+        return self._pipes.pop(pipe_id, None) is not None
+
+    async def enqueue_job(self, job: Job) -> bool:
+        if job.job_id in self._jobs:
+            return False
+        self._jobs[job.job_id] = _JobState(job=job, seq=next(self._seq))
+        return True
+
+    async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
+        blocked: set[str] = set()
+        candidates = sorted(self._jobs.values(), key=lambda s: s.seq)
+        leased: list[Job] = []
+        for state in candidates:
+            key = state.job.order_key
+            if state.state not in ("queued", "leased"):
+                continue
+            if key is not None and key in blocked:
+                continue
+            if key is not None:
+                blocked.add(key)
+            free = state.state == "queued" or state.lease_until <= now
+            if free and state.job.run_at <= now and len(leased) < limit:
+                state.state = "leased"
+                state.lease_until = now + lease_seconds
+                state.job = replace(state.job, attempts=state.job.attempts + 1)
+                leased.append(state.job)
+        return leased
+
+    async def complete_job(self, job_id: str) -> None:
+        state = self._jobs.get(job_id)
+        if state is not None:
+            state.state = "done"
+
+    async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
+        state = self._jobs.get(job_id)
+        if state is not None:
+            state.state = "queued"
+            state.job = replace(state.job, run_at=run_at, last_error=error)
+
+    async def dead_letter_job(self, job_id: str, error: str) -> None:
+        state = self._jobs.get(job_id)
+        if state is not None:
+            state.state = "dead"
+            state.job = replace(state.job, last_error=error)
+
+    async def dead_letters(self, limit: int) -> list[Job]:
+        dead = sorted((s for s in self._jobs.values() if s.state == "dead"), key=lambda s: s.seq)
+        return [s.job for s in dead[:limit]]
+
+    async def replay_dead_letter(self, job_id: str, now: float) -> bool:
+        state = self._jobs.get(job_id)
+        if state is None or state.state != "dead":
+            return False
+        state.state = "queued"
+        state.seq = next(self._seq)
+        state.job = replace(state.job, attempts=0, run_at=now)
+        return True
+
+    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
+        wait, self._slots[key] = gcra_reserve(self._slots.get(key), rate_per_second, burst, now)
+        return wait

@@ -16,7 +16,16 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from sms_gateway.model import JSON, InboundMessage, Session
-from sms_gateway.store.base import InboundRecord, OutboundRecord, Store, StoreUnavailable, inbound_key
+from sms_gateway.store.base import (
+    InboundRecord,
+    Job,
+    OutboundRecord,
+    Pipe,
+    Store,
+    StoreUnavailable,
+    gcra_reserve,
+    inbound_key,
+)
 
 T = TypeVar("T")
 
@@ -54,6 +63,33 @@ CREATE TABLE IF NOT EXISTS outbound (
     user TEXT NOT NULL,
     session_id TEXT,
     provider_message_id TEXT
+);
+CREATE TABLE IF NOT EXISTS pipes (
+    pipe_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    data TEXT NOT NULL,
+    UNIQUE (tenant, user)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    order_key TEXT,
+    state TEXT NOT NULL DEFAULT 'queued',
+    run_at REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    owner TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, seq);
+CREATE TABLE IF NOT EXISTS send_slots (
+    key TEXT PRIMARY KEY,
+    tat REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS statuses (
     provider_message_id TEXT NOT NULL,
@@ -194,6 +230,23 @@ class SQLiteStore(Store):
             )
         )
 
+    async def insert_session(self, session: Session) -> Session | None:
+        data = json.dumps(session.to_json(), separators=(",", ":"))
+
+        def insert(db: sqlite3.Connection) -> Session | None:
+            row = db.execute(
+                "SELECT data FROM sessions WHERE tenant = ? AND user = ?", (session.tenant_number, session.user_number)
+            ).fetchone()
+            if row is not None:
+                return Session.from_json(json.loads(row[0]))
+            db.execute(
+                "INSERT INTO sessions (tenant, user, session_id, expires_at, data) VALUES (?, ?, ?, ?, ?)",
+                (session.tenant_number, session.user_number, session.session_id, session.expires_at(), data),
+            )
+            return None
+
+        return await self._run(insert)
+
     async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
         cursor = await self._run(
             lambda db: db.execute(
@@ -272,3 +325,122 @@ class SQLiteStore(Store):
             )
         )
         return bool(cursor.rowcount == 1)
+
+    # Pipes ------------------------------------------------------------------------------------
+    async def save_pipe(self, pipe: Pipe) -> None:
+        data = json.dumps(pipe.to_json(), separators=(",", ":"))
+
+        def save(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM pipes WHERE tenant = ? AND user = ?", (pipe.tenant_number, pipe.user_number))
+            db.execute(
+                "INSERT OR REPLACE INTO pipes (pipe_id, tenant, user, expires_at, data) VALUES (?, ?, ?, ?, ?)",
+                (pipe.pipe_id, pipe.tenant_number, pipe.user_number, pipe.expires_at, data),
+            )
+
+        await self._run(save)
+
+    async def get_pipe(self, pipe_id: str) -> Pipe | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT data FROM pipes WHERE pipe_id = ?", (pipe_id,)).fetchone()
+        )
+        return None if row is None else Pipe.from_json(json.loads(row[0]))
+
+    async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM pipes WHERE tenant = ? AND user = ? AND expires_at > ?",
+                (tenant_number, user_number, now),
+            ).fetchone()
+        )
+        return None if row is None else Pipe.from_json(json.loads(row[0]))
+
+    async def delete_pipe(self, pipe_id: str) -> bool:
+        cursor = await self._run(lambda db: db.execute("DELETE FROM pipes WHERE pipe_id = ?", (pipe_id,)))
+        return bool(cursor.rowcount == 1)
+
+    # Jobs -------------------------------------------------------------------------------------
+    async def enqueue_job(self, job: Job) -> bool:
+        payload = json.dumps(job.payload, separators=(",", ":"))
+
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, seq, kind, payload, order_key, run_at, attempts, last_error)"
+                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)",
+                (job.job_id, job.kind, payload, job.order_key, job.run_at, job.attempts, job.last_error),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(insert)
+
+    async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
+        def lease(db: sqlite3.Connection) -> list[Job]:
+            # A job is due when nothing earlier with its order key is still queued or leased.
+            rows = db.execute(
+                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error FROM jobs AS j"
+                " WHERE (state = 'queued' OR (state = 'leased' AND lease_until <= :now)) AND run_at <= :now"
+                " AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.order_key = j.order_key"
+                "      AND e.seq < j.seq AND e.state IN ('queued', 'leased')))"
+                " ORDER BY seq LIMIT :limit",
+                {"now": now, "limit": limit},
+            ).fetchall()
+            jobs = []
+            for job_id, kind, payload, order_key, run_at, attempts, last_error in rows:
+                db.execute(
+                    "UPDATE jobs SET state = 'leased', owner = ?, lease_until = ?, attempts = attempts + 1"
+                    " WHERE job_id = ?",
+                    (owner, now + lease_seconds, job_id),
+                )
+                jobs.append(Job(job_id, kind, json.loads(payload), order_key, run_at, attempts + 1, last_error))
+            return jobs
+
+        return await self._run(lease)
+
+    async def complete_job(self, job_id: str) -> None:
+        await self._run(
+            lambda db: db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))
+        )
+
+    async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET state = 'queued', owner = NULL, run_at = ?, last_error = ? WHERE job_id = ?",
+                (run_at, error, job_id),
+            )
+        )
+
+    async def dead_letter_job(self, job_id: str, error: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET state = 'dead', owner = NULL, last_error = ? WHERE job_id = ?", (error, job_id)
+            )
+        )
+
+    async def dead_letters(self, limit: int) -> list[Job]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error FROM jobs"
+                " WHERE state = 'dead' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [Job(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def replay_dead_letter(self, job_id: str, now: float) -> bool:
+        cursor = await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,"
+                " seq = (SELECT MAX(seq) + 1 FROM jobs) WHERE job_id = ? AND state = 'dead'",
+                (now, job_id),
+            )
+        )
+        return bool(cursor.rowcount == 1)
+
+    # Rate limits ------------------------------------------------------------------------------
+    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
+        def reserve(db: sqlite3.Connection) -> float:
+            row = db.execute("SELECT tat FROM send_slots WHERE key = ?", (key,)).fetchone()
+            wait, tat = gcra_reserve(None if row is None else float(row[0]), rate_per_second, burst, now)
+            db.execute("INSERT OR REPLACE INTO send_slots (key, tat) VALUES (?, ?)", (key, tat))
+            return wait
+
+        return await self._run(reserve)
