@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 import aiohttp
@@ -14,15 +15,20 @@ from sms_gateway.config.model import Config, normalise_number
 from sms_gateway.conversation import ConversationDeps, Conversations
 from sms_gateway.engines.factory import create_engine
 from sms_gateway.engines.registry import EngineFactory, EngineRegistry
-from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, METRICS, STATE, STORE, WORKER, RuntimeState
+from sms_gateway.jobs import JobWorker
+from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, JOBS, METRICS, OUTBOX, STATE, STORE, WORKER, RuntimeState
 from sms_gateway.metrics import Metrics
+from sms_gateway.outbox import SEND, Outbox
 from sms_gateway.providers.base import Sender
 from sms_gateway.providers.twilio import TwilioSender
+from sms_gateway.ratelimit import rates_from_config
 from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
 from sms_gateway.web import ops, twilio_hooks
 from sms_gateway.web.errors import error_middleware
 from sms_gateway.worker import InboundWorker, SessionSweeper
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 # Twilio's webhook forms are a few KB (a 1,600-character body and ten media URLs).
 MAX_REQUEST_BYTES = 256 * 1024
@@ -55,13 +61,16 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].close()
 
 
-def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float):  # type: ignore[no-untyped-def]
+def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> CleanupContext:
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
+        store, metrics = app[STORE], app[METRICS]
         async with aiohttp.ClientSession() as http:
             engines = EngineRegistry(http, engine_factory)
+            # The outbox retries failed sends itself (durably, with backoff), so each sender tries once.
             senders: dict[str, Sender] = {
-                normalise_number(t.phone_number): TwilioSender(t.provider, http) for t in config.tenants
+                normalise_number(t.phone_number): TwilioSender(dataclasses.replace(t.provider, max_retries=0), http)
+                for t in config.tenants
             }
 
             def status_callback_url(message_id: str) -> str | None:
@@ -70,25 +79,36 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float):  #
                     return None
                 return f"{base.rstrip('/')}{twilio_hooks.STATUS_PATH}?mid={quote(message_id)}"
 
-            conversations = Conversations(
-                ConversationDeps(config, app[STORE], engines, senders, app[METRICS], http, status_callback_url)
+            outbox = Outbox(
+                store, senders, metrics, status_callback_url,
+                max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
+                rates=rates_from_config(config.rate_limits),
             )
-            worker = InboundWorker(app[STORE], conversations, app[METRICS], concurrency=config.worker_concurrency)
-            sweeper = SessionSweeper(app[STORE], conversations, worker.runner, interval=sweep_interval)
+            jobs = JobWorker(store, {SEND: outbox.job_kind()}, metrics, concurrency=config.worker_concurrency)
+            conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
+            worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency)
+            sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines
             app[CONVERSATIONS] = conversations
             app[WORKER] = worker
-            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run())]
+            app[JOBS] = jobs
+            app[OUTBOX] = outbox
+            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
+                     asyncio.create_task(jobs.run())]
             yield
-            tasks[0].cancel()  # stop leasing new work, then let the turns in flight finish
+            tasks[0].cancel()  # stop taking new inbound work, then let the turns in flight finish
+            tasks[1].cancel()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.drain(), SHUTDOWN_GRACE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(jobs.drain(), SHUTDOWN_GRACE_SECONDS)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await worker.stop()
+            await jobs.stop()
             await engines.close()
 
     return services_ctx

@@ -5,15 +5,16 @@ Callers (the inbound worker, the session sweeper) guarantee that turns of one se
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 
 from sms_gateway.actions import TurnPlan, interpret
-from sms_gateway.config.model import Config, EngineConfig, TenantConfig, normalise_number
+from sms_gateway.config.model import Config, EngineConfig, TenantConfig
 from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build_state
 from sms_gateway.engines.base import EngineError, TurnRequest
 from sms_gateway.engines.override import InvalidOverride, apply_override
@@ -21,8 +22,8 @@ from sms_gateway.engines.registry import EngineRegistry
 from sms_gateway.media import head_content_length, plan_outbound
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
-from sms_gateway.providers.base import Sender
-from sms_gateway.store.base import OutboundRecord, Store
+from sms_gateway.outbox import message_id_for, send_job
+from sms_gateway.store.base import Store
 
 log = structlog.get_logger("sms_gateway.conversation")
 
@@ -36,10 +37,9 @@ class ConversationDeps:
     config: Config
     store: Store
     engines: EngineRegistry
-    senders: Mapping[str, Sender]  # by normalised tenant number
     metrics: Metrics
     http: aiohttp.ClientSession
-    status_callback_url: Callable[[str], str | None]
+    notify_outbox: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
 
 
@@ -70,8 +70,9 @@ class Conversations:
             session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
             log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
         session.last_activity = now
-        self._transcript(tenant, "in", message.text, session)
-        await self.run_turn(tenant, session, message.text, message.media)
+        self._transcript("in", message.text, session)
+        turn_id = f"in:{message.provider}:{message.message_id}"
+        await self.run_turn(tenant, session, message.text, message.media, turn_id=turn_id)
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
 
     async def expire_session(self, tenant_number: str, user_number: str, session_id: str) -> None:
@@ -87,11 +88,22 @@ class Conversations:
 
     # The turn ----------------------------------------------------------------------------------
     async def run_turn(
-        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, final: bool = False
+        self,
+        tenant: TenantConfig,
+        session: Session,
+        text: str,
+        media: Sequence[Media],
+        *,
+        turn_id: str,
+        final: bool = False,
     ) -> None:
-        """Run the turn and, while the dialog asks for it, the no-input turns that follow it."""
-        for _ in range(MAX_CHAINED_TURNS):
-            plan = await self._one_turn(tenant, session, text, media, final=final)
+        """Run the turn and, while the dialog asks for it, the no-input turns that follow it.
+
+        `turn_id` names the cause of the turn (an inbound message id, a timeout); the ids of the messages it
+        sends derive from it, so running the same turn again after a crash does not send its replies twice.
+        """
+        for chained in range(MAX_CHAINED_TURNS):
+            plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final)
             if final:
                 return
             if plan is None or plan.terminate:
@@ -108,7 +120,7 @@ class Conversations:
             await self.deps.store.save_session(session)
 
     async def _one_turn(
-        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, final: bool
+        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool
     ) -> TurnPlan | None:
         d = self.deps
         errors = await d.store.pop_sms_errors(session.tenant_number, session.user_number)
@@ -120,7 +132,7 @@ class Conversations:
             if reply is None:
                 for error in errors:  # the engine never saw them: keep them for the next turn
                     await d.store.push_sms_error(session.tenant_number, session.user_number, error)
-                await self._send_failed_reply(tenant, session)
+                await self._send_failed_reply(tenant, session, turn_id)
                 d.metrics.turns.labels("engine_failed").inc()
                 return None
             session.engine_state = reply.engine_state
@@ -134,7 +146,7 @@ class Conversations:
         combined.text = "\n".join(t for t in texts if t)
         if combined.session_timeout is not None and not final:
             session.timeout_seconds = combined.session_timeout
-        await self._send_plan(tenant, session, combined)
+        await self._send_plan(session, combined, turn_id)
         d.metrics.turns.labels("ok").inc()
         return combined
 
@@ -181,25 +193,22 @@ class Conversations:
         return True
 
     # Sending -----------------------------------------------------------------------------------
-    async def _send_plan(self, tenant: TenantConfig, session: Session, plan: TurnPlan) -> None:
+    async def _send_plan(self, session: Session, plan: TurnPlan, turn_id: str) -> None:
+        pair = (session.tenant_number, session.user_number)
         if plan.text or plan.media_urls:
-            self._transcript(tenant, "out", plan.text, session)
-            await self.deliver(
-                session.tenant_number, session.user_number, plan.text, plan.media_urls, session.session_id,
-                error_to=session,
-            )
-        for extra in plan.extra_sends:
-            await self.deliver(
-                extra.tenant_number, extra.user_number, extra.text, list(extra.media_urls), session.session_id,
-                error_to=session,
-            )
+            self._transcript("out", plan.text, session)
+            await self.deliver(session.tenant_number, session.user_number, plan.text, plan.media_urls,
+                               session.session_id, id_prefix=turn_id, error_to=pair)
+        for n, extra in enumerate(plan.extra_sends):
+            await self.deliver(extra.tenant_number, extra.user_number, extra.text, list(extra.media_urls),
+                               session.session_id, id_prefix=f"{turn_id}/vgw{n}", error_to=pair)
 
-    async def _send_failed_reply(self, tenant: TenantConfig, session: Session) -> None:
+    async def _send_failed_reply(self, tenant: TenantConfig, session: Session, turn_id: str) -> None:
         override = session.conversation_override or {}
         message = override.get("conversationFailedReplyMessage", tenant.conversation_failed_reply_message)
         if isinstance(message, str) and message:
             await self.deliver(session.tenant_number, session.user_number, message, [], session.session_id,
-                               error_to=session)
+                               id_prefix=f"{turn_id}/failed", error_to=(session.tenant_number, session.user_number))
 
     async def deliver(
         self,
@@ -209,13 +218,21 @@ class Conversations:
         media_urls: Sequence[str],
         session_id: str | None,
         *,
-        error_to: Session | None = None,
-    ) -> list[JSON]:
-        """Send text and media within the provider's limits; returns the errors (also queued as smsError)."""
+        id_prefix: str | None = None,
+        error_to: tuple[str, str] | None = None,
+        job_extra: JSON | None = None,
+    ) -> tuple[list[str], list[JSON]]:
+        """Queue text and media for sending, within the provider's limits.
+
+        Returns the ids of the queued messages and the errors found before sending (refused media, unknown
+        tenant); those errors are also kept as smsError for `error_to`'s next turn. Failures of the send
+        itself reach `error_to` when the outbox gives up on the message.
+        """
         d = self.deps
-        sender = d.senders.get(normalise_number(tenant_number))
+        prefix = id_prefix or new_id("send")
         errors: list[JSON] = []
-        if sender is None:
+        queued: list[str] = []
+        if d.config.tenant_for(tenant_number) is None:
             errors.append({"code": "unknownTenant", "message": f"no tenant is configured for {tenant_number}"})
         else:
             policy = d.config.media
@@ -225,48 +242,34 @@ class Conversations:
                     return head_content_length(d.http, url, policy.size_check_timeout_ms,
                                                allow_private=policy.allow_private_hosts)
 
+            counter = itertools.count()
             media_plan = await plan_outbound(
                 text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,
-                policy=policy, size_of=size_of, new_id=lambda: new_id("mg"),
+                policy=policy, size_of=size_of, new_id=lambda: message_id_for(prefix, next(counter)),
             )
             for url, code, reason in media_plan.rejected:
                 d.metrics.sends.labels("rejected", "media").inc()
                 log.warning("media_rejected", code=code, reason=reason, session_id=session_id)
                 errors.append({"code": code, "message": reason, "mediaURL": url})
             for message in media_plan.messages:
-                record = OutboundRecord(message.message_id, tenant_number, user_number, session_id, None)
-                await d.store.record_outbound(record)
-                started = time.perf_counter()
-                result = await sender.send(message, d.status_callback_url(message.message_id))
-                elapsed = time.perf_counter() - started
-                d.metrics.provider_latency.labels("twilio").observe(elapsed)
-                self._check_latency("provider", elapsed, None, session_id)
-                kind = "mms" if message.media_urls else "sms"
-                if result.ok:
-                    d.metrics.sends.labels("sent", kind).inc()
-                    await d.store.record_outbound(
-                        OutboundRecord(message.message_id, tenant_number, user_number, session_id,
-                                       result.provider_message_id)
-                    )
-                    log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
-                             session_id=session_id, media=len(message.media_urls), user=user_number)
+                if await d.store.enqueue_job(send_job(message, error_to, job_extra)):
+                    queued.append(message.message_id)
                 else:
-                    d.metrics.sends.labels("failed", kind).inc()
-                    d.metrics.errors.labels("send").inc()
-                    log.error("send_failed", message_id=message.message_id, code=result.error_code,
-                              error=result.error_message, session_id=session_id, user=user_number)
-                    errors.append({**result.to_sms_error(), "messageID": message.message_id})
+                    log.info("send_already_queued", message_id=message.message_id, session_id=session_id)
+            if queued:
+                d.notify_outbox()
         if error_to is not None:
             for error in errors:
-                await d.store.push_sms_error(error_to.tenant_number, error_to.user_number, error)
-        return errors
+                await d.store.push_sms_error(error_to[0], error_to[1], error)
+        return queued, errors
 
     # Session end -------------------------------------------------------------------------------
     async def _end_expired(self, tenant: TenantConfig, session: Session) -> None:
         self.deps.metrics.sessions_expired.inc()
         log.info("session_ended", session_id=session.session_id, reason="timeout")
         if tenant.notify_on_session_timeout:
-            await self.run_turn(tenant, session, RESPONSE_TIMEOUT_TEXT, (), final=True)
+            await self.run_turn(tenant, session, RESPONSE_TIMEOUT_TEXT, (), turn_id=f"timeout:{session.session_id}",
+                                final=True)
         await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
 
     # Logging helpers ---------------------------------------------------------------------------
@@ -276,7 +279,7 @@ class Conversations:
             log.warning("latency_threshold_exceeded", call=what, latency_ms=round(elapsed * 1000),
                         threshold_ms=threshold, session_id=session.session_id if session else session_id)
 
-    def _transcript(self, tenant: TenantConfig, direction: str, text: str, session: Session) -> None:
+    def _transcript(self, direction: str, text: str, session: Session) -> None:
         if self.deps.config.enable_transcription_messages:
             log.info("transcript", direction=direction, text=text, session_id=session.session_id)
 

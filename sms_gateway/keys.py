@@ -9,7 +9,9 @@ from aiohttp import web
 from sms_gateway.config.model import Config
 from sms_gateway.conversation import Conversations
 from sms_gateway.engines.registry import EngineRegistry
+from sms_gateway.jobs import JobWorker
 from sms_gateway.metrics import Metrics
+from sms_gateway.outbox import Outbox
 from sms_gateway.store.base import Store
 from sms_gateway.worker import InboundWorker
 
@@ -31,3 +33,5 @@ STATE = web.AppKey("state", RuntimeState)
 ENGINES = web.AppKey("engines", EngineRegistry)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 WORKER = web.AppKey("worker", InboundWorker)
+JOBS = web.AppKey("jobs", JobWorker)
+OUTBOX = web.AppKey("outbox", Outbox)

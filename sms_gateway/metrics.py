@@ -36,3 +36,5 @@ class Metrics:
         )
         self.inbound_in_flight = Gauge("smsgw_inbound_in_flight", "Inbound messages being processed", registry=r)
         self.sessions_expired = Counter("smsgw_sessions_expired", "Sessions ended by inactivity", registry=r)
+        self.jobs = Counter("smsgw_jobs", "Job attempts, by kind and outcome", ["kind", "outcome"], registry=r)
+        self.dead_letters = Counter("smsgw_dead_letters", "Jobs dead-lettered, by kind", ["kind"], registry=r)

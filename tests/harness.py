@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from sms_gateway.app import create_app
 from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, TenantConfig
-from sms_gateway.keys import STORE, WORKER
+from sms_gateway.keys import JOBS, STORE, WORKER
 from sms_gateway.store.base import Store
 from tests.fakes.twilio import FakeTwilio, SentMessage, serve_fake_twilio
 from tests.fakes.watson import FakeWatson, serve
@@ -123,12 +123,16 @@ class Harness:
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until every accepted message has been processed."""
         deadline = time.monotonic() + timeout
-        worker = self.app[WORKER]
+        worker, jobs = self.app[WORKER], self.app[JOBS]
         while time.monotonic() < deadline:
-            if await self.store.pending_inbound_count() == 0 and worker.runner.busy_keys == 0:
+            idle = worker.runner.busy_keys == 0 and jobs.busy == 0
+            if idle and await self.store.pending_inbound_count() == 0 and not await self._jobs_due():
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("the gateway did not settle")
+
+    async def _jobs_due(self) -> bool:
+        return await self.store.pending_job_count() > 0
 
     async def wait_sent(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
         deadline = time.monotonic() + timeout
@@ -188,6 +192,7 @@ async def running_gateway(
                 store_url=store_url or f"sqlite:///{tmp_path / 'gateway.db'}",
                 media=MediaPolicy(check_size=False),
                 latency_reporting_threshold_ms=1000,
+                rate_limits={"long_code": 1000.0},
             )
             if configure is not None:
                 config = configure(config)

@@ -193,8 +193,19 @@ def build_config(native: Mapping[str, Any]) -> Config:
     return Config(
         tenants=tuple(_tenant(t) for t in native.get("tenants", [])),
         media=MediaPolicy(**media),
+        rate_limits=_rate_limits(native.get("rateLimits", {})),
         **settings,
     )
+
+
+RATE_KINDS = {"longCode": "long_code", "tollFree": "toll_free", "shortCode": "short_code"}
+
+
+def _rate_limits(section: Mapping[str, Any]) -> dict[str, float]:
+    rates = {RATE_KINDS[key]: float(value) for key, value in section.items() if key in RATE_KINDS}
+    for number, value in section.get("numbers", {}).items():
+        rates[normalise_number(number)] = float(value)
+    return rates
 
 
 def _tenant(tenant: Mapping[str, Any]) -> TenantConfig:

@@ -13,6 +13,7 @@ from sms_gateway.config.build import (
     MEDIA_FIELDS,
     PROVIDER_FIELDS,
     PROXY_FIELDS,
+    RATE_KINDS,
     TENANT_FIELDS,
 )
 from sms_gateway.config.model import Config, ProxyConfig, TenantConfig
@@ -38,6 +39,7 @@ def native_dict(config: Config) -> dict[str, Any]:
         section[key] = getattr(config, field)
     out["media"] = _unpick(config.media, MEDIA_FIELDS)
     out["media"]["mmsCountryPrefixes"] = list(config.media.mms_country_prefixes)
+    out["rateLimits"] = _rate_limits(config.rate_limits)
     out["tenants"] = [_tenant(t) for t in config.tenants]
     cleaned: dict[str, Any] = _without_none(out)
     return cleaned
@@ -91,3 +93,12 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_none(v) for v in value]
     return value
+
+
+def _rate_limits(rates: Mapping[str, float]) -> dict[str, Any]:
+    kinds = {kind: key for key, kind in RATE_KINDS.items()}
+    out: dict[str, Any] = {kinds[k]: v for k, v in rates.items() if k in kinds}
+    numbers = {"+" + k: v for k, v in rates.items() if k not in kinds}
+    if numbers:
+        out["numbers"] = numbers
+    return out

@@ -119,6 +119,8 @@ class Config:
     latency_reporting_threshold_ms: int = 10000
     media: MediaPolicy = field(default_factory=MediaPolicy)
     worker_concurrency: int = 64
+    # Messages per second per sending number: keys "long_code", "toll_free", "short_code" or a number's digits.
+    rate_limits: dict[str, float] = field(default_factory=dict)
     _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

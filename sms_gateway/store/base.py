@@ -192,6 +192,10 @@ class Store(abc.ABC):
     async def complete_job(self, job_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def pending_job_count(self) -> int:
+        """Jobs queued or leased (not done, not dead)."""
+
+    @abc.abstractmethod
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         """Release the lease and run the job again at `run_at`."""
 

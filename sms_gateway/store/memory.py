@@ -168,6 +168,9 @@ class MemoryStore(Store):
                 leased.append(state.job)
         return leased
 
+    async def pending_job_count(self) -> int:
+        return sum(1 for s in self._jobs.values() if s.state in ("queued", "leased"))
+
     async def complete_job(self, job_id: str) -> None:
         state = self._jobs.get(job_id)
         if state is not None:

@@ -395,6 +395,12 @@ class SQLiteStore(Store):
 
         return await self._run(lease)
 
+    async def pending_job_count(self) -> int:
+        row = await self._run(
+            lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')").fetchone()
+        )
+        return int(row[0])
+
     async def complete_job(self, job_id: str) -> None:
         await self._run(
             lambda db: db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))

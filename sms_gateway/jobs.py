@@ -1,0 +1,174 @@
+"""The durable job runner: sends and relays are jobs in the store, retried with backoff, then dead-lettered.
+
+A job is leased (so a crashed process's jobs are picked up again after the lease), run by the handler of its
+kind, and then completed, rescheduled or dead-lettered according to the handler's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from sms_gateway.metrics import Metrics
+from sms_gateway.store.base import Job, Store, StoreUnavailable
+
+log = structlog.get_logger("sms_gateway.jobs")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler says about one attempt."""
+
+    state: str  # "done" | "retry" | "failed"
+    error: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def done(cls) -> Outcome:
+        return cls("done")
+
+    @classmethod
+    def retry(cls, error: str, retry_after: float | None = None) -> Outcome:
+        return cls("retry", error, retry_after)
+
+    @classmethod
+    def failed(cls, error: str) -> Outcome:
+        return cls("failed", error)
+
+
+Handler = Callable[[Job], Awaitable[Outcome]]
+DeadHandler = Callable[[Job, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+
+    def delay(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return float(min(max(retry_after, 0.0), self.backoff_cap))
+        exponential: float = min(self.backoff_cap, self.backoff_base * 2.0 ** max(attempts - 1, 0))
+        return exponential * (0.5 + random.random() / 2)  # jitter, so retries of a burst spread out
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    handler: Handler
+    policy: RetryPolicy
+    on_dead: DeadHandler | None = None
+
+
+class JobWorker:
+    def __init__(
+        self,
+        store: Store,
+        kinds: Mapping[str, JobKind],
+        metrics: Metrics,
+        *,
+        concurrency: int = 64,
+        lease_seconds: float = 120.0,
+        poll_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.kinds = dict(kinds)
+        self.metrics = metrics
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+
+    def notify(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    async def run(self) -> None:
+        while True:
+            leased = 0
+            try:
+                leased = await self._lease_and_start()
+            except StoreUnavailable as exc:
+                log.error("store_unavailable", where="job_worker", error=str(exc))
+            if leased == 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def _lease_and_start(self) -> int:
+        room = self._concurrency - len(self._running)
+        if room <= 0:
+            return 0
+        jobs = await self.store.lease_jobs(self.owner, room, self.lease_seconds, self.clock())
+        for job in jobs:
+            task = asyncio.create_task(self._run_job(job))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        return len(jobs)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wakeup.set()  # a finished job may unblock the next one of its order key
+
+    async def _run_job(self, job: Job) -> None:
+        kind = self.kinds.get(job.kind)
+        try:
+            async with self._slots:
+                if kind is None:
+                    await self.store.dead_letter_job(job.job_id, f"no handler for job kind {job.kind!r}")
+                    return
+                try:
+                    outcome = await kind.handler(job)
+                except (asyncio.CancelledError, StoreUnavailable):
+                    raise
+                except Exception as exc:
+                    log.exception("job_crashed", job_id=job.job_id, kind=job.kind)
+                    outcome = Outcome.retry(f"crashed: {type(exc).__name__}")
+                await self._settle(job, kind, outcome)
+        except StoreUnavailable as exc:
+            # Left leased: it is picked up again once the lease runs out.
+            log.error("store_unavailable", where="job", job_id=job.job_id, error=str(exc))
+
+    async def _settle(self, job: Job, kind: JobKind, outcome: Outcome) -> None:
+        self.metrics.jobs.labels(job.kind, outcome.state).inc()
+        if outcome.state == "done":
+            await self.store.complete_job(job.job_id)
+            return
+        error = outcome.error or "failed"
+        if outcome.state == "retry" and job.attempts < kind.policy.max_attempts:
+            delay = kind.policy.delay(job.attempts, outcome.retry_after)
+            log.warning("job_retry", job_id=job.job_id, kind=job.kind, attempt=job.attempts, delay_s=round(delay, 2),
+                        error=error)
+            await self.store.retry_job(job.job_id, self.clock() + delay, error)
+            return
+        log.error("job_dead_lettered", job_id=job.job_id, kind=job.kind, attempts=job.attempts, error=error)
+        self.metrics.dead_letters.labels(job.kind).inc()
+        await self.store.dead_letter_job(job.job_id, error)
+        if kind.on_dead is not None:
+            await kind.on_dead(job, error)
+
+    async def drain(self) -> None:
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*list(self._running), return_exceptions=True)

@@ -1,0 +1,129 @@
+"""The outbox: every message to a user is a `send` job, so it survives a crash, is retried with backoff
+within the provider's limits, waits for its sender's rate-limit slot, and is sent at most once per id."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+
+from sms_gateway.config.model import normalise_number
+from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
+from sms_gateway.metrics import Metrics
+from sms_gateway.model import JSON, OutboundMessage
+from sms_gateway.providers.base import Sender
+from sms_gateway.ratelimit import SenderRate, sender_rate
+from sms_gateway.store.base import Job, OutboundRecord, Store
+
+log = structlog.get_logger("sms_gateway.outbox")
+
+SEND = "send"
+# A rate-limit wait longer than this goes back to the queue instead of holding a worker slot.
+MAX_INLINE_WAIT_SECONDS = 10.0
+
+
+def message_id_for(turn_id: str, index: int) -> str:
+    """Stable ids: re-running the same turn after a crash produces the same ids, which the outbox ignores."""
+    return "mg" + hashlib.sha256(f"{turn_id}/{index}".encode()).hexdigest()[:32]
+
+
+def send_job(message: OutboundMessage, error_to: tuple[str, str] | None, extra: JSON | None = None) -> Job:
+    payload: JSON = {
+        "messageId": message.message_id,
+        "tenantNumber": message.tenant_number,
+        "userNumber": message.user_number,
+        "text": message.text,
+        "mediaUrls": list(message.media_urls),
+        "sessionId": message.session_id,
+        "errorTo": list(error_to) if error_to else None,
+        **(extra or {}),
+    }
+    # One queue per conversation, so the parts of a split message arrive in order.
+    order_key = f"{normalise_number(message.tenant_number)}:{message.user_number}"
+    return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time())
+
+
+def error_parts(error: str) -> tuple[str, str]:
+    code, _, message = error.partition(": ")
+    return code, message or code
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        senders: Mapping[str, Sender],
+        metrics: Metrics,
+        status_callback_url: Callable[[str], str | None],
+        *,
+        max_attempts: Mapping[str, int] | None = None,
+        rates: dict[str, SenderRate] | None = None,
+        backoff_base: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.senders = senders
+        self.metrics = metrics
+        self.status_callback_url = status_callback_url
+        self.max_attempts = dict(max_attempts or {})
+        self.rates = rates
+        self.backoff_base = backoff_base
+        # Called when a message is given up on (dead-lettered): (job, error code, error message).
+        self.on_failed: list[Callable[[Job, str, str], Awaitable[None]]] = []
+
+    def job_kind(self) -> JobKind:
+        attempts = max(self.max_attempts.values(), default=3)
+        return JobKind(self.handle, RetryPolicy(max_attempts=attempts, backoff_base=self.backoff_base), self.dead)
+
+    async def handle(self, job: Job) -> Outcome:
+        p = job.payload
+        message = OutboundMessage(
+            message_id=p["messageId"], tenant_number=p["tenantNumber"], user_number=p["userNumber"],
+            text=p["text"], media_urls=tuple(p["mediaUrls"]), session_id=p.get("sessionId"),
+        )
+        tenant_key = normalise_number(message.tenant_number)
+        sender = self.senders.get(tenant_key)
+        if sender is None:
+            return Outcome.failed(f"unknownTenant: no tenant is configured for {message.tenant_number}")
+        limit = self.max_attempts.get(tenant_key)
+        rate = sender_rate(message.tenant_number, self.rates)
+        wait = await self.store.reserve_send_slot(f"send:{tenant_key}", rate.per_second, rate.burst, time.time())
+        if wait > MAX_INLINE_WAIT_SECONDS:
+            return Outcome.retry("rateLimited: waiting for the sender's rate-limit slot", retry_after=wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self.store.record_outbound(
+            OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id, None)
+        )
+        started = time.perf_counter()
+        result = await sender.send(message, self.status_callback_url(message.message_id))
+        self.metrics.provider_latency.labels("twilio").observe(time.perf_counter() - started)
+        kind = "mms" if message.media_urls else "sms"
+        if result.ok:
+            self.metrics.sends.labels("sent", kind).inc()
+            await self.store.record_outbound(
+                OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id,
+                               result.provider_message_id)
+            )
+            log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
+                     session_id=message.session_id, media=len(message.media_urls), user=message.user_number)
+            return Outcome.done()
+        self.metrics.sends.labels("failed", kind).inc()
+        self.metrics.errors.labels("send").inc()
+        error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
+        log.warning("send_failed", message_id=message.message_id, code=result.error_code, error=result.error_message,
+                    retryable=result.retryable, attempt=job.attempts, session_id=message.session_id)
+        if result.retryable and (limit is None or job.attempts < limit):
+            return Outcome.retry(error)
+        return Outcome.failed(error)
+
+    async def dead(self, job: Job, error: str) -> None:
+        code, message = error_parts(error)
+        error_to = job.payload.get("errorTo")
+        if error_to:
+            await self.store.push_sms_error(error_to[0], error_to[1], {
+                "code": code, "message": message, "messageID": job.payload["messageId"]})
+        for callback in self.on_failed:
+            await callback(job, code, message)
