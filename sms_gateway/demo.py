@@ -123,8 +123,9 @@ async def _round_trip(gateway_url: str, sink: Sink, echo: EchoEngine, out: list[
             out.append("the turn did not complete within 10 s")
             return False
         out.append("2. gateway -> engine: the turn's input text and state variables (IBM's names)")
-        out.append(_indent(json.dumps({"input": {"text": echo.last_request.text},
-                                       "context": echo.last_request.state}, indent=2)))
+        # As a v1 engine gets them: a None value means "not set this turn" and is left out.
+        state = {key: value for key, value in echo.last_request.state.items() if value is not None}
+        out.append(_indent(json.dumps({"input": {"text": echo.last_request.text}, "context": state}, indent=2)))
         sent = sink.messages[0]
         out.append("3. gateway -> Twilio Messages API: the MMS that would have gone to the phone")
         out.append(_indent(json.dumps({"To": sent.to, "From": sent.from_, "Body": sent.body,

@@ -1,0 +1,70 @@
+"""The console script, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+    base.pop("MULTI_TENANT_CONFIG_FILE", None)
+    return subprocess.run([sys.executable, "-m", "sms_gateway", *args], capture_output=True, text=True,
+                          env={**base, **(env or {})}, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_demo_round_trip_in_a_real_process() -> None:
+    result = run("demo", "--quiet-logs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "answered 200" in out and "<Response />" in out
+    assert '"smsMedia": [' in out and '"mediaContentType": "image/jpeg"' in out
+    assert '"MediaUrl": [' in out and "demo round trip: OK" in out
+    assert "delivery status 'delivered' answered 200" in out
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    env = {
+        "TENANT_PHONE_NUMBER": "+15005550006",
+        "WATSON_CONVERSATION_URL": "https://api.us-south.assistant.watson.cloud.ibm.com/instances/x",
+        "WATSON_CONVERSATION_WORKSPACE_ID": "ws-1",
+        "WATSON_CONVERSATION_APIKEY": "super-secret-apikey",
+        "SMS_PROVIDER_URL": "https://api.twilio.com",
+        "SMS_PROVIDER_USERNAME": "AC" + "1" * 32,
+        "SMS_PROVIDER_PASSWORD": "twilio-auth-token-secret",
+        "SMS_WEBHOOK_USERNAME": "hook",
+        "SMS_WEBHOOK_PASSWORD": "hook-password-secret",
+        "ALLOW_SESSION_CREATE_VIA_SMS": "true",
+    }
+    result = run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    for secret in ("super-secret-apikey", "twilio-auth-token-secret", "hook-password-secret"):
+        assert secret not in result.stdout + result.stderr
+    effective = json.loads(result.stdout)
+    tenant = effective["tenants"][0]
+    assert tenant["tenantPhoneNumber"] == "+15005550006"
+    assert tenant["conversation"]["type"] == "watson_v1" and tenant["conversation"]["apikey"] == "****"
+    assert tenant["allowSessionCreateViaSMS"] is True
+    assert effective["http"]["port"] == 9080 and tenant["timeoutForSession"] == 3600
+
+
+def test_check_config_reports_each_error_with_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("http:\n  port: nine\ntenants:\n  - tenantPhoneNumber: '+15005550006'\n    colour: blue\n")
+    result = run("--config", str(config), "check-config", env={"HTTP_HOST": "0.0.0.0"})
+    assert result.returncode == 2
+    assert "http.port" in result.stderr and "tenants[0]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_exits_non_zero_on_a_bad_config(tmp_path: Path) -> None:
+    result = run("serve", env={"HTTP_PORT": "not-a-port"}, timeout=30)
+    assert result.returncode == 2 and "HTTP_PORT" in result.stderr

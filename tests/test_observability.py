@@ -1,0 +1,73 @@
+"""Health, readiness, metrics and logs: phone numbers redacted by default, secrets never."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import structlog
+
+from sms_gateway.logs import configure_logging, redact_number
+from tests.harness import USER, running_gateway, twilio_media
+
+
+async def test_health_ready_and_metrics(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        async with gw.http.get(gw.url + "/health") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ok"
+        async with gw.http.get(gw.url + "/ready") as response:
+            assert response.status == 200
+        await gw.sms("hello", [(twilio_media(1), "image/jpeg")])
+        await gw.wait_sent(1)
+        await gw.settle()
+        async with gw.http.get(gw.url + "/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+        for line in (
+            'smsgw_webhooks_total{outcome="accepted",route="inbound"} 1.0',
+            'smsgw_turns_total{outcome="ok"} 1.0',
+            'smsgw_sends_total{kind="sms",outcome="sent"} 1.0',
+            'smsgw_jobs_total{kind="send",outcome="done"} 1.0',
+        ):
+            assert line in text, line
+        assert 'smsgw_engine_latency_seconds_count{engine="watson_v1"} 1.0' in text
+        assert 'smsgw_provider_latency_seconds_count{provider="twilio"} 1.0' in text
+
+
+async def test_logs_are_json_with_ids_numbers_redacted_and_no_secrets(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    configure_logging("debug", redact_numbers=True, stream=stream)
+    try:
+        async with running_gateway(tmp_path) as gw:
+            await gw.sms("my account number is 12345")
+            await gw.wait_sent(1)
+            await gw.settle()
+            secrets = [gw.twilio.auth_token]
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    events = {line["event"] for line in lines}
+    assert {"inbound_accepted", "session_created", "message_sent"} <= events
+    raw = stream.getvalue()
+    assert USER not in raw and USER.lstrip("+") not in raw, "phone numbers are redacted"
+    assert "my account number" not in raw, "message text is logged only with ENABLE_TRANSCRIPTION_MESSAGES"
+    for secret in secrets:
+        assert secret not in raw
+    sent = next(line for line in lines if line["event"] == "message_sent")
+    assert sent["session_id"] and sent["message_id"] and sent["user"] == redact_number(USER)
+    accepted = next(line for line in lines if line["event"] == "inbound_accepted")
+    assert accepted["message_id"].startswith("SM")
+
+
+def test_numbers_shown_when_the_operator_asks() -> None:
+    stream = io.StringIO()
+    configure_logging("info", redact_numbers=False, stream=stream)
+    try:
+        structlog.get_logger("t").info("x", user=USER, password="hunter2")
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(stream.getvalue())
+    assert line["user"] == USER and line["password"] == "****"
+    assert redact_number("+15551230001") == "***01"
