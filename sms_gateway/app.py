@@ -26,7 +26,7 @@ from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
 from sms_gateway.web import ops, twilio_hooks
 from sms_gateway.web.errors import error_middleware
-from sms_gateway.worker import InboundWorker, SessionSweeper
+from sms_gateway.worker import TURN, InboundWorker, SessionSweeper
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -87,6 +87,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             jobs = JobWorker(store, {SEND: outbox.job_kind()}, metrics, concurrency=config.worker_concurrency)
             conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency)
+            jobs.kinds[TURN] = worker.turn_job_kind()
             sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines
             app[CONVERSATIONS] = conversations

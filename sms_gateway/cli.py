@@ -21,6 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (the default)")
     sub.add_parser("check-config", help="print the effective configuration (secrets masked) or its errors")
+    dead = sub.add_parser("dead-letters", help="list or replay what the gateway gave up on")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("ids", nargs="*", help="dead-letter ids to replay")
+    dead.add_argument("--all", action="store_true", help="replay every dead letter")
+    dead.add_argument("--limit", type=int, default=1000)
     demo = sub.add_parser("demo", help="one MMS round trip through the real HTTP path, no accounts needed")
     demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
     args = parser.parse_args(argv)
@@ -38,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
+
+    if command == "dead-letters":
+        import asyncio
+
+        from sms_gateway import deadletters
+
+        return asyncio.run(deadletters.run(config, args.action, args.ids, args.all, args.limit))
 
     if command == "check-config":
         print(json.dumps(effective_config_dict(config), indent=2, sort_keys=True))

@@ -23,6 +23,7 @@ from sms_gateway.media import head_content_length, plan_outbound
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
 from sms_gateway.outbox import message_id_for, send_job
+from sms_gateway.pipes import relay_job
 from sms_gateway.store.base import Store
 
 log = structlog.get_logger("sms_gateway.conversation")
@@ -48,13 +49,21 @@ class Conversations:
         self.deps = deps
 
     # Entry points ------------------------------------------------------------------------------
-    async def handle_inbound(self, message: InboundMessage) -> None:
+    async def handle_inbound(self, message: InboundMessage) -> bool:
+        """Run the message's turn; False when the engine could not answer it (the user got the failure reply)."""
         d = self.deps
         tenant = d.config.tenant_for(message.tenant_number)
         if tenant is None:  # the tenant was removed from the config after the message was stored
             log.warning("inbound_dropped", reason="no tenant", message_id=message.message_id)
-            return
+            return True
         now = d.clock()
+        pipe = await d.store.pipe_for(tenant.phone_number, message.user_number, now)
+        if pipe is not None:  # during a call: the message belongs to Voice Gateway, never to the engine
+            if await d.store.enqueue_job(relay_job(pipe, message)):
+                d.notify_outbox()
+            log.info("inbound_relayed", message_id=message.message_id, pipe_id=pipe.pipe_id, user=message.user_number)
+            d.metrics.turns.labels("relayed").inc()
+            return True
         session = await d.store.load_session(tenant.phone_number, message.user_number)
         if session is not None and session.is_expired(now):
             await self._end_expired(tenant, session)
@@ -66,14 +75,15 @@ class Conversations:
                     message_id=message.message_id, user=message.user_number,
                 )
                 d.metrics.turns.labels("no_session").inc()
-                return
+                return True
             session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
             log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
         session.last_activity = now
         self._transcript("in", message.text, session)
         turn_id = f"in:{message.provider}:{message.message_id}"
-        await self.run_turn(tenant, session, message.text, message.media, turn_id=turn_id)
+        answered = await self.run_turn(tenant, session, message.text, message.media, turn_id=turn_id)
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
+        return answered
 
     async def expire_session(self, tenant_number: str, user_number: str, session_id: str) -> None:
         """The sweeper's job: end a session whose inactivity timeout has passed (if it still has)."""
@@ -96,16 +106,21 @@ class Conversations:
         *,
         turn_id: str,
         final: bool = False,
-    ) -> None:
+    ) -> bool:
         """Run the turn and, while the dialog asks for it, the no-input turns that follow it.
+
+        Returns False when the engine did not answer the first turn.
 
         `turn_id` names the cause of the turn (an inbound message id, a timeout); the ids of the messages it
         sends derive from it, so running the same turn again after a crash does not send its replies twice.
         """
+        answered = True
         for chained in range(MAX_CHAINED_TURNS):
             plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final)
+            if chained == 0:
+                answered = plan is not None
             if final:
-                return
+                return answered
             if plan is None or plan.terminate:
                 break
             if not plan.force_no_input:
@@ -118,6 +133,7 @@ class Conversations:
             log.info("session_ended", session_id=session.session_id, reason="terminateSession")
         else:
             await self.deps.store.save_session(session)
+        return answered
 
     async def _one_turn(
         self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool

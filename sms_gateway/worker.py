@@ -16,23 +16,27 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
+from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
 from sms_gateway.metrics import Metrics
-from sms_gateway.store.base import InboundRecord, Store, StoreUnavailable
+from sms_gateway.model import InboundMessage
+from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.worker")
 
-Job = Callable[[], Awaitable[None]]
+SessionTask = Callable[[], Awaitable[None]]
+TURN = "turn"
+NEVER = 1e18
 
 
 class KeyedRunner:
     """Runs jobs sequentially per key and concurrently across keys, at most `concurrency` at once."""
 
     def __init__(self, concurrency: int) -> None:
-        self._queues: dict[Hashable, deque[Job]] = {}
+        self._queues: dict[Hashable, deque[SessionTask]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
 
-    def submit(self, key: Hashable, job: Job) -> None:
+    def submit(self, key: Hashable, job: SessionTask) -> None:
         queue = self._queues.get(key)
         if queue is not None:
             queue.append(job)
@@ -124,11 +128,13 @@ class InboundWorker:
                                self._job(record))
         return len(fresh)
 
-    def _job(self, record: InboundRecord) -> Job:
+    def _job(self, record: InboundRecord) -> SessionTask:
         async def job() -> None:
             try:
                 with structlog.contextvars.bound_contextvars(message_id=record.message.message_id):
-                    await self.conversations.handle_inbound(record.message)
+                    answered = await self.conversations.handle_inbound(record.message)
+                if not answered:
+                    await self._dead_letter_turn(record)
                 await self.store.complete_inbound(record.key)
             except StoreUnavailable as exc:
                 # Left leased: after the lease runs out it is picked up again.
@@ -138,6 +144,35 @@ class InboundWorker:
                 self.metrics.inbound_in_flight.dec()
 
         return job
+
+    async def _dead_letter_turn(self, record: InboundRecord) -> None:
+        """Keep a message the engine could not answer where an operator can list and replay it."""
+        # Queued to run never, then dead-lettered: no worker can pick it up in between.
+        job = Job(f"turn:{record.key}", TURN, record.message.to_json(), run_at=NEVER)
+        await self.store.enqueue_job(job)
+        await self.store.dead_letter_job(job.job_id, "engine did not answer (the user got the failure reply)")
+        self.metrics.dead_letters.labels(TURN).inc()
+
+    def turn_job_kind(self) -> JobKind:
+        """Replaying a dead-lettered turn runs it again; if the engine fails again it goes back to the dead letters."""
+
+        async def replay(job: Job) -> Outcome:
+            message = InboundMessage.from_json(job.payload)
+            answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+            async def turn() -> None:
+                try:
+                    with structlog.contextvars.bound_contextvars(message_id=message.message_id):
+                        answered.set_result(await self.conversations.handle_inbound(message))
+                except BaseException as exc:
+                    answered.set_exception(exc)
+                    raise
+
+            # Through the session's queue, so the replayed turn never overlaps a live one.
+            self.runner.submit(session_key(message.tenant_number, message.user_number), turn)
+            return Outcome.done() if await answered else Outcome.failed("engine did not answer")
+
+        return JobKind(replay, RetryPolicy(max_attempts=1))
 
     async def drain(self) -> None:
         await self.runner.join()
