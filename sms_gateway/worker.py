@@ -142,6 +142,7 @@ class InboundWorker:
             finally:
                 self._in_flight.discard(record.key)
                 self.metrics.inbound_in_flight.dec()
+                self._wakeup.set()  # the conversation's next message can be leased now
 
         return job
 

@@ -1,4 +1,4 @@
-"""The store contract, run against every back end (a real SQLite file, memory)."""
+"""The store contract, run against every back end (a real SQLite file, memory, a throw-away redis-server)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,25 @@ from sms_gateway.model import InboundMessage, Media, Session
 from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
+from tests.redis_server import RedisServer, redis_available
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(scope="module")
+def redis_server_for_module() -> Iterator[RedisServer]:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path / 'gw.db'}" if request.param == "sqlite" else "memory://"
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server_for_module")
+        server.flush()
+        url = server.url
+    else:
+        url = f"sqlite:///{tmp_path / 'gw.db'}" if request.param == "sqlite" else "memory://"
     s = create_store(url)
     await s.open()
     yield s
@@ -48,7 +62,7 @@ async def test_concurrent_identical_claims_accept_exactly_one(store: Store) -> N
 
 async def test_lease_is_ordered_exclusive_and_expires(store: Store) -> None:
     for i in range(5):
-        await store.accept_inbound(message(f"SM{i}"))
+        await store.accept_inbound(message(f"SM{i}", user=f"+1555123000{i}"))
     now = time.time()
     first = await store.lease_inbound("a", 3, 30, now)
     assert [r.message.message_id for r in first] == ["SM0", "SM1", "SM2"]
@@ -207,3 +221,18 @@ async def test_send_slots_queue_bursts_at_the_configured_rate(store: Store) -> N
     burst = [await store.reserve_send_slot("toll-free", 3.0, 3, now=100.0) for _ in range(6)]
     assert burst[:3] == [0.0, 0.0, 0.0] and burst[3] == pytest.approx(1 / 3)
     assert await store.reserve_send_slot("+1500", 1.0, 1, now=200.0) == 0.0, "an idle bucket refills"
+
+
+async def test_one_conversation_is_leased_one_message_at_a_time_in_order(store: Store) -> None:
+    for i in range(3):
+        await store.accept_inbound(message(f"SMa{i}", user="+15550000001"))
+    await store.accept_inbound(message("SMb0", user="+15550000002"))
+    now = time.time()
+    first = await store.lease_inbound("a", 10, 30, now)
+    assert [r.message.message_id for r in first] == ["SMa0", "SMb0"]
+    assert await store.lease_inbound("b", 10, 30, now) == [], "SMa1 waits while SMa0 is in flight"
+    await store.complete_inbound(first[0].key)
+    assert [r.message.message_id for r in await store.lease_inbound("b", 10, 30, now)] == ["SMa1"]
+    # The same conversation with the tenant number written differently is still one conversation.
+    await store.accept_inbound(InboundMessage("twilio", "SMc0", "15005550006", "+15550000001", "x"))
+    assert await store.lease_inbound("c", 10, 30, now) == []

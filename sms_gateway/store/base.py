@@ -98,6 +98,12 @@ def inbound_key(message: InboundMessage) -> str:
     return f"{message.provider}:{message.message_id}"
 
 
+def conversation_key(message: InboundMessage) -> str:
+    """Messages of one conversation are processed one at a time, in order, by whichever process leases them."""
+    digits = "".join(ch for ch in message.tenant_number if ch.isdigit())
+    return f"{digits}:{message.user_number}"
+
+
 class Store(abc.ABC):
     async def open(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -116,7 +122,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
-        """Take up to `limit` queued messages (oldest first) whose lease is free or expired."""
+        """Take up to `limit` queued messages (oldest first) whose lease is free or expired.
+
+        Only the oldest unfinished message of each conversation (`conversation_key`) can be leased, so two
+        processes never run turns of one session at once or out of order.
+        """
 
     @abc.abstractmethod
     async def complete_inbound(self, key: str) -> None:

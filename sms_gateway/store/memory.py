@@ -6,7 +6,16 @@ import itertools
 from dataclasses import dataclass, replace
 
 from sms_gateway.model import JSON, InboundMessage, Session
-from sms_gateway.store.base import InboundRecord, Job, OutboundRecord, Pipe, Store, gcra_reserve, inbound_key
+from sms_gateway.store.base import (
+    InboundRecord,
+    Job,
+    OutboundRecord,
+    Pipe,
+    Store,
+    conversation_key,
+    gcra_reserve,
+    inbound_key,
+)
 
 
 @dataclass(slots=True)
@@ -50,12 +59,11 @@ class MemoryStore(Store):
         return True
 
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
-        free = [
-            (key, item)
-            for key, item in self._inbound.items()
-            if not item.done and (item.owner is None or item.lease_until <= now)
-        ]
-        free.sort(key=lambda pair: pair[1].seq)
+        unfinished = sorted(((k, i) for k, i in self._inbound.items() if not i.done), key=lambda pair: pair[1].seq)
+        heads: dict[str, tuple[str, _Queued]] = {}
+        for key, item in unfinished:
+            heads.setdefault(conversation_key(item.message), (key, item))
+        free = [(k, i) for k, i in heads.values() if i.owner is None or i.lease_until <= now]
         leased = []
         for key, item in free[:limit]:
             item.owner = owner

@@ -23,6 +23,7 @@ from sms_gateway.store.base import (
     Pipe,
     Store,
     StoreUnavailable,
+    conversation_key,
     gcra_reserve,
     inbound_key,
 )
@@ -33,6 +34,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbound (
     key TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
+    conv TEXT NOT NULL,
     payload TEXT NOT NULL,
     owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0,
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (done, seq);
+CREATE INDEX IF NOT EXISTS inbound_conv ON inbound (conv, done, seq);
 CREATE TABLE IF NOT EXISTS sessions (
     tenant TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -175,9 +178,9 @@ class SQLiteStore(Store):
 
         def insert(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO inbound (key, seq, payload, created_at)"
-                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound), ?, ?)",
-                (key, payload, message.received_at),
+                "INSERT OR IGNORE INTO inbound (key, seq, conv, payload, created_at)"
+                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound), ?, ?, ?)",
+                (key, conversation_key(message), payload, message.received_at),
             )
             return cursor.rowcount == 1
 
@@ -186,8 +189,10 @@ class SQLiteStore(Store):
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
         def lease(db: sqlite3.Connection) -> list[InboundRecord]:
             rows = db.execute(
-                "SELECT key, payload, attempts FROM inbound"
-                " WHERE done = 0 AND (owner IS NULL OR lease_until <= ?) ORDER BY seq LIMIT ?",
+                "SELECT key, payload, attempts FROM inbound AS i"
+                " WHERE done = 0 AND (owner IS NULL OR lease_until <= ?)"
+                " AND NOT EXISTS (SELECT 1 FROM inbound AS e WHERE e.conv = i.conv AND e.done = 0 AND e.seq < i.seq)"
+                " ORDER BY seq LIMIT ?",
                 (now, limit),
             ).fetchall()
             records = []
