@@ -19,12 +19,13 @@ from sms_gateway.jobs import JobWorker
 from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, JOBS, METRICS, OUTBOX, STATE, STORE, WORKER, RuntimeState
 from sms_gateway.metrics import Metrics
 from sms_gateway.outbox import SEND, Outbox
+from sms_gateway.pipes import PipeRelay
 from sms_gateway.providers.base import Sender
 from sms_gateway.providers.twilio import TwilioSender
 from sms_gateway.ratelimit import rates_from_config
 from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
-from sms_gateway.web import ops, twilio_hooks
+from sms_gateway.web import ops, rest, twilio_hooks
 from sms_gateway.web.errors import error_middleware
 from sms_gateway.worker import TURN, InboundWorker, SessionSweeper
 
@@ -49,6 +50,7 @@ def create_app(
     app[STORE] = store if store is not None else create_store(config.store_url)
     ops.setup(app)
     twilio_hooks.setup(app)
+    rest.setup(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_make_services_ctx(engine_factory, sweep_interval))
     app.on_shutdown.append(_mark_shutting_down)
@@ -84,7 +86,11 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
             )
-            jobs = JobWorker(store, {SEND: outbox.job_kind()}, metrics, concurrency=config.worker_concurrency)
+            relay = PipeRelay(store, http)
+            jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
+                             concurrency=config.worker_concurrency)
+            relay.notify = jobs.notify
+            outbox.on_failed.append(relay.on_send_failed)
             conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency)
             jobs.kinds[TURN] = worker.turn_job_kind()

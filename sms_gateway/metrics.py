@@ -38,3 +38,7 @@ class Metrics:
         self.sessions_expired = Counter("smsgw_sessions_expired", "Sessions ended by inactivity", registry=r)
         self.jobs = Counter("smsgw_jobs", "Job attempts, by kind and outcome", ["kind", "outcome"], registry=r)
         self.dead_letters = Counter("smsgw_dead_letters", "Jobs dead-lettered, by kind", ["kind"], registry=r)
+        self.rest = Counter(
+            "smsgw_rest_requests", "Session-control REST API requests, by route and status", ["route", "status"],
+            registry=r,
+        )

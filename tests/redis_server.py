@@ -12,6 +12,7 @@ Never touches a shared Redis. `redis_available()` tells a fixture whether to ski
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -45,6 +46,7 @@ class RedisServer:
     def __init__(self, directory: Path | str | None = None, *, appendonly: bool = False) -> None:
         self._owned_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix="sms-gw-redis-")) if directory is None else Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -103,6 +105,7 @@ class RedisServer:
         """Shut the server down cleanly (SIGTERM: Redis writes its append-only file before it exits)."""
         if self._process is None:
             return
+        self.resume()
         self._process.terminate()
         try:
             self._process.wait(timeout)
@@ -115,6 +118,15 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts connections but never answers (a hung or overloaded Redis)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

@@ -13,4 +13,8 @@ def create_store(url: str) -> Store:
         from sms_gateway.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    raise ValueError(f"unsupported store URL {url!r} (use memory://, sqlite:///file.db)")
+    if url.startswith(("redis:", "rediss:")):
+        from sms_gateway.store.redis import RedisStore
+
+        return RedisStore(url)
+    raise ValueError(f"unsupported store URL {url!r} (use memory://, sqlite:///file.db, redis://host:port/db)")

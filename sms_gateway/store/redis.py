@@ -1,0 +1,792 @@
+"""`redis://[:password@]host:port/db` (or `rediss://`): state shared by many processes on many machines.
+
+Every public method is one round trip and atomic: multi-step operations are single Lua scripts (or one
+MULTI/EXEC), never check-then-set from Python. Times come from the caller (`now`), never from Redis, so
+every back end behaves the same.
+
+URL options: `?prefix=smsgw` (every key starts with `<prefix>:`, default `smsgw`; two gateways can share one
+database), and any option redis-py understands (`socket_timeout`, `socket_connect_timeout`, ...). Defaults:
+2 s to connect, 2 s per operation, no automatic retry (a write whose reply was lost is never sent twice; the
+caller gets StoreUnavailable and the provider retries its webhook).
+
+Errors: every Redis failure (down, restarting, loading, out of memory, read-only replica, timeout) is raised
+as `StoreUnavailable`, including from `open()`: a process started while Redis is down fails clearly (or
+retries) instead of half-starting. Once open, the client reconnects by itself when Redis comes back.
+
+Durability is Redis's: run it with `appendonly yes` (and `appendfsync always` if a power cut must not lose the
+last second of acknowledged webhooks). Standalone Redis or Sentinel; not Redis Cluster (scripts touch keys
+they compute). Keys that would otherwise grow forever get a TTL: a processed message's claim, a delivery
+status claim, an outbound record and a finished job are kept `RETENTION_SECONDS` (7 days); smsErrors waiting
+for a user who never comes back are kept as long; a pipe is kept until 7 days after it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.store.base import (
+    InboundRecord,
+    Job,
+    OutboundRecord,
+    Pipe,
+    Store,
+    StoreUnavailable,
+    conversation_key,
+    inbound_key,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger("sms_gateway.store.redis")
+
+DEFAULT_PREFIX = "smsgw"
+RETENTION_SECONDS = 7 * 24 * 3600
+CONNECT_TIMEOUT = 2.0
+OPERATION_TIMEOUT = 2.0
+
+
+def redis_options(url: str) -> tuple[str, str]:
+    """Split our own `prefix` option off a Redis URL: (URL for redis-py, key prefix)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a Redis URL: {url!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for name, value in query if name == "prefix"]
+    prefix = prefixes[-1] if prefixes else DEFAULT_PREFIX
+    if not prefix:
+        raise ValueError(f"empty key prefix in {url!r}")
+    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _pair(tenant_number: str, user_number: str) -> str:
+    """An unambiguous field for (tenant, user) even when numbers contain ':' (`whatsapp:+1...`)."""
+    return f"{len(tenant_number)}:{tenant_number}:{user_number}"
+
+
+def _num(value: float) -> str:
+    """A float as Redis should store it: repr round-trips exactly (Lua's own formatting keeps 14 digits)."""
+    return repr(float(value))
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+# Lua ----------------------------------------------------------------------------------------------------
+# Numbers travel as strings computed in Python (exact); Lua only compares them (tonumber is strtod).
+# ARGV[1] is always the key prefix including its colon.
+
+# Inbound. A message hash holds seq, conv, payload, attempts, owner, lease_until, done. Each conversation has a
+# zset of its unfinished messages by seq: only its head may be leased. Heads sit in `ready` (free, by seq) or
+# `leased` (by lease end); `pending` is the set of unfinished keys.
+_INBOUND_COMMON = """
+local P = ARGV[1]
+local READY, LEASED, PENDING = P .. 'in:ready', P .. 'in:leased', P .. 'in:pending'
+local function mk(key) return P .. 'in:msg:' .. key end
+local function ck(conv) return P .. 'in:conv:' .. conv end
+local function activate(key)
+  if redis.call('ZSCORE', READY, key) then return end
+  local h = redis.call('HMGET', mk(key), 'seq', 'owner', 'lease_until')
+  if not h[1] then return end
+  if h[2] then redis.call('ZADD', LEASED, h[3], key) else redis.call('ZADD', READY, h[1], key) end
+end
+"""
+
+_ACCEPT_INBOUND = (
+    _INBOUND_COMMON
+    + """
+-- ARGV: prefix, inbound key, conversation key, payload
+local key, conv = ARGV[2], ARGV[3]
+if redis.call('EXISTS', mk(key)) == 1 then return 0 end
+local seq = redis.call('INCR', P .. 'in:seq')
+redis.call('HSET', mk(key), 'seq', seq, 'conv', conv, 'payload', ARGV[4], 'attempts', 0)
+redis.call('ZADD', ck(conv), seq, key)
+redis.call('SADD', PENDING, key)
+if redis.call('ZRANGE', ck(conv), 0, 0)[1] == key then activate(key) end
+return 1
+"""
+)
+
+_LEASE_INBOUND = (
+    _INBOUND_COMMON
+    + """
+-- ARGV: prefix, now, limit, owner, lease end
+local now_s, limit, owner, lease_until = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now = tonumber(now_s)
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', LEASED, '-inf', now_s)) do
+  redis.call('ZREM', LEASED, key)
+  local seq = redis.call('HGET', mk(key), 'seq')
+  if seq then redis.call('ZADD', READY, seq, key) end
+end
+local out = {}
+local n = 0
+while n < limit do
+  local batch = redis.call('ZRANGE', READY, 0, limit - n - 1)
+  if #batch == 0 then break end
+  for _, key in ipairs(batch) do
+    redis.call('ZREM', READY, key)
+    local h = redis.call('HMGET', mk(key), 'conv', 'owner', 'lease_until', 'done')
+    if not h[1] or h[4] then
+      -- gone or finished: nothing to do
+    elseif redis.call('ZRANGE', ck(h[1]), 0, 0)[1] ~= key then
+      -- not the head of its conversation: activated again when it is
+    elseif h[2] and tonumber(h[3]) > now then
+      redis.call('ZADD', LEASED, h[3], key)  -- still leased (a caller whose clock is behind)
+    else
+      redis.call('HSET', mk(key), 'owner', owner, 'lease_until', lease_until)
+      local attempts = redis.call('HINCRBY', mk(key), 'attempts', 1)
+      redis.call('ZADD', LEASED, lease_until, key)
+      n = n + 1
+      out[#out + 1] = key
+      out[#out + 1] = redis.call('HGET', mk(key), 'payload')
+      out[#out + 1] = attempts
+    end
+  end
+end
+return out
+"""
+)
+
+_COMPLETE_INBOUND = (
+    _INBOUND_COMMON
+    + """
+-- ARGV: prefix, inbound key, retention seconds
+local key = ARGV[2]
+local h = redis.call('HMGET', mk(key), 'conv', 'done')
+if not h[1] or h[2] then return 0 end
+redis.call('ZREM', READY, key)
+redis.call('ZREM', LEASED, key)
+redis.call('SREM', PENDING, key)
+redis.call('ZREM', ck(h[1]), key)
+local head = redis.call('ZRANGE', ck(h[1]), 0, 0)[1]
+if head then activate(head) end
+redis.call('HSET', mk(key), 'done', 1)
+redis.call('HDEL', mk(key), 'payload', 'owner', 'lease_until')
+redis.call('EXPIRE', mk(key), ARGV[3])
+return 1
+"""
+)
+
+_SESSION_SAVE = """
+local function save()
+  local old = redis.call('HGET', KEYS[1], 'id')
+  if old and old ~= ARGV[3] and redis.call('HGET', KEYS[2], old) == ARGV[2] then
+    redis.call('HDEL', KEYS[2], old)
+  end
+  redis.call('HSET', KEYS[1], 'id', ARGV[3], 'data', ARGV[5])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+end
+"""
+
+_SAVE_SESSION = (
+    _SESSION_SAVE
+    + """
+-- KEYS: session hash, ids hash, expiry zset; ARGV: prefix, pair, session id, expires at, data
+save()
+return 1
+"""
+)
+
+_INSERT_SESSION = (
+    _SESSION_SAVE
+    + """
+local existing = redis.call('HGET', KEYS[1], 'data')
+if existing then return existing end
+save()
+return false
+"""
+)
+
+_DELETE_SESSION = """
+-- KEYS: session hash, ids hash, expiry zset; ARGV: prefix, pair, session id
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[3] then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+_FIND_SESSION = """
+-- KEYS: ids hash; ARGV: prefix, session id
+local pair = redis.call('HGET', KEYS[1], ARGV[2])
+if not pair then return false end
+local h = redis.call('HMGET', ARGV[1] .. 'sess:pair:' .. pair, 'id', 'data')
+if h[1] ~= ARGV[2] then return false end
+return h[2]
+"""
+
+_EXPIRED_SESSIONS = """
+-- KEYS: expiry zset; ARGV: prefix, now, limit
+local out = {}
+for _, pair in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local data = redis.call('HGET', ARGV[1] .. 'sess:pair:' .. pair, 'data')
+  if data then out[#out + 1] = data end
+end
+return out
+"""
+
+_SAVE_PIPE = """
+-- KEYS: pipe hash, pair -> id string; ARGV: prefix, pipe id, pair, expires at, data, ttl seconds
+local P, id, pair = ARGV[1], ARGV[2], ARGV[3]
+local old_pair = redis.call('HGET', KEYS[1], 'pair')
+if old_pair and old_pair ~= pair and redis.call('GET', P .. 'pipe:pair:' .. old_pair) == id then
+  redis.call('DEL', P .. 'pipe:pair:' .. old_pair)
+end
+local old_id = redis.call('GET', KEYS[2])
+if old_id and old_id ~= id then redis.call('DEL', P .. 'pipe:id:' .. old_id) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'pair', pair, 'expires_at', ARGV[4], 'data', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
+return 1
+"""
+
+_PIPE_FOR = """
+-- KEYS: pair -> id string; ARGV: prefix, now
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+local h = redis.call('HMGET', ARGV[1] .. 'pipe:id:' .. id, 'expires_at', 'data')
+if not h[1] or tonumber(h[1]) <= tonumber(ARGV[2]) then return false end
+return h[2]
+"""
+
+_DELETE_PIPE = """
+-- KEYS: pipe hash; ARGV: prefix, pipe id
+local pair = redis.call('HGET', KEYS[1], 'pair')
+if not pair then return 0 end
+redis.call('DEL', KEYS[1])
+local pair_key = ARGV[1] .. 'pipe:pair:' .. pair
+if redis.call('GET', pair_key) == ARGV[2] then redis.call('DEL', pair_key) end
+return 1
+"""
+
+# Jobs. A job hash holds its fields plus state (queued | leased | done | dead) and seq. Each order key has a
+# zset of its active (queued or leased) jobs by seq: only its head may run. Candidates (unkeyed active jobs
+# and heads) sit in one of: `waiting` (queued, by run_at), `ready` (due, by seq), `leased` (by lease end).
+# The candidate sets are hints checked when leasing, so a job that stopped being a head is simply dropped
+# and put back when it is the head again (`promote`).
+_JOBS_COMMON = """
+local P = ARGV[1]
+local WAITING, READY, LEASED, DEAD = P .. 'jobs:waiting', P .. 'jobs:ready', P .. 'jobs:leased', P .. 'jobs:dead'
+local ACTIVE, SEQ = P .. 'jobs:active', P .. 'jobs:seq'
+local function jk(id) return P .. 'jobs:id:' .. id end
+local function ok(key) return P .. 'jobs:order:' .. key end
+local function activate(id)
+  if redis.call('ZSCORE', READY, id) then return end
+  local h = redis.call('HMGET', jk(id), 'state', 'run_at', 'lease_until')
+  if h[1] == 'queued' then redis.call('ZADD', WAITING, h[2], id)
+  elseif h[1] == 'leased' then redis.call('ZADD', LEASED, h[3], id) end
+end
+local function promote(key)
+  local head = redis.call('ZRANGE', ok(key), 0, 0)[1]
+  if head then activate(head) end
+end
+local function unindex(id)
+  redis.call('ZREM', WAITING, id)
+  redis.call('ZREM', READY, id)
+  redis.call('ZREM', LEASED, id)
+end
+-- an active job leaves its order (done or dead): the next one of its key may run
+local function deactivate(id, key)
+  unindex(id)
+  redis.call('SREM', ACTIVE, id)
+  if key then
+    redis.call('ZREM', ok(key), id)
+    promote(key)
+  end
+end
+-- a job becomes active with its (new or old) seq
+local function reactivate(id, key, seq)
+  redis.call('SADD', ACTIVE, id)
+  if key then
+    redis.call('ZADD', ok(key), seq, id)
+    promote(key)
+  else
+    activate(id)
+  end
+end
+local function fields(id)
+  local h = redis.call('HMGET', jk(id), 'kind', 'payload', 'order_key', 'run_at', 'attempts', 'last_error')
+  return {id, h[1], h[2], h[3], h[4], tonumber(h[5]), h[6]}
+end
+"""
+
+_ENQUEUE_JOB = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, kind, payload, order key or '', run_at, attempts, last error or '', has key, has error
+local id = ARGV[2]
+if redis.call('EXISTS', jk(id)) == 1 then return 0 end
+local seq = redis.call('INCR', SEQ)
+redis.call('HSET', jk(id), 'kind', ARGV[3], 'payload', ARGV[4], 'run_at', ARGV[6], 'attempts', ARGV[7],
+  'state', 'queued', 'seq', seq)
+local key = false
+if ARGV[9] == '1' then key = ARGV[5]; redis.call('HSET', jk(id), 'order_key', key) end
+if ARGV[10] == '1' then redis.call('HSET', jk(id), 'last_error', ARGV[8]) end
+reactivate(id, key, seq)
+return 1
+"""
+)
+
+_LEASE_JOBS = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, now, limit, owner, lease end
+local now_s, limit, owner, lease_until = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now = tonumber(now_s)
+local function to_ready(set)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now_s)) do
+    redis.call('ZREM', set, id)
+    local seq = redis.call('HGET', jk(id), 'seq')
+    if seq then redis.call('ZADD', READY, seq, id) end
+  end
+end
+to_ready(LEASED)
+to_ready(WAITING)
+local out = {}
+local n = 0
+while n < limit do
+  local batch = redis.call('ZRANGE', READY, 0, limit - n - 1)
+  if #batch == 0 then break end
+  for _, id in ipairs(batch) do
+    redis.call('ZREM', READY, id)
+    local h = redis.call('HMGET', jk(id), 'state', 'run_at', 'lease_until', 'order_key')
+    local state = h[1]
+    if state == 'queued' or state == 'leased' then
+      if h[4] and redis.call('ZRANGE', ok(h[4]), 0, 0)[1] ~= id then
+        -- not the head of its order key (any more): promote() puts it back when it is
+      elseif tonumber(h[2]) > now then
+        redis.call('ZADD', WAITING, h[2], id)
+      elseif state == 'leased' and tonumber(h[3]) > now then
+        redis.call('ZADD', LEASED, h[3], id)
+      else
+        redis.call('HSET', jk(id), 'state', 'leased', 'owner', owner, 'lease_until', lease_until)
+        redis.call('HINCRBY', jk(id), 'attempts', 1)
+        redis.call('ZADD', LEASED, lease_until, id)
+        n = n + 1
+        for _, v in ipairs(fields(id)) do out[#out + 1] = v end
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+_COMPLETE_JOB = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, retention seconds
+local id = ARGV[2]
+local h = redis.call('HMGET', jk(id), 'state', 'order_key')
+if not h[1] or h[1] == 'done' then return 0 end
+if h[1] == 'dead' then redis.call('ZREM', DEAD, id) else deactivate(id, h[2]) end
+redis.call('HSET', jk(id), 'state', 'done')
+redis.call('HDEL', jk(id), 'owner')
+redis.call('EXPIRE', jk(id), ARGV[3])
+return 1
+"""
+)
+
+_RETRY_JOB = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, run_at, error
+local id = ARGV[2]
+local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'seq')
+if not h[1] then return 0 end
+redis.call('HSET', jk(id), 'state', 'queued', 'run_at', ARGV[3], 'last_error', ARGV[4])
+redis.call('HDEL', jk(id), 'owner')
+if h[1] == 'queued' or h[1] == 'leased' then
+  unindex(id)
+  if h[2] then promote(h[2]) else activate(id) end
+else
+  -- done or dead: active again, in its original place (as the other back ends do)
+  redis.call('ZREM', DEAD, id)
+  redis.call('PERSIST', jk(id))
+  reactivate(id, h[2], h[3])
+end
+return 1
+"""
+)
+
+_DEAD_LETTER_JOB = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, error
+local id = ARGV[2]
+local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'seq')
+if not h[1] then return 0 end
+if h[1] == 'queued' or h[1] == 'leased' then deactivate(id, h[2]) end
+redis.call('HSET', jk(id), 'state', 'dead', 'last_error', ARGV[3])
+redis.call('HDEL', jk(id), 'owner')
+redis.call('PERSIST', jk(id))
+redis.call('ZADD', DEAD, h[3], id)
+return 1
+"""
+)
+
+_DEAD_LETTERS = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, limit
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', DEAD, 0, tonumber(ARGV[2]) - 1)) do
+  for _, v in ipairs(fields(id)) do out[#out + 1] = v end
+end
+return out
+"""
+)
+
+_REPLAY_DEAD_LETTER = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, now
+local id = ARGV[2]
+local h = redis.call('HMGET', jk(id), 'state', 'order_key')
+if h[1] ~= 'dead' then return 0 end
+redis.call('ZREM', DEAD, id)
+local seq = redis.call('INCR', SEQ)
+redis.call('HSET', jk(id), 'state', 'queued', 'seq', seq, 'attempts', 0, 'run_at', ARGV[3])
+reactivate(id, h[2], seq)
+return 1
+"""
+)
+
+# gcra_reserve() of base.py, same double arithmetic in the same order; %.17g round-trips a double exactly.
+_RESERVE_SEND_SLOT = """
+-- KEYS: slot key; ARGV: prefix, rate per second, burst, now
+local rate, burst, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local interval = 1.0 / rate
+local tolerance = interval * math.max(burst - 1, 0)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '')
+local base = now
+if tat ~= nil and tat > now then base = tat end
+local new_tat = base + interval
+local allowed_at = new_tat - interval - tolerance
+local wait = allowed_at - now
+if wait <= 0 then wait = 0 end
+-- idle for longer than this, the bucket is full again: no need to keep the key
+local ttl = math.ceil((new_tat - now) * 1000) + 60000
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
+return string.format('%.17g', wait)
+"""
+
+_JOB_FIELDS = 7
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        operation_timeout: float = OPERATION_TIMEOUT,
+        retention_seconds: int = RETENTION_SECONDS,
+    ) -> None:
+        self._url, prefix = redis_options(url)
+        self._p = prefix + ":"
+        self._connect_timeout = connect_timeout
+        self._operation_timeout = operation_timeout
+        self._retention = int(retention_seconds)
+        self._client: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @property
+    def prefix(self) -> str:
+        return self._p[:-1]
+
+    # Plumbing ---------------------------------------------------------------------------------
+    @property
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise StoreUnavailable("store is not open")
+        return self._client
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # a socket error redis-py did not wrap
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        script = self._scripts[name]
+        return await self._call(script(keys=list(keys), args=[self._p, *args]))
+
+    def _k(self, *parts: str) -> str:
+        return self._p + ":".join(parts)
+
+    async def open(self) -> None:
+        client = Redis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_connect_timeout=self._connect_timeout,
+            socket_timeout=self._operation_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StoreUnavailable(f"redis: cannot connect: {type(exc).__name__}: {exc}") from exc
+        sources = {
+            "accept_inbound": _ACCEPT_INBOUND,
+            "lease_inbound": _LEASE_INBOUND,
+            "complete_inbound": _COMPLETE_INBOUND,
+            "save_session": _SAVE_SESSION,
+            "insert_session": _INSERT_SESSION,
+            "delete_session": _DELETE_SESSION,
+            "find_session": _FIND_SESSION,
+            "expired_sessions": _EXPIRED_SESSIONS,
+            "save_pipe": _SAVE_PIPE,
+            "pipe_for": _PIPE_FOR,
+            "delete_pipe": _DELETE_PIPE,
+            "enqueue_job": _ENQUEUE_JOB,
+            "lease_jobs": _LEASE_JOBS,
+            "complete_job": _COMPLETE_JOB,
+            "retry_job": _RETRY_JOB,
+            "dead_letter_job": _DEAD_LETTER_JOB,
+            "dead_letters": _DEAD_LETTERS,
+            "replay_dead_letter": _REPLAY_DEAD_LETTER,
+            "reserve_send_slot": _RESERVE_SEND_SLOT,
+        }
+        self._scripts = {name: client.register_script(source) for name, source in sources.items()}
+        self._client = client
+        await self._warn_if_not_durable()
+
+    async def _warn_if_not_durable(self) -> None:
+        try:
+            config = await self._redis.config_get("appendonly")
+        except RedisError:
+            return  # CONFIG is often disabled on managed Redis; nothing to say then
+        if config.get("appendonly") == "no":
+            log.warning("redis runs without appendonly: a Redis restart loses accepted messages and queued jobs")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                await client.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping())
+
+    # Inbound ----------------------------------------------------------------------------------
+    async def accept_inbound(self, message: InboundMessage) -> bool:
+        key = inbound_key(message)
+        result = await self._script(
+            "accept_inbound", [self._k("in", "msg", key)], [key, conversation_key(message), _dumps(message.to_json())]
+        )
+        return bool(result)
+
+    async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
+        if limit <= 0:
+            return []
+        flat = cast(
+            list[Any],
+            await self._script("lease_inbound", [], [_num(now), limit, owner, _num(now + lease_seconds)]),
+        )
+        return [
+            InboundRecord(str(flat[i]), InboundMessage.from_json(json.loads(flat[i + 1])), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def complete_inbound(self, key: str) -> None:
+        await self._script("complete_inbound", [self._k("in", "msg", key)], [key, self._retention])
+
+    async def pending_inbound_count(self) -> int:
+        return int(await self._call(self._redis.scard(self._k("in", "pending"))))
+
+    # Sessions ---------------------------------------------------------------------------------
+    def _session_keys(self, tenant_number: str, user_number: str) -> list[str]:
+        return [
+            self._k("sess", "pair", _pair(tenant_number, user_number)),
+            self._k("sess", "ids"),
+            self._k("sess", "expiry"),
+        ]
+
+    async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
+        key = self._k("sess", "pair", _pair(tenant_number, user_number))
+        data = await self._call(cast(Awaitable[str | None], self._redis.hget(key, "data")))
+        return None if data is None else Session.from_json(json.loads(data))
+
+    def _session_args(self, session: Session) -> list[str | int | float]:
+        return [
+            _pair(session.tenant_number, session.user_number),
+            session.session_id,
+            _num(session.expires_at()),
+            _dumps(session.to_json()),
+        ]
+
+    async def save_session(self, session: Session) -> None:
+        await self._script(
+            "save_session",
+            self._session_keys(session.tenant_number, session.user_number),
+            self._session_args(session),
+        )
+
+    async def insert_session(self, session: Session) -> Session | None:
+        existing = await self._script(
+            "insert_session",
+            self._session_keys(session.tenant_number, session.user_number),
+            self._session_args(session),
+        )
+        return None if existing is None else Session.from_json(json.loads(existing))
+
+    async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
+        result = await self._script(
+            "delete_session",
+            self._session_keys(tenant_number, user_number),
+            [_pair(tenant_number, user_number), session_id],
+        )
+        return bool(result)
+
+    async def find_session(self, session_id: str) -> Session | None:
+        data = await self._script("find_session", [self._k("sess", "ids")], [session_id])
+        return None if data is None else Session.from_json(json.loads(data))
+
+    async def expired_sessions(self, now: float, limit: int) -> list[Session]:
+        if limit <= 0:
+            return []
+        rows = cast(list[str], await self._script("expired_sessions", [self._k("sess", "expiry")], [_num(now), limit]))
+        return [Session.from_json(json.loads(row)) for row in rows]
+
+    # smsError ---------------------------------------------------------------------------------
+    async def push_sms_error(self, tenant_number: str, user_number: str, error: JSON) -> None:
+        key = self._k("smserr", _pair(tenant_number, user_number))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(key, _dumps(error))
+        pipe.expire(key, self._retention)
+        await self._call(pipe.execute())
+
+    async def pop_sms_errors(self, tenant_number: str, user_number: str) -> list[JSON]:
+        key = self._k("smserr", _pair(tenant_number, user_number))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        rows, _ = await self._call(pipe.execute())
+        return [json.loads(row) for row in rows]
+
+    # Outbound ---------------------------------------------------------------------------------
+    async def record_outbound(self, record: OutboundRecord) -> None:
+        data = _dumps(
+            {
+                "tenant": record.tenant_number,
+                "user": record.user_number,
+                "session": record.session_id,
+                "provider": record.provider_message_id,
+            }
+        )
+        await self._call(self._redis.set(self._k("out", record.message_id), data, ex=self._retention))
+
+    async def find_outbound(self, message_id: str) -> OutboundRecord | None:
+        data = await self._call(self._redis.get(self._k("out", message_id)))
+        if data is None:
+            return None
+        row = json.loads(data)
+        return OutboundRecord(message_id, row["tenant"], row["user"], row["session"], row["provider"])
+
+    async def claim_status(self, provider_message_id: str, status: str) -> bool:
+        key = self._k("status", f"{len(provider_message_id)}:{provider_message_id}:{status}")
+        return bool(await self._call(self._redis.set(key, "1", nx=True, ex=self._retention)))
+
+    # Pipes ------------------------------------------------------------------------------------
+    async def save_pipe(self, pipe: Pipe) -> None:
+        pair = _pair(pipe.tenant_number, pipe.user_number)
+        ttl = max(int(pipe.expires_at - pipe.created_at), 0) + self._retention
+        await self._script(
+            "save_pipe",
+            [self._k("pipe", "id", pipe.pipe_id), self._k("pipe", "pair", pair)],
+            [pipe.pipe_id, pair, _num(pipe.expires_at), _dumps(pipe.to_json()), ttl],
+        )
+
+    async def get_pipe(self, pipe_id: str) -> Pipe | None:
+        data = await self._call(cast(Awaitable[str | None], self._redis.hget(self._k("pipe", "id", pipe_id), "data")))
+        return None if data is None else Pipe.from_json(json.loads(data))
+
+    async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
+        data = await self._script(
+            "pipe_for", [self._k("pipe", "pair", _pair(tenant_number, user_number))], [_num(now)]
+        )
+        return None if data is None else Pipe.from_json(json.loads(data))
+
+    async def delete_pipe(self, pipe_id: str) -> bool:
+        return bool(await self._script("delete_pipe", [self._k("pipe", "id", pipe_id)], [pipe_id]))
+
+    # Jobs -------------------------------------------------------------------------------------
+    @staticmethod
+    def _jobs(flat: list[Any]) -> list[Job]:
+        jobs = []
+        for i in range(0, len(flat), _JOB_FIELDS):
+            job_id, kind, payload, order_key, run_at, attempts, last_error = flat[i : i + _JOB_FIELDS]
+            jobs.append(Job(job_id, kind, json.loads(payload), order_key, float(run_at), int(attempts), last_error))
+        return jobs
+
+    async def enqueue_job(self, job: Job) -> bool:
+        result = await self._script(
+            "enqueue_job",
+            [],
+            [
+                job.job_id,
+                job.kind,
+                _dumps(job.payload),
+                job.order_key or "",
+                _num(job.run_at),
+                int(job.attempts),
+                job.last_error or "",
+                "1" if job.order_key is not None else "0",
+                "1" if job.last_error is not None else "0",
+            ],
+        )
+        return bool(result)
+
+    async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        flat = await self._script("lease_jobs", [], [_num(now), limit, owner, _num(now + lease_seconds)])
+        return self._jobs(cast(list[Any], flat))
+
+    async def pending_job_count(self) -> int:
+        return int(await self._call(self._redis.scard(self._k("jobs", "active"))))
+
+    async def complete_job(self, job_id: str) -> None:
+        await self._script("complete_job", [], [job_id, self._retention])
+
+    async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
+        await self._script("retry_job", [], [job_id, _num(run_at), error])
+
+    async def dead_letter_job(self, job_id: str, error: str) -> None:
+        await self._script("dead_letter_job", [], [job_id, error])
+
+    async def dead_letters(self, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        return self._jobs(cast(list[Any], await self._script("dead_letters", [], [limit])))
+
+    async def replay_dead_letter(self, job_id: str, now: float) -> bool:
+        return bool(await self._script("replay_dead_letter", [], [job_id, _num(now)]))
+
+    # Rate limits ------------------------------------------------------------------------------
+    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
+        wait = await self._script(
+            "reserve_send_slot", [self._k("slot", key)], [_num(rate_per_second), int(burst), _num(now)]
+        )
+        return float(wait)
