@@ -8,11 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from sms_gateway.config.load import ConfigError, load_config
 from sms_gateway.config.mask import effective_config_dict
 from sms_gateway.logs import configure_logging
+from sms_gateway.store.base import StoreUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,12 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(effective_config_dict(config), indent=2, sort_keys=True))
         return 0
 
-    from sms_gateway.app import create_app
+    from sms_gateway.serve import run
 
     configure_logging(config.log_level, config.redact_phone_numbers)
     if not config.tenants:
         print("warning: no tenant is configured; every webhook will be answered 403", file=sys.stderr)
-    web.run_app(create_app(config), host=config.http_host, port=config.http_port, print=None)
+    try:
+        run(config, drain_seconds=float(os.environ.get("SHUTDOWN_DRAIN_SECONDS", "2")))
+    except StoreUnavailable as exc:
+        print(f"store unavailable: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 
