@@ -59,6 +59,7 @@ class TurnPlan:
     session_timeout: int | None = None
     conversation_config: JSON | None = None
     ignored: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)  # input texts of the numbered options sent
 
 
 def media_url_list(value: Any) -> list[str] | None:
@@ -90,11 +91,21 @@ def interpret(reply: EngineReply, session: Session) -> TurnPlan:
         _apply(command, session, plan)
 
     parts = [text for text in reply.texts if text]
-    for title, labels, kind in reply.choices:
-        prefix = session.disambiguation_prefix if kind == "suggestion" else session.options_prefix
-        parts.append(render_choices(title, labels, prefix))
+    for choice in reply.choices:
+        prefix = session.disambiguation_prefix if choice.kind == "suggestion" else session.options_prefix
+        parts.append(render_choices(choice.title, list(choice.labels), prefix))
+        plan.options = list(choice.values)  # numbers answer the last list shown
     plan.text = "\n".join(parts)
     return plan
+
+
+def chosen_option(text: str, options: list[str] | None) -> str | None:
+    """The option a user picked by answering with its number ("2", " 2. "), if that is what they did."""
+    number = text.strip().rstrip(".)")
+    if not options or not number.isdigit():
+        return None
+    index = int(number)
+    return options[index - 1] if 1 <= index <= len(options) else None
 
 
 def _configure_rendering(command: Command, session: Session) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
-from sms_gateway.actions import TurnPlan, interpret
+from sms_gateway.actions import TurnPlan, chosen_option, interpret
 from sms_gateway.config.model import Config, EngineConfig, TenantConfig
 from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build_state
 from sms_gateway.engines.base import EngineError, TurnRequest
@@ -79,9 +79,10 @@ class Conversations:
             session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
             log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
         session.last_activity = now
+        text = chosen_option(message.text, session.pending_options) or message.text
         self._transcript("in", message.text, session)
         turn_id = f"in:{message.provider}:{message.message_id}"
-        answered = await self.run_turn(tenant, session, message.text, message.media, turn_id=turn_id)
+        answered = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id)
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
         return answered
 
@@ -155,6 +156,7 @@ class Conversations:
             for command in reply.commands:
                 d.metrics.commands.labels(command.name).inc()
             plan = interpret(reply, session)
+            session.pending_options = plan.options or None
             texts.append(plan.text)
             _merge(combined, plan)
             if plan.conversation_config is None or final or not self._switch_engine(tenant, session, plan):

@@ -121,14 +121,23 @@ class Command:
     parameters: JSON = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """An `option` or `suggestion` answer: sent as numbered text; the user may answer with the number."""
+
+    title: str
+    kind: str  # "option" | "suggestion"
+    labels: tuple[str, ...]
+    values: tuple[str, ...]  # the input text each option stands for
+
+
 @dataclass(slots=True)
 class EngineReply:
     """What an engine answered for one turn."""
 
     texts: list[str] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
-    # Options/suggestions to be rendered as numbered text: (title, [labels]) per generic item.
-    choices: list[tuple[str, list[str], str]] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
     # Engine-specific state to keep for the next turn (v1 context, v2 session id).
     engine_state: JSON = field(default_factory=dict)
     raw: JSON = field(default_factory=dict)
@@ -151,6 +160,8 @@ class Session:
     conversation_override: JSON | None = None
     options_prefix: str | None = None
     disambiguation_prefix: str | None = None
+    # The input texts of the numbered options last sent, so "2" can stand for the second one.
+    pending_options: list[str] | None = None
 
     @classmethod
     def new(cls, tenant_number: str, user_number: str, timeout_seconds: int, now: float | None = None) -> Session:
@@ -185,6 +196,7 @@ class Session:
             "conversationOverride": self.conversation_override,
             "optionsPrefix": self.options_prefix,
             "disambiguationPrefix": self.disambiguation_prefix,
+            "pendingOptions": self.pending_options,
         }
 
     @classmethod
@@ -203,4 +215,5 @@ class Session:
             conversation_override=data.get("conversationOverride"),
             options_prefix=data.get("optionsPrefix"),
             disambiguation_prefix=data.get("disambiguationPrefix"),
+            pending_options=data.get("pendingOptions"),
         )

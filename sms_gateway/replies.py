@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sms_gateway.model import JSON, Command, EngineReply
+from sms_gateway.model import JSON, Choice, Command, EngineReply
 
 SMS_CHANNELS = frozenset({"text_messaging", "sms"})
 # Context keys that carry commands; they are dropped from the stored v1 context so they fire only once.
@@ -81,7 +81,7 @@ def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], text
         *commands_from(ctx_vars.get("smsAction")),
         *commands_from(user_defined.get("smsAction")),
     ]
-    choices: list[tuple[str, list[str], str]] = []
+    choices: list[Choice] = []
     for item in generic:
         kind = item.get("response_type")
         if kind == "user_defined":
@@ -124,14 +124,22 @@ def _v1_texts(text: object) -> list[str]:
     return []
 
 
-def _choice(item: JSON, list_key: str, kind: str) -> tuple[str, list[str], str] | None:
-    labels = [entry["label"] for entry in _dicts(item.get(list_key)) if isinstance(entry.get("label"), str)]
-    if not labels:
+def _choice(item: JSON, list_key: str, kind: str) -> Choice | None:
+    entries = [entry for entry in _dicts(item.get(list_key)) if isinstance(entry.get("label"), str)]
+    if not entries:
         return None
     title = item.get("title")
     if not isinstance(title, str) or not title:
         title = item.get("description")
-    return (title if isinstance(title, str) else "", labels, kind)
+    labels = tuple(entry["label"] for entry in entries)
+    values = tuple(_option_text(entry) for entry in entries)
+    return Choice(title if isinstance(title, str) else "", kind, labels, values)
+
+
+def _option_text(entry: JSON) -> str:
+    """What choosing the option sends as input: `value.input.text`, else its label."""
+    text = _obj(_obj(entry.get("value")).get("input")).get("text")
+    return text if isinstance(text, str) and text else str(entry["label"])
 
 
 def _v2_skill_vars(answer: JSON) -> JSON:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sms_gateway.actions import interpret, media_url_list, render_choices
+from sms_gateway.actions import chosen_option, interpret, media_url_list, render_choices
 from sms_gateway.config.model import EngineConfig
 from sms_gateway.context import build_state
 from sms_gateway.engines.override import InvalidOverride, apply_override
-from sms_gateway.model import Command, EngineReply, Media, Session
+from sms_gateway.model import Choice, Command, EngineReply, Media, Session
 
 
 def session() -> Session:
@@ -65,13 +65,14 @@ def test_string_timeout_count_as_ibm_json_writes_it() -> None:
 
 def test_options_rendered_as_numbered_text_with_configured_prefix() -> None:
     s = session()
-    reply = EngineReply(choices=[("Which of these items do you want to insure?", ["Boat", "Car", "House"], "option")])
+    reply = EngineReply(choices=[Choice("Which of these items do you want to insure?", "option",
+                                         ("Boat", "Car", "House"), ("boat", "car", "house"))])
     assert interpret(reply, s).text == "Which of these items do you want to insure?\n1. Boat\n2. Car\n3. House"
     reply.commands = [Command("smsActSetOptionsConfig", {"prefixText": "Enter %s for "})]
     assert interpret(reply, s).text.splitlines()[1:] == ["Enter 1 for Boat", "Enter 2 for Car", "Enter 3 for House"]
     assert s.options_prefix == "Enter %s for ", "the prefix stays for the rest of the session"
     suggestion = EngineReply(
-        choices=[("Did you mean:", ["Pay a bill", "Open an account"], "suggestion")],
+        choices=[Choice("Did you mean:", "suggestion", ("Pay a bill", "Open an account"), ("pay", "open"))],
         commands=[Command("smsActSetDisambiguationConfig", {"prefixText": "Press %s for "})],
     )
     assert interpret(suggestion, s).text == "Did you mean:\nPress 1 for Pay a bill\nPress 2 for Open an account"
@@ -137,3 +138,11 @@ def test_conversation_config_override() -> None:
                 {"convApiVersion": "v2"}):
         with pytest.raises(InvalidOverride):
             apply_override(BASE, bad)
+
+
+def test_a_number_answers_the_last_options_shown() -> None:
+    options = ["boat", "car", "house"]
+    assert chosen_option("2", options) == "car"
+    assert chosen_option(" 3. ", options) == "house"
+    assert chosen_option("4", options) is None and chosen_option("0", options) is None
+    assert chosen_option("two", options) is None and chosen_option("2", None) is None

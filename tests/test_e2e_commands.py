@@ -149,6 +149,12 @@ async def test_options_are_numbered_text_with_prefix(tmp_path: Path) -> None:
         sent = await gw.wait_sent(1)
         assert sent[0].body == ("Let's get you a quote.\nWhich of these items do you want to insure?\n"
                                 "Enter 1 for Boat\nEnter 2 for Car\nEnter 3 for House")
+        # Answering with a number sends the option's value, as WA's own SMS channel does.
+        gw.watson.v1_dialog = lambda text, ctx: {"output": text_output(f"You chose {text}")}
+        await gw.sms("2")
+        await gw.sms("2")
+        sent = await gw.wait_sent(3)
+        assert [m.body for m in sent[1:]] == ["You chose Car", "You chose 2"], "only right after the list"
 
 
 async def test_vgw_send_sms_sends_its_own_message(tmp_path: Path) -> None:

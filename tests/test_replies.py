@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sms_gateway.model import Command, EngineReply
+from sms_gateway.model import Choice, Command, EngineReply
 from sms_gateway.replies import action_keys_in_v2_context, commands_from, parse_v1_answer, parse_v2_answer
 
 MEDIA = Command("smsActSendMedia", {"mediaURL": ["https://example.com/a.gif"]})
@@ -162,9 +162,10 @@ def test_option_and_suggestion_items_become_choices() -> None:
         {"response_type": "option", "description": "Pick one", "options": [{"label": "A"}]},
     ]
     assert parse_v2_answer({"output": {"generic": generic}}).choices == [
-        ("Which of these items do you want to insure?", ["Boat", "Car"], "option"),
-        ("Did you mean:", ["Open an account", "Close an account"], "suggestion"),
-        ("Pick one", ["A"], "option"),
+        Choice("Which of these items do you want to insure?", "option", ("Boat", "Car"), ("boat", "car")),
+        Choice("Did you mean:", "suggestion", ("Open an account", "Close an account"),
+               ("Open an account", "Close an account")),
+        Choice("Pick one", "option", ("A",), ("A",)),
     ]
 
 
