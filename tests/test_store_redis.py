@@ -241,8 +241,10 @@ async def test_open_while_redis_is_down_raises_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await store.open()
     assert time.monotonic() - started < 3.0
-    with pytest.raises(StoreUnavailable):
-        await store.ping()  # never opened: still a clean StoreUnavailable
+    for name, call in every_method(store).items():  # never opened: still a clean StoreUnavailable
+        with pytest.raises(StoreUnavailable):
+            await call()
+            pytest.fail(name)
     await store.close()
 
 
@@ -271,6 +273,52 @@ async def test_hung_redis_times_out_as_unavailable(server: RedisServer) -> None:
         # The timed-out write may or may not have reached Redis; either way it is claimed at most once.
         await store.accept_inbound(message("SMhung"))
         assert await store.accept_inbound(message("SMhung")) is False
+    finally:
+        await store.close()
+
+
+async def test_cancelled_calls_stop_and_leave_the_pool_healthy(server: RedisServer) -> None:
+    """A worker cancelled in the middle of a store call stops (no swallowed cancellation: an app that never
+    shuts down) and leaves no half-read connection behind for the next caller, nor a connection out of the pool."""
+    server.flush()
+    store = RedisStore(server.url + "?max_connections=3")
+    await store.open()
+    rng = random.Random(7)
+    errors: list[str] = []
+
+    async def steady(tag: int) -> None:
+        n = 0
+        while True:
+            try:
+                assert await store.enqueue_job(Job(f"s{tag}-{n}", "k", {"n": n})) is True
+                assert await store.reserve_send_slot(f"k{tag}", 1e6, 1, 0.0) >= 0.0
+            except AssertionError as exc:
+                errors.append(repr(exc))
+            except StoreUnavailable as exc:
+                errors.append(str(exc))
+            n += 1
+
+    background = [asyncio.create_task(steady(tag)) for tag in range(2)]
+    try:
+        for _ in range(150):
+
+            async def loop() -> None:
+                while True:
+                    await store.lease_jobs("w", 2, 30, 0.0)
+                    await store.accept_inbound(message(f"SM{rng.random()}"))
+
+            task = asyncio.create_task(loop())
+            await asyncio.sleep(rng.random() * 0.002)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=1.0)
+            assert done, "the cancellation was swallowed"
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+    try:
+        assert errors == []
+        await store.ping()
     finally:
         await store.close()
 
@@ -314,13 +362,13 @@ async def test_a_caller_whose_clock_is_behind_gets_nothing_early(clients: tuple[
 
 # URLs -------------------------------------------------------------------------------------------------------
 def test_urls() -> None:
-    assert redis_options("redis://localhost:6379/0") == ("redis://localhost:6379/0", "smsgw")
-    assert redis_options("rediss://:s3cret@redis.example.com:6380/2?prefix=gw1&socket_timeout=5") == (
-        "rediss://:s3cret@redis.example.com:6380/2?socket_timeout=5",
-        "gw1",
-    )
-    with pytest.raises(ValueError):
-        redis_options("redis://localhost/0?prefix=")
+    assert redis_options("redis://localhost:6379/0") == ("redis://localhost:6379/0", "smsgw", None)
+    assert redis_options(
+        "rediss://:s3cret@redis.example.com:6380/2?prefix=gw1&socket_timeout=5&socket_connect_timeout=1"
+    ) == ("rediss://:s3cret@redis.example.com:6380/2?socket_connect_timeout=1", "gw1", 5.0)
+    for bad in ("redis://localhost/0?prefix=", "redis://localhost/0?socket_timeout=x", "memcached://localhost"):
+        with pytest.raises(ValueError):
+            redis_options(bad)
     assert isinstance(create_store("redis://localhost:6379/0"), RedisStore)
     assert isinstance(create_store("rediss://localhost:6380/1?prefix=x"), RedisStore)
 

@@ -5,9 +5,11 @@ MULTI/EXEC), never check-then-set from Python. Times come from the caller (`now`
 every back end behaves the same.
 
 URL options: `?prefix=smsgw` (every key starts with `<prefix>:`, default `smsgw`; two gateways can share one
-database), and any option redis-py understands (`socket_timeout`, `socket_connect_timeout`, ...). Defaults:
-2 s to connect, 2 s per operation, no automatic retry (a write whose reply was lost is never sent twice; the
-caller gets StoreUnavailable and the provider retries its webhook).
+database), `?socket_timeout=2` (seconds per operation, enforced by us), and any other option redis-py
+understands (`max_connections`, `socket_connect_timeout`, `ssl_cert_reqs`, ...). Defaults: 2 s to connect,
+2 s per operation (waiting for a free connection included), a pool of 50 connections per process, and no
+automatic retry (a write whose reply was lost is never sent twice; the caller gets StoreUnavailable and the
+provider retries its webhook).
 
 Errors: every Redis failure (down, restarting, loading, out of memory, read-only replica, timeout) is raised
 as `StoreUnavailable`, including from `open()`: a process started while Redis is down fails clearly (or
@@ -22,13 +24,14 @@ for a user who never comes back are kept as long; a pipe is kept until 7 days af
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -48,26 +51,41 @@ from sms_gateway.store.base import (
 
 T = TypeVar("T")
 
-log = logging.getLogger("sms_gateway.store.redis")
+log = structlog.get_logger("sms_gateway.store.redis")
 
 DEFAULT_PREFIX = "smsgw"
 RETENTION_SECONDS = 7 * 24 * 3600
 CONNECT_TIMEOUT = 2.0
 OPERATION_TIMEOUT = 2.0
+MAX_CONNECTIONS = 50
 
 
-def redis_options(url: str) -> tuple[str, str]:
-    """Split our own `prefix` option off a Redis URL: (URL for redis-py, key prefix)."""
+class RedisURL(NamedTuple):
+    url: str  # for redis-py, without our own options
+    prefix: str
+    timeout: float | None  # per operation; None: the default
+
+
+def redis_options(url: str) -> RedisURL:
+    """Split our own options off a Redis URL: `prefix`, and `socket_timeout` (applied per operation by us)."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"not a Redis URL: {url!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [value for name, value in query if name == "prefix"]
-    prefix = prefixes[-1] if prefixes else DEFAULT_PREFIX
+    ours = {name: value for name, value in query if name in ("prefix", "socket_timeout")}
+    prefix = ours.get("prefix", DEFAULT_PREFIX)
     if not prefix:
         raise ValueError(f"empty key prefix in {url!r}")
-    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    timeout = None
+    if "socket_timeout" in ours:
+        try:
+            timeout = float(ours["socket_timeout"])
+        except ValueError:
+            raise ValueError(f"invalid socket_timeout in {url!r}") from None
+        if not timeout > 0:
+            raise ValueError(f"socket_timeout must be positive in {url!r}")
+    rest = urlencode([(name, value) for name, value in query if name not in ours])
+    return RedisURL(urlunsplit(parts._replace(query=rest)), prefix, timeout)
 
 
 def _pair(tenant_number: str, user_number: str) -> str:
@@ -497,10 +515,11 @@ class RedisStore(Store):
         operation_timeout: float = OPERATION_TIMEOUT,
         retention_seconds: int = RETENTION_SECONDS,
     ) -> None:
-        self._url, prefix = redis_options(url)
-        self._p = prefix + ":"
+        options = redis_options(url)
+        self._url = options.url
+        self._p = options.prefix + ":"
         self._connect_timeout = connect_timeout
-        self._operation_timeout = operation_timeout
+        self._operation_timeout = options.timeout or operation_timeout
         self._retention = int(retention_seconds)
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
@@ -517,34 +536,49 @@ class RedisStore(Store):
         return self._client
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
+        # The operation timeout is ours (asyncio.timeout), not redis-py's socket_timeout: on Python 3.11 the
+        # latter runs sends under asyncio.wait_for, which can swallow a cancellation (a worker that never stops).
+        # A timed-out or cancelled command disconnects its connection, so no late reply is read by the next one.
         try:
-            return await awaitable
+            async with asyncio.timeout(self._operation_timeout):
+                return await awaitable
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"redis: no answer within {self._operation_timeout:g} s") from exc
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:  # a socket error redis-py did not wrap
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        script = self._scripts[name]
-        return await self._call(script(keys=list(keys), args=[self._p, *args]))
+        client = self._redis  # StoreUnavailable when not open
+        return await self._call(self._scripts[name](keys=list(keys), args=[self._p, *args], client=client))
 
     def _k(self, *parts: str) -> str:
         return self._p + ":".join(parts)
 
     async def open(self) -> None:
-        client = Redis.from_url(
+        if self._client is not None:
+            return
+        # A bounded pool that makes a burst wait for a connection (within the operation timeout) instead of
+        # failing with "too many connections"; `?max_connections=` changes its size.
+        pool = BlockingConnectionPool.from_url(
             self._url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=None,  # the wait is bounded by the operation timeout, see _call
             decode_responses=True,
             socket_connect_timeout=self._connect_timeout,
-            socket_timeout=self._operation_timeout,
+            socket_timeout=None,  # see _call
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
+        client = Redis.from_pool(pool)
+        self._client = client
         try:
-            await client.ping()
-        except (RedisError, OSError) as exc:
+            await self._call(client.ping())
+        except StoreUnavailable as exc:
+            self._client = None
             await client.aclose()
-            raise StoreUnavailable(f"redis: cannot connect: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect: {exc}") from exc
         sources = {
             "accept_inbound": _ACCEPT_INBOUND,
             "lease_inbound": _LEASE_INBOUND,
@@ -567,16 +601,15 @@ class RedisStore(Store):
             "reserve_send_slot": _RESERVE_SEND_SLOT,
         }
         self._scripts = {name: client.register_script(source) for name, source in sources.items()}
-        self._client = client
         await self._warn_if_not_durable()
 
     async def _warn_if_not_durable(self) -> None:
         try:
-            config = await self._redis.config_get("appendonly")
-        except RedisError:
+            config = await self._call(self._redis.config_get("appendonly"))
+        except StoreUnavailable:
             return  # CONFIG is often disabled on managed Redis; nothing to say then
         if config.get("appendonly") == "no":
-            log.warning("redis runs without appendonly: a Redis restart loses accepted messages and queued jobs")
+            log.warning("redis_not_durable", reason="appendonly is off: a Redis restart loses queued messages and jobs")
 
     async def close(self) -> None:
         if self._client is not None:
