@@ -88,11 +88,12 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             )
             relay = PipeRelay(store, http)
             jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
-                             concurrency=config.worker_concurrency)
+                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds)
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
-            worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency)
+            worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
+                                   lease_seconds=config.lease_seconds)
             jobs.kinds[TURN] = worker.turn_job_kind()
             sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines

@@ -11,7 +11,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -67,6 +67,42 @@ class JobKind:
     on_dead: DeadHandler | None = None
 
 
+class LeaseHeartbeat:
+    """Keeps the leases of work in flight alive (so a short lease still covers a long turn) and hands them
+    back on shutdown (so another process takes the work at once instead of after the lease)."""
+
+    def __init__(
+        self,
+        name: str,
+        held: Callable[[], Collection[str]],
+        extend: Callable[[list[str], float], Awaitable[None]],
+        lease_seconds: float,
+    ) -> None:
+        self.name = name
+        self.held = held
+        self.extend = extend
+        self.lease_seconds = lease_seconds
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            ids = list(self.held())
+            if ids:
+                try:
+                    await self.extend(ids, time.time() + self.lease_seconds)
+                except StoreUnavailable as exc:
+                    log.error("store_unavailable", where=f"{self.name}_lease_heartbeat", error=str(exc))
+
+    async def hand_back(self, ids: list[str]) -> None:
+        """Call with the ids held before the work was cancelled (cancelling forgets them)."""
+        if ids:
+            try:
+                await self.extend(ids, time.time())
+                log.info("leases_handed_back", queue=self.name, count=len(ids))
+            except StoreUnavailable as exc:
+                log.error("store_unavailable", where=f"{self.name}_hand_back", error=str(exc))
+
+
 class JobWorker:
     def __init__(
         self,
@@ -75,7 +111,7 @@ class JobWorker:
         metrics: Metrics,
         *,
         concurrency: int = 64,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -89,7 +125,12 @@ class JobWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._running: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], str] = {}
         self._wakeup = asyncio.Event()
+        self.heartbeat = LeaseHeartbeat(
+            "jobs", lambda: self._held.values(),
+            lambda ids, until: self.store.extend_job_leases(self.owner, ids, until), lease_seconds,
+        )
 
     def notify(self) -> None:
         self._wakeup.set()
@@ -99,6 +140,13 @@ class JobWorker:
         return len(self._running)
 
     async def run(self) -> None:
+        heartbeat = asyncio.create_task(self.heartbeat.run())
+        try:
+            await self._lease_loop()
+        finally:
+            heartbeat.cancel()
+
+    async def _lease_loop(self) -> None:
         while True:
             leased = 0
             try:
@@ -108,7 +156,8 @@ class JobWorker:
             if leased == 0:
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
 
@@ -120,11 +169,13 @@ class JobWorker:
         for job in jobs:
             task = asyncio.create_task(self._run_job(job))
             self._running.add(task)
+            self._held[task] = job.job_id
             task.add_done_callback(self._finished)
         return len(jobs)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._held.pop(task, None)
         self._wakeup.set()  # a finished job may unblock the next one of its order key
 
     async def _run_job(self, job: Job) -> None:
@@ -169,6 +220,8 @@ class JobWorker:
             await asyncio.gather(*list(self._running), return_exceptions=True)
 
     async def stop(self) -> None:
+        held = list(self._held.values())
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*list(self._running), return_exceptions=True)
+        await self.heartbeat.hand_back(held)

@@ -16,7 +16,7 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
-from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
+from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
@@ -84,7 +84,7 @@ class InboundWorker:
         metrics: Metrics,
         *,
         concurrency: int = 64,
-        lease_seconds: float = 300.0,
+        lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
     ) -> None:
         self.store = store
@@ -97,11 +97,22 @@ class InboundWorker:
         self.poll_interval = poll_interval
         self._wakeup = asyncio.Event()
         self._in_flight: set[str] = set()
+        self.heartbeat = LeaseHeartbeat(
+            "inbound", lambda: self._in_flight,
+            lambda keys, until: self.store.extend_inbound_leases(self.owner, keys, until), lease_seconds,
+        )
 
     def notify(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
+        heartbeat = asyncio.create_task(self.heartbeat.run())
+        try:
+            await self._lease_loop()
+        finally:
+            heartbeat.cancel()
+
+    async def _lease_loop(self) -> None:
         while True:
             try:
                 leased = await self._lease()
@@ -111,7 +122,8 @@ class InboundWorker:
             if leased == 0:
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
 
@@ -179,7 +191,9 @@ class InboundWorker:
         await self.runner.join()
 
     async def stop(self) -> None:
+        held = list(self._in_flight)
         await self.runner.cancel()
+        await self.heartbeat.hand_back(held)
 
 
 class SessionSweeper:

@@ -236,3 +236,22 @@ async def test_one_conversation_is_leased_one_message_at_a_time_in_order(store: 
     # The same conversation with the tenant number written differently is still one conversation.
     await store.accept_inbound(InboundMessage("twilio", "SMc0", "15005550006", "+15550000001", "x"))
     assert await store.lease_inbound("c", 10, 30, now) == []
+
+
+async def test_leases_are_renewed_and_handed_back_by_their_owner_only(store: Store) -> None:
+    await store.accept_inbound(message("SMlease"))
+    await store.enqueue_job(Job("jlease", "send", {}, run_at=0.0))
+    [record] = await store.lease_inbound("a", 10, 30, now=100.0)
+    [job] = await store.lease_jobs("a", 10, 30, now=100.0)
+    await store.extend_inbound_leases("a", [record.key], until=200.0)
+    await store.extend_job_leases("a", [job.job_id], until=200.0)
+    await store.extend_inbound_leases("intruder", [record.key], until=100.0)
+    await store.extend_job_leases("intruder", [job.job_id], until=100.0)
+    assert await store.lease_inbound("b", 10, 30, now=150.0) == [], "renewed past the first lease"
+    assert await store.lease_jobs("b", 10, 30, now=150.0) == []
+    await store.extend_inbound_leases("a", [record.key], until=150.0)  # handed back at shutdown
+    await store.extend_job_leases("a", [job.job_id], until=150.0)
+    assert [r.key for r in await store.lease_inbound("b", 10, 30, now=150.0)] == [record.key]
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now=150.0)] == ["jlease"]
+    await store.extend_inbound_leases("a", [record.key], until=999.0)
+    assert await store.lease_inbound("c", 10, 30, now=170.0) == [], "b's lease still holds; a lost it"

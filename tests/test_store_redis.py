@@ -174,6 +174,8 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "accept_inbound": lambda: store.accept_inbound(message("SMdown")),
         "lease_inbound": lambda: store.lease_inbound("w", 10, 30, 0.0),
         "complete_inbound": lambda: store.complete_inbound("twilio:SM1"),
+        "extend_inbound_leases": lambda: store.extend_inbound_leases("w", ["twilio:SM1"], 1.0),
+        "extend_job_leases": lambda: store.extend_job_leases("w", ["j"], 1.0),
         "pending_inbound_count": lambda: store.pending_inbound_count(),
         "load_session": lambda: store.load_session("+1500", "+1555"),
         "save_session": lambda: store.save_session(session),

@@ -35,6 +35,7 @@ GLOBAL_FIELDS: dict[tuple[str, ...], str] = {
     ("logging", "transcriptionMessages"): "enable_transcription_messages",
     ("latencyReportingThreshold",): "latency_reporting_threshold_ms",
     ("workerConcurrency",): "worker_concurrency",
+    ("store", "leaseSeconds"): "lease_seconds",
 }
 MEDIA_FIELDS = {
     "maxMediaPerMessage": "max_media_per_message",

@@ -119,6 +119,9 @@ class Config:
     latency_reporting_threshold_ms: int = 10000
     media: MediaPolicy = field(default_factory=MediaPolicy)
     worker_concurrency: int = 64
+    # How long a process holds a message or job it works on before another may take it (renewed while it
+    # works, so this is how soon the work of a crashed process is picked up again).
+    lease_seconds: float = 30.0
     # Messages per second per sending number: keys "long_code", "toll_free", "short_code" or a number's digits.
     rate_limits: dict[str, float] = field(default_factory=dict)
     _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)

@@ -7,6 +7,7 @@ Every method is atomic on its own; callers never check-then-mark.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sms_gateway.model import JSON, InboundMessage, Session
@@ -129,6 +130,10 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def extend_inbound_leases(self, owner: str, keys: Sequence[str], until: float) -> None:
+        """Move the lease end of messages `owner` still holds: a heartbeat, or `until=now` to hand them back."""
+
+    @abc.abstractmethod
     async def complete_inbound(self, key: str) -> None:
         """The message was processed; it stays claimed (a replay is still a duplicate)."""
 
@@ -197,6 +202,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
         """Jobs due at `now`, oldest first, at most one per order key and none behind an unfinished earlier one."""
+
+    @abc.abstractmethod
+    async def extend_job_leases(self, owner: str, job_ids: Sequence[str], until: float) -> None:
+        """Move the lease end of jobs `owner` still holds: a heartbeat, or `until=now` to hand them back."""
 
     @abc.abstractmethod
     async def complete_job(self, job_id: str) -> None: ...

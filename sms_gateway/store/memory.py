@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from sms_gateway.model import JSON, InboundMessage, Session
@@ -24,6 +25,7 @@ class _JobState:
     seq: int
     state: str = "queued"  # queued | leased | done | dead
     lease_until: float = 0.0
+    owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +73,12 @@ class MemoryStore(Store):
             item.attempts += 1
             leased.append(InboundRecord(key=key, message=item.message, attempts=item.attempts))
         return leased
+
+    async def extend_inbound_leases(self, owner: str, keys: Sequence[str], until: float) -> None:
+        for key in keys:
+            item = self._inbound.get(key)
+            if item is not None and not item.done and item.owner == owner:
+                item.lease_until = until
 
     async def complete_inbound(self, key: str) -> None:
         item = self._inbound.get(key)
@@ -171,6 +179,7 @@ class MemoryStore(Store):
             free = state.state == "queued" or state.lease_until <= now
             if free and state.job.run_at <= now and len(leased) < limit:
                 state.state = "leased"
+                state.owner = owner
                 state.lease_until = now + lease_seconds
                 state.job = replace(state.job, attempts=state.job.attempts + 1)
                 leased.append(state.job)
@@ -178,6 +187,12 @@ class MemoryStore(Store):
 
     async def pending_job_count(self) -> int:
         return sum(1 for s in self._jobs.values() if s.state in ("queued", "leased"))
+
+    async def extend_job_leases(self, owner: str, job_ids: Sequence[str], until: float) -> None:
+        for job_id in job_ids:
+            state = self._jobs.get(job_id)
+            if state is not None and state.state == "leased" and state.owner == owner:
+                state.lease_until = until
 
     async def complete_job(self, job_id: str) -> None:
         state = self._jobs.get(job_id)

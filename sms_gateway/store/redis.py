@@ -197,6 +197,23 @@ return 1
 """
 )
 
+_EXTEND_INBOUND = (
+    _INBOUND_COMMON
+    + """
+-- ARGV: prefix, owner, lease end, keys...
+local owner, lease_end = ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local key = ARGV[i]
+  local h = redis.call('HMGET', mk(key), 'owner', 'done')
+  if h[1] == owner and not h[2] then
+    redis.call('HSET', mk(key), 'lease_until', lease_end)
+    if not redis.call('ZSCORE', READY, key) then redis.call('ZADD', LEASED, lease_end, key) end
+  end
+end
+return 1
+"""
+)
+
 _SESSION_SAVE = """
 local function save()
   local old = redis.call('HGET', KEYS[1], 'id')
@@ -404,6 +421,23 @@ return out
 """
 )
 
+_EXTEND_JOBS = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, owner, lease end, ids...
+local owner, lease_end = ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local h = redis.call('HMGET', jk(id), 'state', 'owner')
+  if h[1] == 'leased' and h[2] == owner then
+    redis.call('HSET', jk(id), 'lease_until', lease_end)
+    if redis.call('ZSCORE', LEASED, id) then redis.call('ZADD', LEASED, lease_end, id) end
+  end
+end
+return 1
+"""
+)
+
 _COMPLETE_JOB = (
     _JOBS_COMMON
     + """
@@ -583,6 +617,8 @@ class RedisStore(Store):
             "accept_inbound": _ACCEPT_INBOUND,
             "lease_inbound": _LEASE_INBOUND,
             "complete_inbound": _COMPLETE_INBOUND,
+            "extend_inbound": _EXTEND_INBOUND,
+            "extend_jobs": _EXTEND_JOBS,
             "save_session": _SAVE_SESSION,
             "insert_session": _INSERT_SESSION,
             "delete_session": _DELETE_SESSION,
@@ -641,6 +677,10 @@ class RedisStore(Store):
             InboundRecord(str(flat[i]), InboundMessage.from_json(json.loads(flat[i + 1])), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
         ]
+
+    async def extend_inbound_leases(self, owner: str, keys: Sequence[str], until: float) -> None:
+        if keys:
+            await self._script("extend_inbound", [], [owner, _num(until), *keys])
 
     async def complete_inbound(self, key: str) -> None:
         await self._script("complete_inbound", [self._k("in", "msg", key)], [key, self._retention])
@@ -799,6 +839,10 @@ class RedisStore(Store):
 
     async def pending_job_count(self) -> int:
         return int(await self._call(self._redis.scard(self._k("jobs", "active"))))
+
+    async def extend_job_leases(self, owner: str, job_ids: Sequence[str], until: float) -> None:
+        if job_ids:
+            await self._script("extend_jobs", [], [owner, _num(until), *job_ids])
 
     async def complete_job(self, job_id: str) -> None:
         await self._script("complete_job", [], [job_id, self._retention])

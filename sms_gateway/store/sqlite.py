@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -205,6 +205,15 @@ class SQLiteStore(Store):
             return records
 
         return await self._run(lease)
+
+    async def extend_inbound_leases(self, owner: str, keys: Sequence[str], until: float) -> None:
+        if keys:
+            await self._run(
+                lambda db: db.executemany(
+                    "UPDATE inbound SET lease_until = ? WHERE key = ? AND owner = ? AND done = 0",
+                    [(until, key, owner) for key in keys],
+                )
+            )
 
     async def complete_inbound(self, key: str) -> None:
         await self._run(
@@ -405,6 +414,15 @@ class SQLiteStore(Store):
             lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')").fetchone()
         )
         return int(row[0])
+
+    async def extend_job_leases(self, owner: str, job_ids: Sequence[str], until: float) -> None:
+        if job_ids:
+            await self._run(
+                lambda db: db.executemany(
+                    "UPDATE jobs SET lease_until = ? WHERE job_id = ? AND owner = ? AND state = 'leased'",
+                    [(until, job_id, owner) for job_id in job_ids],
+                )
+            )
 
     async def complete_job(self, job_id: str) -> None:
         await self._run(
