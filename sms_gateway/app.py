@@ -16,7 +16,19 @@ from sms_gateway.conversation import ConversationDeps, Conversations
 from sms_gateway.engines.factory import create_engine
 from sms_gateway.engines.registry import EngineFactory, EngineRegistry
 from sms_gateway.jobs import JobWorker
-from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, JOBS, METRICS, OUTBOX, STATE, STORE, WORKER, RuntimeState
+from sms_gateway.keys import (
+    CONFIG,
+    CONVERSATIONS,
+    ENGINES,
+    JOBS,
+    METRICS,
+    OUTBOX,
+    PIPES,
+    STATE,
+    STORE,
+    WORKER,
+    RuntimeState,
+)
 from sms_gateway.metrics import Metrics
 from sms_gateway.outbox import SEND, Outbox
 from sms_gateway.pipes import PipeRelay
@@ -91,6 +103,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
                              concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds)
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
+            app[PIPES] = relay
             conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
                                    lease_seconds=config.lease_seconds)

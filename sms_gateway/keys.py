@@ -12,6 +12,7 @@ from sms_gateway.engines.registry import EngineRegistry
 from sms_gateway.jobs import JobWorker
 from sms_gateway.metrics import Metrics
 from sms_gateway.outbox import Outbox
+from sms_gateway.pipes import PipeRelay
 from sms_gateway.store.base import Store
 from sms_gateway.worker import InboundWorker
 
@@ -35,3 +36,4 @@ CONVERSATIONS = web.AppKey("conversations", Conversations)
 WORKER = web.AppKey("worker", InboundWorker)
 JOBS = web.AppKey("jobs", JobWorker)
 OUTBOX = web.AppKey("outbox", Outbox)
+PIPES = web.AppKey("pipes", PipeRelay)

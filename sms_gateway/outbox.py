@@ -94,8 +94,10 @@ class Outbox:
             return Outcome.retry("rateLimited: waiting for the sender's rate-limit slot", retry_after=wait)
         if wait > 0:
             await asyncio.sleep(wait)
+        pipe = {k: v for k, v in p.items() if k.startswith("pipe")} or None
         await self.store.record_outbound(
-            OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id, None)
+            OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id, None,
+                           pipe)
         )
         started = time.perf_counter()
         result = await sender.send(message, self.status_callback_url(message.message_id))
@@ -105,7 +107,7 @@ class Outbox:
             self.metrics.sends.labels("sent", kind).inc()
             await self.store.record_outbound(
                 OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id,
-                               result.provider_message_id)
+                               result.provider_message_id, pipe)
             )
             log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
                      session_id=message.session_id, media=len(message.media_urls), user=message.user_number)

@@ -216,6 +216,21 @@ async def test_a_failed_pipe_send_is_reported_to_voice_gateway(tmp_path: Path) -
         assert await gw.store.pop_sms_errors(V1, USER) == [], "no session learns of it: the call does"
 
 
+async def test_a_pipe_send_the_carrier_did_not_deliver_is_reported_too(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+        call = await vgw.start_call(gw.http, gw.url, V1, USER)
+        status, answer = await call.send_sms("Your code is 1234")
+        assert status == 202
+        sent = (await gw.wait_sent(1))[0]
+        assert await gw.post_status(sent, "undelivered", ErrorCode="30006", ErrorMessage="Landline") == 200
+        assert await gw.post_status(sent, "undelivered", ErrorCode="30006", ErrorMessage="Landline") == 200
+        events = await vgw.wait_events(1)
+        assert events[0]["event"] == "smsFailed" and events[0]["messageID"] == answer["messageID"]
+        assert events[0]["error"] == {"code": "30006", "message": "Landline"}
+        await gw.settle()
+        assert len(vgw.events) == 1, "a repeated status callback is one event"
+
+
 async def test_pipe_sends_obey_the_sending_rules(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)

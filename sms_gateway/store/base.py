@@ -31,6 +31,7 @@ class OutboundRecord:
     user_number: str
     session_id: str | None
     provider_message_id: str | None
+    pipe: JSON | None = None  # for a send through a Voice Gateway pipe: what its failure event needs
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS outbound (
     tenant TEXT NOT NULL,
     user TEXT NOT NULL,
     session_id TEXT,
-    provider_message_id TEXT
+    provider_message_id TEXT,
+    pipe TEXT
 );
 CREATE TABLE IF NOT EXISTS pipes (
     pipe_id TEXT PRIMARY KEY,
@@ -309,14 +310,15 @@ class SQLiteStore(Store):
     async def record_outbound(self, record: OutboundRecord) -> None:
         await self._run(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO outbound (message_id, tenant, user, session_id, provider_message_id)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO outbound (message_id, tenant, user, session_id, provider_message_id, pipe)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     record.message_id,
                     record.tenant_number,
                     record.user_number,
                     record.session_id,
                     record.provider_message_id,
+                    None if record.pipe is None else json.dumps(record.pipe),
                 ),
             )
         )
@@ -324,12 +326,16 @@ class SQLiteStore(Store):
     async def find_outbound(self, message_id: str) -> OutboundRecord | None:
         row: Any = await self._run(
             lambda db: db.execute(
-                "SELECT message_id, tenant, user, session_id, provider_message_id FROM outbound"
+                "SELECT message_id, tenant, user, session_id, provider_message_id, pipe FROM outbound"
                 " WHERE message_id = ?",
                 (message_id,),
             ).fetchone()
         )
-        return None if row is None else OutboundRecord(*row)
+        if row is None:
+            return None
+        message_id, tenant, user, session_id, provider_id, pipe = row
+        return OutboundRecord(message_id, tenant, user, session_id, provider_id,
+                              None if pipe is None else json.loads(pipe))
 
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         cursor = await self._run(

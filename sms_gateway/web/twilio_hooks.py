@@ -14,10 +14,11 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from sms_gateway.config.model import TenantConfig
-from sms_gateway.keys import CONFIG, METRICS, STATE, STORE, WORKER
+from sms_gateway.keys import CONFIG, METRICS, PIPES, STATE, STORE, WORKER
+from sms_gateway.model import DeliveryStatus
 from sms_gateway.providers import twilio
 from sms_gateway.providers.base import InvalidRequest
-from sms_gateway.store.base import StoreUnavailable
+from sms_gateway.store.base import Job, OutboundRecord, StoreUnavailable
 from sms_gateway.web.errors import json_error
 
 log = structlog.get_logger("sms_gateway.web.twilio")
@@ -160,16 +161,27 @@ async def receive_status(request: web.Request) -> web.StreamResponse:
         metrics.statuses.labels(status.status).inc()
         log.info("delivery_status", provider_id=status.provider_message_id, status=status.status,
                  message_id=our_id, code=status.error_code)
-        if status.failed and outbound is not None and outbound.session_id is not None:
-            await store.push_sms_error(outbound.tenant_number, outbound.user_number, {
-                "code": status.error_code or status.status,
-                "message": status.error_message or f"message {status.status}",
-                "messageID": outbound.message_id,
-            })
+        if status.failed and outbound is not None:
+            await report_failed_delivery(app, outbound, status)
     except StoreUnavailable as exc:
         log.error("store_unavailable", where="status_webhook", error=str(exc))
         return json_error(503, "storeUnavailable", "store unavailable")
     return twiml_ok()
+
+
+async def report_failed_delivery(app: web.Application, outbound: OutboundRecord, status: DeliveryStatus) -> None:
+    """A message the carrier did not deliver: the session's engine hears it as smsError, a pipe's Voice
+    Gateway as a failure event (the same event as for a send the gateway gave up on)."""
+    code = status.error_code or status.status
+    message = status.error_message or f"message {status.status}"
+    if outbound.session_id is not None:
+        await app[STORE].push_sms_error(outbound.tenant_number, outbound.user_number,
+                                        {"code": code, "message": message, "messageID": outbound.message_id})
+    if outbound.pipe is not None:
+        send = Job(outbound.message_id, "send", {"messageId": outbound.message_id,
+                                                 "tenantNumber": outbound.tenant_number,
+                                                 "userNumber": outbound.user_number, **outbound.pipe})
+        await app[PIPES].on_send_failed(send, code, message)
 
 
 def setup(app: web.Application) -> None:
