@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -115,36 +116,74 @@ def sqlite_path(url: str) -> tuple[str, str]:
     return path, mode
 
 
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():  # the caller was cancelled; its change is committed all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class SQLiteStore(Store):
     def __init__(self, url: str, *, busy_timeout_ms: int = 2000) -> None:
         self._path, self._synchronous = sqlite_path(url)
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
+        self._queue_lock = threading.Lock()
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
 
     # Plumbing ---------------------------------------------------------------------------------
+    # Group commit: operations queue up while the store thread commits; the thread then runs everything
+    # queued in ONE transaction (each operation in its own savepoint, so one failing operation does not undo
+    # the others) and commits once. Every caller is answered only after the commit that holds its change,
+    # so durability is that of a commit per operation, at the cost of one fsync per batch.
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:
-                raise StoreUnavailable("store is not open")
-            db = self._db
-            try:
-                # IMMEDIATE takes the write lock up front, so a read-then-write (leasing) cannot race
-                # with another process on the same file.
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise StoreUnavailable(f"sqlite: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append((fn, future))
+            schedule = not self._flush_scheduled
+            self._flush_scheduled = True
+        if schedule:
+            self._executor.submit(self._flush, loop)
+        return await future
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            self._flush_scheduled = False
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        db = self._db
+        try:
+            if db is None:
+                raise StoreUnavailable("store is not open")
+            # IMMEDIATE takes the write lock up front, so a read-then-write (leasing) cannot race with
+            # another process on the same file.
+            db.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                db.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((future, True, fn(db)))
+                    db.execute("RELEASE op")
+                except Exception as exc:
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                    error = StoreUnavailable(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    outcomes.append((future, False, error))
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db is not None and db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"sqlite: {exc}")
+            outcomes = [(future, False, error) for _, future in batch]
+        loop.call_soon_threadsafe(_settle, outcomes)
 
     async def open(self) -> None:
         def connect() -> None:
