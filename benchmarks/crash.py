@@ -1,0 +1,226 @@
+"""The crash test at scale: thousands of signed webhooks while the gateway is killed with SIGKILL and restarted.
+
+    python -m benchmarks.crash --messages 5000 [--store sqlite|redis] [--kills 3] [--processes N]
+
+The fakes (Twilio, Watson) run in this process; the gateway runs as `sms-gateway serve` subprocess(es) on a
+SQLite file or a private redis-server (appendonly) started here. Messages from `--users` users are posted
+`--concurrency` at a time to a live gateway process (round robin); `--kills` times during the run one process
+is killed with SIGKILL and restarted on the same port and store after `--downtime` seconds. Whatever got no
+200 is delivered again afterwards, as Twilio's retry would. Then it waits for quiescence (every accepted
+message answered and nothing sent for `--quiet` seconds, or `--settle-timeout`) and prints:
+
+    accepted    messages that got a 200 (at least once)
+    answered    messages whose reply ("You said: <text>") reached the fake Twilio
+    duplicated  messages whose reply was sent more than once
+    lost        accepted but never answered (and how many of them are still queued in the store)
+
+Exit status 1 if anything was lost or duplicated, 0 otherwise. Not part of the CI test run (the fault tests
+in tests/test_faults*.py run the same scenarios small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sms_gateway.store.factory import create_store
+from tests.procs import GatewayProcess, World, fault_world, users
+from tests.redis_server import RedisServer, redis_available
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    world: World
+    processes: list[GatewayProcess]
+    store_url: str
+    posted: int = 0
+    kills: list[tuple[float, str]] = field(default_factory=list)
+    retry: set[str] = field(default_factory=set)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    restarting: set[str] = field(default_factory=set)
+
+    def live(self, n: int) -> GatewayProcess | None:
+        """A process to post to (one being restarted is not ready to listen yet)."""
+        alive = [p for p in self.processes if p.alive and p.name not in self.restarting]
+        return alive[n % len(alive)] if alive else None
+
+
+async def post_all(run: Run, forms: list[dict[str, str]]) -> None:
+    """Post every form; one that gets no 200 (the process is down, or 503) is tried again a little later at the
+    back of the queue, as Twilio's retry would, so the run keeps going through the kills."""
+    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for form in forms:
+        queue.put_nowait(form)
+    remaining = len(forms)
+
+    async def worker(n: int) -> None:
+        nonlocal remaining
+        while remaining:
+            try:
+                form = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                await asyncio.sleep(0.05)
+                continue
+            target = run.live(n + run.posted)
+            status = await run.world.post(target, form, timeout=20) if target is not None else None
+            run.posted += 1
+            if status == 200:
+                remaining -= 1
+                run.progress.set()
+            else:
+                run.retry.add(form["MessageSid"])
+                await asyncio.sleep(0.2)
+                queue.put_nowait(form)
+
+    await asyncio.gather(*(worker(n) for n in range(run.args.concurrency)))
+
+
+async def killer(run: Run, total: int) -> None:
+    """Kill -9 a process at evenly spaced points of the run (by messages accepted), restart it after the
+    downtime."""
+    rng = random.Random(run.args.seed)
+    for k in range(run.args.kills):
+        threshold = total * (k + 1) / (run.args.kills + 1)
+        while len(run.world.accepted) < threshold:
+            run.progress.clear()
+            await run.progress.wait()
+        victim = run.processes[k % len(run.processes)]
+        await asyncio.sleep(rng.uniform(0, 0.2))  # land anywhere in a turn, not always at a post boundary
+        run.restarting.add(victim.name)
+        victim.kill()
+        run.kills.append((time.monotonic() - run.started, victim.name))
+        print(f"  t={time.monotonic() - run.started:6.1f}s  kill -9 {victim.name} with {len(run.world.accepted)}"
+              f" accepted, {len(run.world.twilio.messages)} replies sent", flush=True)
+        await asyncio.sleep(run.args.downtime)
+        await victim.restart()
+        run.restarting.discard(victim.name)
+
+
+async def store_pending(url: str) -> tuple[int, int]:
+    store = create_store(url)
+    await store.open()
+    try:
+        return await store.pending_inbound_count(), await store.pending_job_count()
+    finally:
+        await store.close()
+
+
+async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> int:
+    async with fault_world(directory / "world") as world:
+        processes = [
+            world.gateways.spawn(f"gw{i}", store_url=store_url, log_level=args.log_level,
+                                 worker_concurrency=args.worker_concurrency, lease_seconds=args.lease_seconds)
+            for i in range(args.processes)
+        ]
+        for process in processes:
+            await process.restart()
+        run = Run(args, world, processes, store_url)
+        people = users(args.users)
+        per_user = -(-args.messages // args.users)
+        forms = []
+        for k in range(per_user):  # interleaved: each user's messages in order, all users at once
+            for u, user in enumerate(people):
+                if len(forms) < args.messages:
+                    forms.append(world.message(f"u{u} m{k}", user))
+        print(f"crash benchmark: store={store_url.split(':')[0]} processes={args.processes} "
+              f"messages={len(forms)} users={args.users} kills={args.kills} concurrency={args.concurrency}",
+              flush=True)
+        kill_task = asyncio.create_task(killer(run, len(forms)))
+        await post_all(run, forms)
+        await kill_task
+        posted_at = time.monotonic() - run.started
+        for process in processes:
+            if not process.alive:
+                await process.restart()
+        unaccepted = await world.redeliver(lambda n: run.live(n) or processes[0], sorted(run.retry),
+                                           attempts=args.redeliver_rounds, pause=0.5)
+        answered, duplicated, lost, doubled = await world.wait_answered(timeout=args.settle_timeout,
+                                                                         quiet=args.quiet)
+        elapsed = time.monotonic() - run.started
+        inbound_left, jobs_left = await store_pending(store_url)
+        statuses = Counter({("no answer" if s == 0 else str(s)): n for s, n in world.statuses.items()})
+        accepted = sum(1 for sid in world.sent if sid in world.accepted)
+        failed_replies = sum(n for (_, body), n in world.twilio.replies().items() if not body.startswith("You said"))
+        print(f"  webhooks posted {sum(statuses.values())}: {dict(statuses)}; messages re-delivered {len(run.retry)}"
+              f" (never accepted: {len(unaccepted)})")
+        print(f"  engine turns {len(world.watson.turn_texts())}, provider sends {len(world.twilio.messages)}"
+              f" (failure messages {failed_replies}), provider errors {len(world.twilio.rejected)}")
+        print(f"  posting took {posted_at:.1f}s, all in {elapsed:.1f}s;"
+              f" kills at {', '.join(f'{t:.1f}s ({name})' for t, name in run.kills) or '-'}")
+        print(f"  accepted   {accepted}")
+        print(f"  answered   {answered}")
+        print(f"  duplicated {duplicated}" + (f"  e.g. {[m.text for m in doubled[:5]]}" if doubled else ""))
+        print(f"  lost       {len(lost)}" + (f"  (still queued in the store: {inbound_left} inbound, {jobs_left} jobs;"
+                                            f" e.g. {[m.text for m in lost[:5]]})" if lost else ""))
+        if args.show_logs:
+            for process in processes:
+                print(f"--- {process.name} log tail ---\n{process.log_tail()}")
+        ok = not lost and not duplicated and not unaccepted
+        print(f"RESULT: {'OK' if ok else 'FAIL'} (lost {len(lost)}, duplicated {duplicated}, "
+              f"never accepted {len(unaccepted)})", flush=True)
+        return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.crash", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=0, help="default: messages / 10")
+    parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--processes", type=int, default=0, help="gateway processes (default 1; 2 on redis)")
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--downtime", type=float, default=0.5, help="seconds a killed process stays down")
+    parser.add_argument("--concurrency", type=int, default=32, help="webhooks in flight")
+    parser.add_argument("--worker-concurrency", type=int, default=64)
+    parser.add_argument("--lease-seconds", type=float, default=None,
+                        help="store.leaseSeconds of the gateways (default: the gateway's own, 30 s): how soon "
+                             "the work a killed process held is taken over")
+    parser.add_argument("--settle-timeout", type=float, default=90.0,
+                        help="seconds to wait for every accepted message to be answered (allow for the lease)")
+    parser.add_argument("--quiet", type=float, default=2.0, help="seconds with no send that count as quiescent")
+    parser.add_argument("--redeliver-rounds", type=int, default=40)
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite durability")
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", help="keep the store, configs and logs here (default: a temporary directory)")
+    parser.add_argument("--show-logs", action="store_true")
+    args = parser.parse_args(argv)
+    args.users = args.users or max(1, args.messages // 10)
+    args.processes = args.processes or (2 if args.store == "redis" else 1)
+
+    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sms-gw-crash-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    redis: RedisServer | None = None
+    try:
+        if args.store == "redis":
+            if not redis_available():
+                print("redis-server is not installed", file=sys.stderr)
+                return 2
+            redis = RedisServer(directory / "redis", appendonly=True)
+            redis.start()
+            store_url = redis.url
+        else:
+            db = directory / "gateway.db"
+            store_url = f"sqlite:///{db}" + ("?synchronous=normal" if args.synchronous == "normal" else "")
+        return asyncio.run(bench(args, directory, store_url))
+    finally:
+        if redis is not None:
+            redis.close()
+        if not args.dir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
