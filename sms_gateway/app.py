@@ -97,6 +97,8 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
                 store, senders, metrics, status_callback_url,
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
+                settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
+                                for t in config.tenants},
             )
             relay = PipeRelay(store, http)
             jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
@@ -119,10 +121,9 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             yield
             tasks[0].cancel()  # stop taking new inbound work, then let the turns in flight finish
             tasks[1].cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.drain(), SHUTDOWN_GRACE_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(jobs.drain(), SHUTDOWN_GRACE_SECONDS)
+            # Waiting must not cancel the work: what is still running afterwards is handed back by stop().
+            await worker.drain(SHUTDOWN_GRACE_SECONDS)
+            await jobs.drain(SHUTDOWN_GRACE_SECONDS)
             for task in tasks:
                 task.cancel()
             for task in tasks:

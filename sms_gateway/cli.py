@@ -16,11 +16,16 @@ from sms_gateway.store.base import StoreUnavailable
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sms-gateway", description=__doc__)
-    parser.add_argument("--config", metavar="FILE", help="our YAML configuration (IBM env vars override it)")
+    config_help = "our YAML configuration (IBM env vars override it)"
+    parser.add_argument("--config", metavar="FILE", help=config_help)
+    # `--config` is accepted after the subcommand too (`sms-gateway serve --config FILE`).
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument("--config", metavar="FILE", help=config_help, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the gateway (the default)")
-    sub.add_parser("check-config", help="print the effective configuration (secrets masked) or its errors")
-    dead = sub.add_parser("dead-letters", help="list or replay what the gateway gave up on")
+    sub.add_parser("serve", parents=[with_config], help="run the gateway (the default)")
+    sub.add_parser("check-config", parents=[with_config],
+                   help="print the effective configuration (secrets masked) or its errors")
+    dead = sub.add_parser("dead-letters", parents=[with_config], help="list or replay what the gateway gave up on")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("ids", nargs="*", help="dead-letter ids to replay")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")

@@ -67,6 +67,21 @@ class JobKind:
     on_dead: DeadHandler | None = None
 
 
+async def wait_without_cancelling(tasks: Collection[asyncio.Task[None]], grace: float | None) -> bool:
+    """Wait until `tasks` (a live set that may grow) is empty, for at most `grace` seconds; False if time ran out.
+
+    Unlike asyncio.wait_for, running out of time cancels nothing: the caller decides what happens to the work.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if grace is None else loop.time() + grace
+    while tasks:
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            return False
+        await asyncio.wait(list(tasks), timeout=remaining)
+    return True
+
+
 class LeaseHeartbeat:
     """Keeps the leases of work in flight alive (so a short lease still covers a long turn) and hands them
     back on shutdown (so another process takes the work at once instead of after the lease)."""
@@ -215,9 +230,8 @@ class JobWorker:
         if kind.on_dead is not None:
             await kind.on_dead(job, error)
 
-    async def drain(self) -> None:
-        while self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
+    async def drain(self, grace: float | None = None) -> bool:
+        return await wait_without_cancelling(self._running, grace)
 
     async def stop(self) -> None:
         held = list(self._held.values())

@@ -90,6 +90,7 @@ class SendResult:
     error_message: str | None = None
     retryable: bool = False
     http_status: int | None = None
+    retry_after: float | None = None  # the provider's Retry-After, in seconds
 
     def to_sms_error(self) -> JSON:
         return {"code": self.error_code or "sendFailed", "message": self.error_message or "send failed"}

@@ -46,6 +46,21 @@ def send_job(message: OutboundMessage, error_to: tuple[str, str] | None, extra: 
     return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time())
 
 
+# Errors after which Twilio certainly did not create the message; after any other (a timeout, a 5xx, a
+# lost connection, a crash mid-attempt) it may have, and the next attempt asks Twilio first.
+# (A lookup that failed answers nothing, so after "lookupFailed" the next attempt asks again.)
+_NOT_SENT_CODES = frozenset({"429", "20429", "14107", "rateLimited", "unknownTenant", "invalidURL"})
+
+
+def may_have_been_sent(last_error: str | None) -> bool:
+    if last_error is None:
+        return True  # the attempt never finished: the process died during it
+    code = error_parts(last_error)[0]
+    if code in _NOT_SENT_CODES:
+        return False
+    return not (code.isdigit() and (400 <= int(code) < 500 or code.startswith("21")))
+
+
 def error_parts(error: str) -> tuple[str, str]:
     code, _, message = error.partition(": ")
     return code, message or code
@@ -62,6 +77,7 @@ class Outbox:
         max_attempts: Mapping[str, int] | None = None,
         rates: dict[str, SenderRate] | None = None,
         backoff_base: float = 0.5,
+        settle_seconds: Mapping[str, float] | None = None,
     ) -> None:
         self.store = store
         self.senders = senders
@@ -70,6 +86,8 @@ class Outbox:
         self.max_attempts = dict(max_attempts or {})
         self.rates = rates
         self.backoff_base = backoff_base
+        # Per tenant: how long after a timed-out send the provider has surely finished with it.
+        self.settle_seconds = dict(settle_seconds or {})
         # Called when a message is given up on (dead-lettered): (job, error code, error message).
         self.on_failed: list[Callable[[Job, str, str], Awaitable[None]]] = []
 
@@ -88,27 +106,37 @@ class Outbox:
         if sender is None:
             return Outcome.failed(f"unknownTenant: no tenant is configured for {message.tenant_number}")
         limit = self.max_attempts.get(tenant_key)
+        pipe = {k: v for k, v in p.items() if k.startswith("pipe")} or None
+        previous = await self.store.find_outbound(message.message_id) if job.attempts > 1 else None
+        if previous is not None and previous.provider_message_id is not None:
+            return Outcome.done()  # sent and recorded, the process died before the job was marked done
+        if previous is not None and may_have_been_sent(job.last_error):
+            try:
+                sid = await sender.find_sent(message, since=previous.first_attempt_at or 0.0)
+            except LookupError as exc:
+                return Outcome.retry(f"lookupFailed: {exc}")
+            if sid is not None:
+                log.info("send_found_at_provider", message_id=message.message_id, provider_id=sid,
+                         reason="an earlier attempt's outcome was unknown; not sending it twice")
+                await self._record(message, sid, pipe, previous.first_attempt_at or time.time())
+                return Outcome.done()
         rate = sender_rate(message.tenant_number, self.rates)
         wait = await self.store.reserve_send_slot(f"send:{tenant_key}", rate.per_second, rate.burst, time.time())
         if wait > MAX_INLINE_WAIT_SECONDS:
             return Outcome.retry("rateLimited: waiting for the sender's rate-limit slot", retry_after=wait)
         if wait > 0:
             await asyncio.sleep(wait)
-        pipe = {k: v for k, v in p.items() if k.startswith("pipe")} or None
-        await self.store.record_outbound(
-            OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id, None,
-                           pipe)
-        )
+        first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else time.time()
+        # Written before the request leaves: a status callback can arrive before Twilio's answer, and a crash
+        # from here on is an unknown outcome that the next attempt checks at Twilio before sending again.
+        await self._record(message, None, pipe, first_attempt_at)
         started = time.perf_counter()
         result = await sender.send(message, self.status_callback_url(message.message_id))
         self.metrics.provider_latency.labels("twilio").observe(time.perf_counter() - started)
         kind = "mms" if message.media_urls else "sms"
         if result.ok:
             self.metrics.sends.labels("sent", kind).inc()
-            await self.store.record_outbound(
-                OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id,
-                               result.provider_message_id, pipe)
-            )
+            await self._record(message, result.provider_message_id, pipe, first_attempt_at)
             log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
                      session_id=message.session_id, media=len(message.media_urls), user=message.user_number)
             return Outcome.done()
@@ -118,8 +146,20 @@ class Outbox:
         log.warning("send_failed", message_id=message.message_id, code=result.error_code, error=result.error_message,
                     retryable=result.retryable, attempt=job.attempts, session_id=message.session_id)
         if result.retryable and (limit is None or job.attempts < limit):
-            return Outcome.retry(error)
+            retry_after = result.retry_after
+            if result.error_code == "timeout":
+                # Twilio may still be creating the message: wait until it surely has, so the next attempt's
+                # look-up finds it instead of sending it again.
+                retry_after = max(retry_after or 0.0, self.settle_seconds.get(tenant_key, 0.0))
+            return Outcome.retry(error, retry_after=retry_after)
         return Outcome.failed(error)
+
+    async def _record(self, message: OutboundMessage, provider_id: str | None, pipe: JSON | None,
+                      first_attempt_at: float) -> None:
+        await self.store.record_outbound(OutboundRecord(
+            message.message_id, message.tenant_number, message.user_number, message.session_id, provider_id, pipe,
+            first_attempt_at,
+        ))
 
     async def dead(self, job: Job, error: str) -> None:
         code, message = error_parts(error)

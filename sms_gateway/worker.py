@@ -16,7 +16,7 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
-from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy
+from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy, wait_without_cancelling
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
@@ -64,9 +64,8 @@ class KeyedRunner:
             queue.popleft()
         del self._queues[key]
 
-    async def join(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def join(self, grace: float | None = None) -> bool:
+        return await wait_without_cancelling(self._tasks, grace)
 
     async def cancel(self) -> None:
         for task in list(self._tasks):
@@ -187,8 +186,8 @@ class InboundWorker:
 
         return JobKind(replay, RetryPolicy(max_attempts=1))
 
-    async def drain(self) -> None:
-        await self.runner.join()
+    async def drain(self, grace: float | None = None) -> bool:
+        return await self.runner.join(grace)
 
     async def stop(self) -> None:
         held = list(self._in_flight)

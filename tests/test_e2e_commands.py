@@ -293,3 +293,19 @@ async def test_engine_timeout_and_bad_json_never_crash_the_worker(tmp_path: Path
         await gw.sms("recovered")
         sent = await gw.wait_sent(4)
         assert [m.body for m in sent] == ["Sorry, we can't answer right now."] * 3 + ["You said: recovered"]
+
+
+async def test_a_timed_out_send_twilio_did_accept_is_not_sent_again(tmp_path: Path) -> None:
+    def slow_reads(config: Config) -> Config:
+        tenants = tuple(dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=300))
+                        for t in config.tenants)
+        return dataclasses.replace(config, tenants=tenants)
+
+    async with running_gateway(tmp_path, configure=slow_reads) as gw:
+        gw.twilio.delay_next(1, seconds=0.8)  # answers after the gateway gave up, but sends all the same
+        await gw.sms("hello")
+        await gw.wait_sent(1)
+        await gw.settle(timeout=15)
+        assert [m.body for m in gw.twilio.messages] == ["You said: hello"]
+        assert gw.twilio.list_count >= 1, "the retry asked Twilio (ListMessage) before sending again"
+        assert gw.twilio.request_count == 1

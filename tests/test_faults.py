@@ -96,8 +96,6 @@ async def test_kill9_with_accepted_unprocessed_messages_answers_each_once_after_
     assert answered == 40 and duplicated == 0 and lost == []
 
 
-@pytest.mark.xfail(strict=True, reason="a send the provider accepted just before kill -9 (not yet marked sent) "
-                   "is sent again once its lease runs out: the outbox does not look for it at the provider first")
 async def test_kill9_between_sent_and_marked_does_not_send_twice(world: World, tmp_path: Path) -> None:
     """Twilio has the send (it answers 1 s later) when the gateway is killed: the restarted gateway must not
     send the reply again (the window the issue asks to narrow "as far as the provider allows": e.g. look the
@@ -233,7 +231,7 @@ async def test_provider_permanent_errors_are_not_retried_and_reach_the_engine(wo
 
 async def test_provider_timeouts_lose_nothing(world: World, tmp_path: Path) -> None:
     """Twilio answers too late (after the gateway's read timeout) but did send: the retry must not lose the
-    reply; it may send it twice, since Twilio's Messages API has no idempotency key (counted, not failed)."""
+    reply, nor send it twice (Twilio's Messages API has no idempotency key: the outbox asks ListMessage)."""
     gw = await world.gateways.start("gw", store_url=sqlite_url(tmp_path / "gw.db"),
                                     provider={"readTimeout": 1000, "maxRetryNum": 4})
     world.twilio.answer_late(5, seconds=2.0)
@@ -243,10 +241,8 @@ async def test_provider_timeouts_lose_nothing(world: World, tmp_path: Path) -> N
     tally = world.tally("provider timeouts")
     tally.extra.update(provider_requests=world.twilio.request_count, provider_sends=len(world.twilio.messages))
     tally.report()
-    assert answered == 5 and lost == []
-    if duplicated:
-        pytest.xfail(f"{duplicated} of 5 replies sent twice: a timed-out send that Twilio did accept is sent "
-                     "again (outbox retries timeouts blindly; no look-up before the retry)")
+    # Before a retry the outbox looks the message up at Twilio (ListMessage): it finds the late ones.
+    assert answered == 5 and lost == [] and duplicated == 0
 
 
 # 6. SQLite locked, disk full ------------------------------------------------------------------------------
@@ -374,10 +370,6 @@ async def test_sigterm_goes_unready_finishes_in_flight_turns_and_exits_zero(worl
     assert answered == 15 and duplicated == 0 and lost == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nothing is handed back: app.py's asyncio.wait_for(worker.drain(), SHUTDOWN_GRACE_SECONDS) cancels the "
-    "gather in KeyedRunner.join() (and JobWorker.drain()), which cancels the turns themselves; their finally "
-    "empties _in_flight, so worker.stop() snapshots nothing to hand back and the work waits out the lease"))
 async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path: Path) -> None:
     """Turns stuck in the engine past the shutdown grace period are handed back on SIGTERM: the next process
     takes them at once, not after the lease (the gateway's default, 30 s)."""

@@ -13,3 +13,7 @@ class InvalidRequest(Exception):
 
 class Sender(Protocol):
     async def send(self, message: OutboundMessage, status_callback_url: str | None) -> SendResult: ...
+
+    async def find_sent(self, message: OutboundMessage, since: float) -> str | None:
+        """The provider's id of this message if the provider already has it (LookupError: cannot tell)."""
+        ...

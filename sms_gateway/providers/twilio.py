@@ -16,6 +16,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -440,6 +441,30 @@ class TwilioSender:
         # "Equal jitter": at least half the exponential step, so retries never bunch up at zero.
         return ceiling / 2 + self._jitter() * ceiling / 2
 
+    async def find_sent(self, message: OutboundMessage, since: float) -> str | None:
+        """The sid of a message Twilio already has for this one (same To, From, body and media count, created
+        since `since`), found with `ListMessage`; None if there is none. Twilio's Messages API has no
+        idempotency key, so this is how a send whose outcome is unknown (a timeout, a 5xx, a crash after the
+        request left) is checked before it is sent again. Raises LookupError when Twilio cannot be asked.
+        """
+        params = {"To": message.user_number, "From": message.tenant_number, "PageSize": "50"}
+        try:
+            async with self._http.get(self._config.send_url, params=params, headers=self._headers,
+                                      timeout=self._timeout, proxy=self._proxy,
+                                      proxy_headers=self._proxy_headers) as response:
+                body = await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise LookupError(f"cannot list messages at Twilio: {_describe(exc)}") from exc
+        payload = _json_or_none(body)
+        if status != 200 or not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
+            raise LookupError(f"cannot list messages at Twilio: HTTP {status}")
+        for item in payload["messages"]:
+            if isinstance(item, dict) and _same_message(item, message, since):
+                sid = item.get("sid")
+                return sid if isinstance(sid, str) else None
+        return None
+
     async def _attempt(self, form: list[tuple[str, str]]) -> _Attempt:
         try:
             async with self._http.post(
@@ -479,14 +504,16 @@ class TwilioSender:
         if text is None:
             snippet = body[:200].decode("utf-8", "replace").strip()
             text = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+        wait = _retry_after_seconds(retry_after)
         result = SendResult(
             ok=False,
             error_code=str(code if code is not None else status),
             error_message=text,
             retryable=_is_retryable(status, code),
             http_status=status,
+            retry_after=wait,
         )
-        return _Attempt(result, retry_after=_retry_after_seconds(retry_after))
+        return _Attempt(result, retry_after=wait)
 
     def _log_outcome(self, message: OutboundMessage, result: SendResult, attempts: int) -> None:
         if result.ok:
@@ -505,6 +532,22 @@ class TwilioSender:
                 http_status=result.http_status,
                 retryable=result.retryable,
             )
+
+
+def _same_message(item: Mapping[str, object], message: OutboundMessage, since: float) -> bool:
+    created = item.get("date_created")
+    try:
+        created_at = parsedate_to_datetime(created).timestamp() if isinstance(created, str) else None
+    except (TypeError, ValueError):
+        created_at = None
+    # Twilio's dates have whole seconds.
+    recent = created_at is not None and created_at >= math.floor(since)
+    return (
+        recent
+        and str(item.get("direction", "")).startswith("outbound")
+        and (item.get("body") or "") == message.text
+        and str(item.get("num_media", "0")) == str(len(message.media_urls))
+    )
 
 
 def _failure(code: str, message: str, *, retryable: bool) -> SendResult:

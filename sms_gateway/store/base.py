@@ -32,6 +32,7 @@ class OutboundRecord:
     session_id: str | None
     provider_message_id: str | None
     pipe: JSON | None = None  # for a send through a Voice Gateway pipe: what its failure event needs
+    first_attempt_at: float | None = None  # when the gateway first asked the provider to send it
 
 
 @dataclass(frozen=True, slots=True)

@@ -767,6 +767,7 @@ class RedisStore(Store):
                 "session": record.session_id,
                 "provider": record.provider_message_id,
                 "pipe": record.pipe,
+                "first": record.first_attempt_at,
             }
         )
         await self._call(self._redis.set(self._k("out", record.message_id), data, ex=self._retention))
@@ -776,7 +777,8 @@ class RedisStore(Store):
         if data is None:
             return None
         row = json.loads(data)
-        return OutboundRecord(message_id, row["tenant"], row["user"], row["session"], row["provider"], row.get("pipe"))
+        return OutboundRecord(message_id, row["tenant"], row["user"], row["session"], row["provider"], row.get("pipe"),
+                              row.get("first"))
 
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         key = self._k("status", f"{len(provider_message_id)}:{provider_message_id}:{status}")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS outbound (
     user TEXT NOT NULL,
     session_id TEXT,
     provider_message_id TEXT,
-    pipe TEXT
+    pipe TEXT,
+    first_attempt_at REAL
 );
 CREATE TABLE IF NOT EXISTS pipes (
     pipe_id TEXT PRIMARY KEY,
@@ -95,6 +97,10 @@ CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, seq);
 CREATE TABLE IF NOT EXISTS send_slots (
     key TEXT PRIMARY KEY,
     tat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    name TEXT PRIMARY KEY,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS statuses (
     provider_message_id TEXT NOT NULL,
@@ -209,7 +215,9 @@ class SQLiteStore(Store):
         self._executor.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        # A write, not a read: a full disk or a read-only file must make the gateway not ready.
+        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO health (name, at) VALUES ('ping', ?)",
+                                              (time.time(),)))
 
     # Inbound ----------------------------------------------------------------------------------
     async def accept_inbound(self, message: InboundMessage) -> bool:
@@ -349,8 +357,9 @@ class SQLiteStore(Store):
     async def record_outbound(self, record: OutboundRecord) -> None:
         await self._run(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO outbound (message_id, tenant, user, session_id, provider_message_id, pipe)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO outbound"
+                " (message_id, tenant, user, session_id, provider_message_id, pipe, first_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.message_id,
                     record.tenant_number,
@@ -358,6 +367,7 @@ class SQLiteStore(Store):
                     record.session_id,
                     record.provider_message_id,
                     None if record.pipe is None else json.dumps(record.pipe),
+                    record.first_attempt_at,
                 ),
             )
         )
@@ -365,16 +375,16 @@ class SQLiteStore(Store):
     async def find_outbound(self, message_id: str) -> OutboundRecord | None:
         row: Any = await self._run(
             lambda db: db.execute(
-                "SELECT message_id, tenant, user, session_id, provider_message_id, pipe FROM outbound"
+                "SELECT message_id, tenant, user, session_id, provider_message_id, pipe, first_attempt_at FROM outbound"
                 " WHERE message_id = ?",
                 (message_id,),
             ).fetchone()
         )
         if row is None:
             return None
-        message_id, tenant, user, session_id, provider_id, pipe = row
+        message_id, tenant, user, session_id, provider_id, pipe, first_attempt_at = row
         return OutboundRecord(message_id, tenant, user, session_id, provider_id,
-                              None if pipe is None else json.loads(pipe))
+                              None if pipe is None else json.loads(pipe), first_attempt_at)
 
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         cursor = await self._run(

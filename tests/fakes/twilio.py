@@ -248,6 +248,7 @@ class FakeTwilio:
         self.auth_token = auth_token
         self.messages: list[SentMessage] = []
         self.request_count = 0  # every POST to Messages.json, including rejected ones
+        self.list_count = 0  # every GET of Messages.json (ListMessage)
         self.rejected: list[TwilioError] = []  # every error answered, scripted or not
         self.base_url: str | None = None  # set by serve_fake_twilio()
         self._failures: deque[TwilioError] = deque()
@@ -310,6 +311,7 @@ class FakeTwilio:
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(MESSAGES_PATH, self._create_message)
+        app.router.add_get(MESSAGES_PATH, self._list_account_messages)
         app.router.add_get("/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json", self._fetch_message)
         app.router.add_get("/2010-04-01/Accounts/{AccountSid}.json", self._fetch_account)
         app.router.add_get("/_fake/messages", self._list_messages)
@@ -342,6 +344,7 @@ class FakeTwilio:
     async def _create_message(self, request: web.Request) -> web.Response:
         self.request_count += 1
         if self._delays:
+            await request.post()  # read it first: the send happens even if the client gives up waiting
             await asyncio.sleep(self._delays.popleft())
         auth = self._authenticate(request)
         if auth is None:
@@ -402,6 +405,25 @@ class FakeTwilio:
             "to": data["To"],
             "uri": f"{uri}.json",
         }
+
+    async def _list_account_messages(self, request: web.Request) -> web.Response:
+        """`ListMessage`: newest first, filtered by `To` and `From`, one page of `PageSize` (default 50)."""
+        self.list_count += 1
+        if self._authenticate(request) is None:
+            return self._error(TwilioError(401, 20003, "Authenticate"))
+        to, from_ = request.query.get("To"), request.query.get("From")
+        try:
+            size = min(max(int(request.query.get("PageSize", "50")), 1), 1000)
+        except ValueError:
+            return self._error(TwilioError(400, 20001, "Invalid PageSize"))
+        found = [m.response for m in reversed(self.messages)
+                 if (to is None or m.to == to) and (from_ is None or m.from_ == from_)][:size]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return web.json_response({
+            "messages": found, "end": len(found) - 1, "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+            "next_page_uri": None, "page": 0, "page_size": size, "previous_page_uri": None, "start": 0,
+            "uri": f"{uri}?PageSize={size}&Page=0",
+        })
 
     async def _fetch_message(self, request: web.Request) -> web.Response:
         if self._authenticate(request) is None:
