@@ -82,6 +82,34 @@ async def wait_without_cancelling(tasks: Collection[asyncio.Task[None]], grace: 
     return True
 
 
+async def lease_loop(
+    name: str,
+    lease: Callable[[], Awaitable[int]],
+    wakeup: asyncio.Event,
+    poll_interval: float,
+    heartbeat: LeaseHeartbeat,
+) -> None:
+    """Lease and start work until cancelled: again at once while there is work, else when woken or polled
+    (another process may have queued work), keeping the leases of work in flight alive meanwhile."""
+    beating = asyncio.create_task(heartbeat.run())
+    try:
+        while True:
+            try:
+                leased = await lease()
+            except StoreUnavailable as exc:
+                log.error("store_unavailable", where=name, error=str(exc))
+                leased = 0
+            if leased == 0:
+                wakeup.clear()
+                try:
+                    async with asyncio.timeout(poll_interval):
+                        await wakeup.wait()
+                except TimeoutError:
+                    pass
+    finally:
+        beating.cancel()
+
+
 class LeaseHeartbeat:
     """Keeps the leases of work in flight alive (so a short lease still covers a long turn) and hands them
     back on shutdown (so another process takes the work at once instead of after the lease)."""
@@ -155,26 +183,7 @@ class JobWorker:
         return len(self._running)
 
     async def run(self) -> None:
-        heartbeat = asyncio.create_task(self.heartbeat.run())
-        try:
-            await self._lease_loop()
-        finally:
-            heartbeat.cancel()
-
-    async def _lease_loop(self) -> None:
-        while True:
-            leased = 0
-            try:
-                leased = await self._lease_and_start()
-            except StoreUnavailable as exc:
-                log.error("store_unavailable", where="job_worker", error=str(exc))
-            if leased == 0:
-                self._wakeup.clear()
-                try:
-                    async with asyncio.timeout(self.poll_interval):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
+        await lease_loop("job_worker", self._lease_and_start, self._wakeup, self.poll_interval, self.heartbeat)
 
     async def _lease_and_start(self) -> int:
         room = self._concurrency - len(self._running)

@@ -16,7 +16,7 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
-from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy, wait_without_cancelling
+from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy, lease_loop, wait_without_cancelling
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
@@ -105,26 +105,7 @@ class InboundWorker:
         self._wakeup.set()
 
     async def run(self) -> None:
-        heartbeat = asyncio.create_task(self.heartbeat.run())
-        try:
-            await self._lease_loop()
-        finally:
-            heartbeat.cancel()
-
-    async def _lease_loop(self) -> None:
-        while True:
-            try:
-                leased = await self._lease()
-            except StoreUnavailable as exc:
-                log.error("store_unavailable", where="inbound_worker", error=str(exc))
-                leased = 0
-            if leased == 0:
-                self._wakeup.clear()
-                try:
-                    async with asyncio.timeout(self.poll_interval):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
+        await lease_loop("inbound_worker", self._lease, self._wakeup, self.poll_interval, self.heartbeat)
 
     async def _lease(self) -> int:
         room = self.concurrency * 4 - len(self._in_flight)
