@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -66,6 +67,7 @@ class Proc:
     log: Path
     cpu: str | None
     url: str | None = None
+    code: str = ""  # the gateway's code when it started: commit, plus a hash of uncommitted changes
 
     @property
     def pid(self) -> int:
@@ -296,12 +298,13 @@ class Bench:
         argv = [sys.executable, "-m", "sms_gateway", "--config", str(config), "serve"]
         proc = self.procs.start(name, argv, cpu, env=env)
         proc.url = f"http://127.0.0.1:{port}"
+        proc.code = code_version()
         wait_ready(proc, f"{proc.url}/ready")
         return proc
 
     def stop_gateway(self, proc: Proc, graceful: bool = True) -> dict[str, Any]:
         """Stop it and keep what its log and /metrics say went wrong (errors, 5xx, retries)."""
-        run: dict[str, Any] = {"name": proc.name, "command": proc.command, "pid": proc.pid,
+        run: dict[str, Any] = {"name": proc.name, "command": proc.command, "pid": proc.pid, "code": proc.code,
                                "rss_kib_at_end": rss_kib(proc.pid)}
         with contextlib.suppress(OSError, urllib.error.URLError):
             run["metrics"] = scrape_metrics(http_text(f"{proc.url}/metrics"))
@@ -406,6 +409,7 @@ class Bench:
     def record(self, label: str, system: str, result: dict[str, Any], servers: Sequence[Proc],
                **facts: Any) -> dict[str, Any]:
         facts |= {"server_pids": [p.pid for p in servers], "server_names": [p.name for p in servers],
+                  "server_code": sorted({p.code for p in servers if p.code}),
                   "server_command": " & ".join(p.command for p in servers)}
         point = {"label": label, "system": system, **facts, "result": result}
         per_msg_key = "turns_per_s" if result["mode"] == "turn" else "acks_per_s"
@@ -640,6 +644,17 @@ class Bench:
 
 
 # ------------------------------------------------------------------------------ analysis helpers
+
+
+def code_version() -> str:
+    """HEAD, plus a hash of `git diff HEAD -- sms_gateway` when the gateway's code has uncommitted changes: the
+    gateway is imported from the work tree when it starts, so a change made during a run shows here."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout
+
+    head = git("rev-parse", "--short=12", "HEAD").strip()
+    diff = git("diff", "HEAD", "--", "sms_gateway")
+    return head + (f"+dirty-{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else "")
 
 
 def idle_cpu(proc: Proc, seconds: float) -> dict[str, Any]:
@@ -1004,6 +1019,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default 20, quick 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, databases)")
     args = parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored), stop the run cleanly:
+    # every process it started is ended and what was measured so far is still printed and written.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(only) - set(SCENARIOS)
     if unknown:
@@ -1054,6 +1077,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1, default=str))
         print(f"\nJSON: {out}")
+        versions = sorted({run["code"] for run in bench.gateway_runs if run.get("code")})
+        if len(versions) > 1:
+            print(f"!! the gateway's code changed during the run: {versions} (each point says which it ran)")
         problems: Counter[str] = Counter()
         for run in bench.gateway_runs:
             problems.update(run["log"]["problems"])
