@@ -20,7 +20,7 @@ from sms_gateway.engines.base import EngineError, TurnRequest
 from sms_gateway.engines.override import InvalidOverride, apply_override
 from sms_gateway.engines.registry import EngineRegistry
 from sms_gateway.media import head_content_length, plan_outbound
-from sms_gateway.metrics import Metrics
+from sms_gateway.metrics import Metrics, warn_if_slow
 from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
 from sms_gateway.outbox import message_id_for, send_job
 from sms_gateway.pipes import relay_job
@@ -184,7 +184,7 @@ class Conversations:
         finally:
             elapsed = time.perf_counter() - started
             d.metrics.engine_latency.labels(engine_config.kind).observe(elapsed)
-            self._check_latency("engine", elapsed, session)
+            warn_if_slow("engine", elapsed, d.config.latency_reporting_threshold_ms, session.session_id)
         return reply
 
     def engine_config(self, tenant: TenantConfig, session: Session) -> EngineConfig:
@@ -291,12 +291,6 @@ class Conversations:
         await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
 
     # Logging helpers ---------------------------------------------------------------------------
-    def _check_latency(self, what: str, elapsed: float, session: Session | None, session_id: str | None = None) -> None:
-        threshold = self.deps.config.latency_reporting_threshold_ms
-        if threshold > 0 and elapsed * 1000 > threshold:
-            log.warning("latency_threshold_exceeded", call=what, latency_ms=round(elapsed * 1000),
-                        threshold_ms=threshold, session_id=session.session_id if session else session_id)
-
     def _transcript(self, direction: str, text: str, session: Session) -> None:
         if self.deps.config.enable_transcription_messages:
             log.info("transcript", direction=direction, text=text, session_id=session.session_id)

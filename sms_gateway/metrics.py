@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = structlog.get_logger("sms_gateway.latency")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -42,3 +45,10 @@ class Metrics:
             "smsgw_rest_requests", "Session-control REST API requests, by route and status", ["route", "status"],
             registry=r,
         )
+
+
+def warn_if_slow(call: str, elapsed: float, threshold_ms: int, session_id: str | None) -> None:
+    """IBM's LATENCY_REPORTING_THRESHOLD: a warning for an engine or provider call slower than the threshold."""
+    if threshold_ms > 0 and elapsed * 1000 > threshold_ms:
+        log.warning("latency_threshold_exceeded", call=call, latency_ms=round(elapsed * 1000),
+                    threshold_ms=threshold_ms, session_id=session_id)

@@ -12,7 +12,7 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
-from sms_gateway.metrics import Metrics
+from sms_gateway.metrics import Metrics, warn_if_slow
 from sms_gateway.model import JSON, OutboundMessage
 from sms_gateway.providers.base import Sender
 from sms_gateway.ratelimit import SenderRate, sender_rate
@@ -78,6 +78,7 @@ class Outbox:
         rates: dict[str, SenderRate] | None = None,
         backoff_base: float = 0.5,
         settle_seconds: Mapping[str, float] | None = None,
+        latency_threshold_ms: int = 0,
     ) -> None:
         self.store = store
         self.senders = senders
@@ -88,6 +89,7 @@ class Outbox:
         self.backoff_base = backoff_base
         # Per tenant: how long after a timed-out send the provider has surely finished with it.
         self.settle_seconds = dict(settle_seconds or {})
+        self.latency_threshold_ms = latency_threshold_ms
         # Called when a message is given up on (dead-lettered): (job, error code, error message).
         self.on_failed: list[Callable[[Job, str, str], Awaitable[None]]] = []
 
@@ -132,7 +134,9 @@ class Outbox:
         await self._record(message, None, pipe, first_attempt_at)
         started = time.perf_counter()
         result = await sender.send(message, self.status_callback_url(message.message_id))
-        self.metrics.provider_latency.labels("twilio").observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.provider_latency.labels("twilio").observe(elapsed)
+        warn_if_slow("provider", elapsed, self.latency_threshold_ms, message.session_id)
         kind = "mms" if message.media_urls else "sms"
         if result.ok:
             self.metrics.sends.labels("sent", kind).inc()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
 
 import structlog
 
+from sms_gateway.config.model import Config
 from sms_gateway.logs import configure_logging, redact_number
+from tests.fakes.watson import text_output
 from tests.harness import USER, running_gateway, twilio_media
 
 
@@ -71,3 +74,24 @@ def test_numbers_shown_when_the_operator_asks() -> None:
     line = json.loads(stream.getvalue())
     assert line["user"] == USER and line["password"] == "****"
     assert redact_number("+15551230001") == "***01"
+
+
+async def test_latency_reporting_threshold_warns_for_slow_engine_and_provider(tmp_path: Path) -> None:
+    def threshold(config: Config) -> Config:
+        return dataclasses.replace(config, latency_reporting_threshold_ms=100)
+
+    stream = io.StringIO()
+    configure_logging("info", redact_numbers=True, stream=stream)
+    try:
+        async with running_gateway(tmp_path, configure=threshold) as gw:
+            gw.watson.fail(1, status=200, body={"output": text_output("slow"), "context": {}}, delay=0.3)
+            gw.twilio.delay_next(1, seconds=0.3)
+            await gw.sms("hi")
+            await gw.wait_sent(1)
+            await gw.settle()
+    finally:
+        structlog.reset_defaults()
+    warnings = [json.loads(line) for line in stream.getvalue().splitlines()
+                if '"latency_threshold_exceeded"' in line]
+    assert sorted(w["call"] for w in warnings) == ["engine", "provider"]
+    assert all(w["latency_ms"] >= 300 and w["threshold_ms"] == 100 and w["session_id"] for w in warnings)
