@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (done, seq);
+CREATE INDEX IF NOT EXISTS inbound_seq ON inbound (seq);
 CREATE INDEX IF NOT EXISTS inbound_conv ON inbound (conv, done, seq);
 CREATE TABLE IF NOT EXISTS sessions (
     tenant TEXT NOT NULL,
@@ -93,6 +94,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, seq);
 CREATE TABLE IF NOT EXISTS send_slots (
     key TEXT PRIMARY KEY,
