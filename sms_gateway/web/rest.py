@@ -8,13 +8,9 @@ Request bodies are validated against `schemas/api/*.json`; nothing is stored whe
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, NoReturn
@@ -32,6 +28,7 @@ from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, METRICS, OUTBOX, ST
 from sms_gateway.model import JSON, new_id
 from sms_gateway.pipes import DEFAULT_EXPIRATION_SECONDS, callback_url_problem, new_pipe_id, pipe_send_extra
 from sms_gateway.store.base import Pipe, StoreUnavailable
+from sms_gateway.web.basic_auth import Caller, caller
 from sms_gateway.web.errors import json_error
 from sms_gateway.web.openapi import BASE, openapi_document, schema
 
@@ -164,49 +161,22 @@ def user_number(value: str) -> str:
 
 
 # Auth -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Caller:
-    username: str | None
-    password: str | None
-    presented: bool  # an Authorization header was sent
-
-    def may_use(self, tenant: TenantConfig) -> bool:
-        creds = tenant.control_credentials
-        if creds is None:
-            return True
-        if self.username is None or self.password is None:
-            return False
-        ok_user = hmac.compare_digest(self.username.encode(), creds.username.encode())
-        ok_password = hmac.compare_digest(self.password.encode(), creds.password.encode())
-        return ok_user and ok_password
-
-    def refuse(self) -> ApiError:
-        if not self.presented:
-            return ApiError(401, "unauthorized", "credentials required",
-                            headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
-        return ApiError(403, "forbidden", "these credentials do not give access to this resource")
+def refuse(who: Caller) -> ApiError:
+    if not who.presented:
+        return ApiError(401, "unauthorized", "credentials required",
+                        headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+    return ApiError(403, "forbidden", "these credentials do not give access to this resource")
 
 
-def caller(request: web.Request) -> Caller:
-    header = request.headers.get("Authorization")
-    if header is None:
-        return Caller(None, None, presented=False)
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return Caller(None, None, presented=True)
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return Caller(None, None, presented=True)
-    username, sep, password = decoded.partition(":")
-    return Caller(username, password, presented=True) if sep else Caller(None, None, presented=True)
+def may_use(who: Caller, tenant: TenantConfig) -> bool:
+    return who.matches(tenant.control_credentials)
 
 
 def authenticate(request: web.Request) -> Caller:
     """The caller, who must be allowed to use at least one tenant (401/403 otherwise)."""
     who = caller(request)
-    if not any(who.may_use(t) for t in request.app[CONFIG].tenants):
-        raise who.refuse()
+    if not any(may_use(who, t) for t in request.app[CONFIG].tenants):
+        raise refuse(who)
     return who
 
 
@@ -215,12 +185,12 @@ def tenant_for(request: web.Request, who: Caller, number: str) -> TenantConfig:
     to anyone else it looks like another tenant's number (401/403), so it reveals nothing."""
     config = request.app[CONFIG]
     tenant = config.tenant_for(number)
-    if tenant is not None and who.may_use(tenant):
+    if tenant is not None and may_use(who, tenant):
         return tenant
-    if tenant is None and all(who.may_use(t) for t in config.tenants):
+    if tenant is None and all(may_use(who, t) for t in config.tenants):
         raise ApiError(404, "notFound", "unknown tenantPhoneNumber: it is not a number of this gateway",
                        field="tenantPhoneNumber")
-    raise who.refuse()
+    raise refuse(who)
 
 
 def owned_tenant(request: web.Request, who: Caller, number: str, what: str) -> TenantConfig:
@@ -228,8 +198,8 @@ def owned_tenant(request: web.Request, who: Caller, number: str, what: str) -> T
     tenant = request.app[CONFIG].tenant_for(number)
     if tenant is None:  # removed from the config since
         raise ApiError(404, "notFound", f"unknown {what}")
-    if not who.may_use(tenant):
-        raise who.refuse()
+    if not may_use(who, tenant):
+        raise refuse(who)
     return tenant
 
 

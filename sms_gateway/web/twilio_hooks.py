@@ -5,10 +5,6 @@ An inbound message is verified, stored and answered with empty TwiML before any 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-
 import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy, MultiMapping
@@ -19,6 +15,7 @@ from sms_gateway.model import DeliveryStatus
 from sms_gateway.providers import twilio
 from sms_gateway.providers.base import InvalidRequest
 from sms_gateway.store.base import Job, OutboundRecord, StoreUnavailable
+from sms_gateway.web.basic_auth import caller
 from sms_gateway.web.errors import json_error
 
 log = structlog.get_logger("sms_gateway.web.twilio")
@@ -52,20 +49,13 @@ async def read_params(request: web.Request) -> tuple[MultiMapping[str], MultiMap
 
 def check_basic_auth(request: web.Request, tenant: TenantConfig, fallback_realm: str) -> web.Response | None:
     """None when allowed. Twilio sends credentials only after a 401 challenge, so a missing header gets one."""
-    creds = tenant.webhook_credentials
-    if creds is None:
+    if tenant.webhook_credentials is None:
         return None
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
+    who = caller(request)
+    if not who.basic:
         return json_error(401, "unauthorized", "credentials required",
                           {"WWW-Authenticate": f'Basic realm="{fallback_realm}"'})
-    try:
-        user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return json_error(403, "forbidden", "bad credentials")
-    ok_user = hmac.compare_digest(user.encode(), creds.username.encode())
-    ok_password = hmac.compare_digest(password.encode(), creds.password.encode())
-    if not (ok_user and ok_password):
+    if not who.matches(tenant.webhook_credentials):
         return json_error(403, "forbidden", "bad credentials")
     return None
 
