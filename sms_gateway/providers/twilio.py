@@ -517,7 +517,7 @@ class TwilioSender:
 
     def _log_outcome(self, message: OutboundMessage, result: SendResult, attempts: int) -> None:
         if result.ok:
-            log.info(
+            log.debug(
                 "twilio.send.ok",
                 message_id=message.message_id,
                 sid=result.provider_message_id,

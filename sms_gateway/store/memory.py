@@ -42,12 +42,17 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._seq = itertools.count()
         self._inbound: dict[str, _Queued] = {}
+        # Unfinished messages and jobs, in seq order (dicts keep insertion order and seq only grows), so
+        # leasing reads only what is still to do, not the whole history.
+        self._inbound_pending: dict[str, _Queued] = {}
         self._sessions: dict[tuple[str, str], Session] = {}
         self._errors: dict[tuple[str, str], list[JSON]] = {}
         self._outbound: dict[str, OutboundRecord] = {}
         self._statuses: set[tuple[str, str]] = set()
         self._pipes: dict[str, Pipe] = {}
         self._jobs: dict[str, _JobState] = {}
+        self._active_jobs: dict[str, _JobState] = {}
+        self._session_ids: dict[str, tuple[str, str]] = {}
         self._slots: dict[str, float] = {}
 
     async def ping(self) -> None:
@@ -57,13 +62,12 @@ class MemoryStore(Store):
         key = inbound_key(message)
         if key in self._inbound:
             return False
-        self._inbound[key] = _Queued(seq=next(self._seq), message=message)
+        self._inbound[key] = self._inbound_pending[key] = _Queued(seq=next(self._seq), message=message)
         return True
 
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
-        unfinished = sorted(((k, i) for k, i in self._inbound.items() if not i.done), key=lambda pair: pair[1].seq)
         heads: dict[str, tuple[str, _Queued]] = {}
-        for key, item in unfinished:
+        for key, item in self._inbound_pending.items():
             heads.setdefault(conversation_key(item.message), (key, item))
         free = [(k, i) for k, i in heads.values() if i.owner is None or i.lease_until <= now]
         leased = []
@@ -81,20 +85,25 @@ class MemoryStore(Store):
                 item.lease_until = until
 
     async def complete_inbound(self, key: str) -> None:
-        item = self._inbound.get(key)
+        item = self._inbound_pending.pop(key, None)
         if item is not None:
             item.done = True
             item.owner = None
 
     async def pending_inbound_count(self) -> int:
-        return sum(1 for item in self._inbound.values() if not item.done)
+        return len(self._inbound_pending)
 
     async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
         session = self._sessions.get((tenant_number, user_number))
         return None if session is None else Session.from_json(session.to_json())
 
     async def save_session(self, session: Session) -> None:
-        self._sessions[(session.tenant_number, session.user_number)] = Session.from_json(session.to_json())
+        pair = (session.tenant_number, session.user_number)
+        previous = self._sessions.get(pair)
+        if previous is not None:
+            self._session_ids.pop(previous.session_id, None)
+        self._sessions[pair] = Session.from_json(session.to_json())
+        self._session_ids[session.session_id] = pair
 
     async def insert_session(self, session: Session) -> Session | None:
         existing = self._sessions.get((session.tenant_number, session.user_number))
@@ -108,13 +117,13 @@ class MemoryStore(Store):
         if current is None or current.session_id != session_id:
             return False
         del self._sessions[(tenant_number, user_number)]
+        self._session_ids.pop(session_id, None)
         return True
 
     async def find_session(self, session_id: str) -> Session | None:
-        for session in self._sessions.values():
-            if session.session_id == session_id:
-                return Session.from_json(session.to_json())
-        return None
+        pair = self._session_ids.get(session_id)
+        session = None if pair is None else self._sessions.get(pair)
+        return None if session is None else Session.from_json(session.to_json())
 
     async def expired_sessions(self, now: float, limit: int) -> list[Session]:
         expired = [s for s in self._sessions.values() if s.is_expired(now)]
@@ -161,17 +170,14 @@ class MemoryStore(Store):
     async def enqueue_job(self, job: Job) -> bool:
         if job.job_id in self._jobs:
             return False
-        self._jobs[job.job_id] = _JobState(job=job, seq=next(self._seq))
+        self._jobs[job.job_id] = self._active_jobs[job.job_id] = _JobState(job=job, seq=next(self._seq))
         return True
 
     async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
         blocked: set[str] = set()
-        candidates = sorted(self._jobs.values(), key=lambda s: s.seq)
         leased: list[Job] = []
-        for state in candidates:
+        for state in self._active_jobs.values():
             key = state.job.order_key
-            if state.state not in ("queued", "leased"):
-                continue
             if key is not None and key in blocked:
                 continue
             if key is not None:
@@ -186,7 +192,7 @@ class MemoryStore(Store):
         return leased
 
     async def pending_job_count(self) -> int:
-        return sum(1 for s in self._jobs.values() if s.state in ("queued", "leased"))
+        return len(self._active_jobs)
 
     async def extend_job_leases(self, owner: str, job_ids: Sequence[str], until: float) -> None:
         for job_id in job_ids:
@@ -198,17 +204,20 @@ class MemoryStore(Store):
         state = self._jobs.get(job_id)
         if state is not None:
             state.state = "done"
+            self._active_jobs.pop(job_id, None)
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         state = self._jobs.get(job_id)
         if state is not None:
             state.state = "queued"
             state.job = replace(state.job, run_at=run_at, last_error=error)
+            self._activate(state)
 
     async def dead_letter_job(self, job_id: str, error: str) -> None:
         state = self._jobs.get(job_id)
         if state is not None:
             state.state = "dead"
+            self._active_jobs.pop(job_id, None)
             state.job = replace(state.job, last_error=error)
 
     async def dead_letters(self, limit: int) -> list[Job]:
@@ -222,7 +231,19 @@ class MemoryStore(Store):
         state.state = "queued"
         state.seq = next(self._seq)
         state.job = replace(state.job, attempts=0, run_at=now)
+        self._active_jobs.pop(job_id, None)
+        self._activate(state)
         return True
+
+    def _activate(self, state: _JobState) -> None:
+        """Put a job (back) among the active ones, keeping them in seq order."""
+        job_id = state.job.job_id
+        if job_id in self._active_jobs:
+            return
+        last = next(reversed(self._active_jobs.values()), None)
+        self._active_jobs[job_id] = state
+        if last is not None and last.seq > state.seq:  # an old job brought back: rare, so a re-sort is fine
+            self._active_jobs = dict(sorted(self._active_jobs.items(), key=lambda item: item[1].seq))
 
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
         wait, self._slots[key] = gcra_reserve(self._slots.get(key), rate_per_second, burst, now)
