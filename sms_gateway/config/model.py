@@ -6,6 +6,7 @@ Times are kept in the units IBM uses for them (milliseconds for timeouts, second
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -133,6 +134,7 @@ class Config:
         return self._by_number.get(normalise_number(number))
 
 
+@functools.lru_cache(maxsize=4096)  # hot: every webhook and turn looks its tenant up
 def normalise_number(number: str) -> str:
     """Tenants are matched on digits, so "+15555550100", "15555550100" and "+1 555-555-0100" agree."""
     return "".join(ch for ch in number if ch.isdigit())

@@ -101,10 +101,11 @@ class JsonClient:
     async def _attempt(self, url: str, body: JSON, params: Mapping[str, str] | None) -> JSON:
         headers = await self._authorizer.headers()
         headers["Accept"] = "application/json"
+        headers["Content-Type"] = "application/json"
         try:
             async with self._http.post(
                 url,
-                json=body,
+                data=json.dumps(body, separators=(",", ":")).encode(),
                 params=params,
                 headers=headers,
                 timeout=self.options.timeout,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import structlog
@@ -181,9 +181,12 @@ def _num_media(form: Mapping[str, object]) -> int:
     return count
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
+
+
 def is_http_url(url: str) -> bool:
     """An absolute http(s) URL with a host (no reachability judgement: see sms_gateway.media for that)."""
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         return False
     try:
         parts = urlsplit(url)
@@ -393,6 +396,8 @@ class TwilioSender:
             "Authorization": basic_auth_header(config.username, config.password),
             "Accept": "application/json",
         }
+        # The form is encoded by us: aiohttp's FormData builds a multipart writer for every request.
+        self._post_headers = self._headers | {"Content-Type": "application/x-www-form-urlencoded"}
         connect = config.connect_timeout_ms / 1000
         read = config.read_timeout_ms / 1000
         self._timeout = aiohttp.ClientTimeout(total=connect + read, sock_connect=connect, sock_read=read)
@@ -407,6 +412,7 @@ class TwilioSender:
                 self._proxy_headers = proxy_auth
             else:
                 self._headers |= proxy_auth
+                self._post_headers |= proxy_auth
 
     def __repr__(self) -> str:  # keeps the auth token out of logs and tracebacks
         return f"TwilioSender(url={self._config.send_url!r}, account={self._config.username!r})"
@@ -469,8 +475,8 @@ class TwilioSender:
         try:
             async with self._http.post(
                 self._config.send_url,
-                data=form,
-                headers=self._headers,
+                data=urlencode(form).encode(),
+                headers=self._post_headers,
                 timeout=self._timeout,
                 proxy=self._proxy,
                 proxy_headers=self._proxy_headers,

@@ -10,6 +10,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sms_gateway.config.model import normalise_number
 from sms_gateway.model import JSON, InboundMessage, Session
 
 
@@ -103,8 +104,7 @@ def inbound_key(message: InboundMessage) -> str:
 
 def conversation_key(message: InboundMessage) -> str:
     """Messages of one conversation are processed one at a time, in order, by whichever process leases them."""
-    digits = "".join(ch for ch in message.tenant_number if ch.isdigit())
-    return f"{digits}:{message.user_number}"
+    return f"{normalise_number(message.tenant_number)}:{message.user_number}"
 
 
 class Store(abc.ABC):
