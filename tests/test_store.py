@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -126,6 +127,47 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     assert await second.accept_inbound(message("SMdurable")) is False
     assert [r.message.message_id for r in await second.lease_inbound("w", 5, 30, time.time())] == ["SMdurable"]
     await second.close()
+
+
+async def test_sqlite_database_of_the_previous_version_is_migrated_with_its_queue(tmp_path: Path) -> None:
+    """A file made before conversations' heads were kept: queued messages stay queued, in order, one at a time
+    per conversation; nothing is lost and no message jumps its conversation's queue."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE inbound (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, conv TEXT NOT NULL, payload TEXT NOT NULL,"
+        " owner TEXT, lease_until REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+        " done INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);"
+        "CREATE INDEX inbound_conv ON inbound (conv, done, seq);"
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,"
+        " order_key TEXT, state TEXT NOT NULL DEFAULT 'queued', run_at REAL NOT NULL,"
+        " lease_until REAL NOT NULL DEFAULT 0, owner TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
+        "CREATE INDEX jobs_order ON jobs (order_key, seq);"
+    )
+    rows = [("SMa0", "+15550000001", 1), ("SMa1", "+15550000001", 0), ("SMb0", "+15550000002", 0),
+            ("SMa2", "+15550000001", 0)]
+    for seq, (sid, user, done) in enumerate(rows, start=1):
+        queued = message(sid, user=user)
+        old.execute("INSERT INTO inbound (key, seq, conv, payload, done, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (f"twilio:{sid}", seq, f"15005550006:{user}", json.dumps(queued.to_json()), done, time.time()))
+    old.commit()
+    old.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        now = time.time()
+        first = await store.lease_inbound("w", 10, 30, now)
+        assert [r.message.message_id for r in first] == ["SMa1", "SMb0"]
+        assert await store.accept_inbound(message("SMa3", user="+15550000001")) is True
+        assert await store.lease_inbound("w", 10, 30, now) == []
+        await store.complete_inbound(first[0].key)
+        assert [r.message.message_id for r in await store.lease_inbound("w", 10, 30, now)] == ["SMa2"]
+        assert await store.pending_inbound_count() == 3
+    finally:
+        await store.close()
+    reopened = SQLiteStore(f"sqlite:///{path}")  # a second open finds nothing left to migrate
+    await reopened.open()
+    await reopened.close()
 
 
 async def test_sqlite_locked_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:

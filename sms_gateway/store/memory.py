@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -32,6 +33,7 @@ class _JobState:
 class _Queued:
     seq: int
     message: InboundMessage
+    conv: str
     owner: str | None = None
     lease_until: float = 0.0
     attempts: int = 0
@@ -45,6 +47,8 @@ class MemoryStore(Store):
         # Unfinished messages and jobs, in seq order (dicts keep insertion order and seq only grows), so
         # leasing reads only what is still to do, not the whole history.
         self._inbound_pending: dict[str, _Queued] = {}
+        self._conversations: dict[str, deque[str]] = {}  # conversation -> its unfinished keys, oldest first
+        self._heads: dict[str, _Queued] = {}  # the first of each: the only ones that may be leased
         self._sessions: dict[tuple[str, str], Session] = {}
         self._errors: dict[tuple[str, str], list[JSON]] = {}
         self._outbound: dict[str, OutboundRecord] = {}
@@ -62,14 +66,18 @@ class MemoryStore(Store):
         key = inbound_key(message)
         if key in self._inbound:
             return False
-        self._inbound[key] = self._inbound_pending[key] = _Queued(seq=next(self._seq), message=message)
+        conv = conversation_key(message)
+        item = _Queued(seq=next(self._seq), message=message, conv=conv)
+        self._inbound[key] = self._inbound_pending[key] = item
+        waiting = self._conversations.setdefault(conv, deque())
+        waiting.append(key)
+        if len(waiting) == 1:
+            self._heads[key] = item
         return True
 
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
-        heads: dict[str, tuple[str, _Queued]] = {}
-        for key, item in self._inbound_pending.items():
-            heads.setdefault(conversation_key(item.message), (key, item))
-        free = [(k, i) for k, i in heads.values() if i.owner is None or i.lease_until <= now]
+        heads = sorted(self._heads.items(), key=lambda pair: pair[1].seq)
+        free = [(k, i) for k, i in heads if i.owner is None or i.lease_until <= now]
         leased = []
         for key, item in free[:limit]:
             item.owner = owner
@@ -86,9 +94,17 @@ class MemoryStore(Store):
 
     async def complete_inbound(self, key: str) -> None:
         item = self._inbound_pending.pop(key, None)
-        if item is not None:
-            item.done = True
-            item.owner = None
+        if item is None:
+            return
+        item.done = True
+        item.owner = None
+        self._heads.pop(key, None)
+        waiting = self._conversations[item.conv]
+        waiting.remove(key)
+        if not waiting:
+            del self._conversations[item.conv]
+        elif waiting[0] not in self._heads:
+            self._heads[waiting[0]] = self._inbound_pending[waiting[0]]
 
     async def pending_inbound_count(self) -> int:
         return len(self._inbound_pending)

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS inbound (
     lease_until REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     done INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0  -- 1: the oldest unfinished message of its conversation (only it is leased)
 );
 CREATE INDEX IF NOT EXISTS inbound_pending ON inbound (done, seq);
 CREATE INDEX IF NOT EXISTS inbound_seq ON inbound (seq);
@@ -113,6 +114,34 @@ CREATE TABLE IF NOT EXISTS statuses (
     PRIMARY KEY (provider_message_id, status)
 );
 """
+
+# After _SCHEMA and _migrate: an index on a column that databases made before it need added first.
+_INDEXES_AFTER_MIGRATION = """
+-- Leasing reads the conversations' heads, not every waiting message: a conversation with thousands of
+-- messages queued behind a long turn costs one row, not thousands, per lease.
+CREATE INDEX IF NOT EXISTS inbound_heads ON inbound (seq) WHERE head = 1 AND done = 0;
+"""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to this schema (in one transaction, so two processes
+    opening the same file at once do it once)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(inbound)")}
+        if "head" not in columns:
+            db.execute("ALTER TABLE inbound ADD COLUMN head INTEGER NOT NULL DEFAULT 0")
+            db.execute(
+                "UPDATE inbound SET head = 1 WHERE done = 0 AND NOT EXISTS (SELECT 1 FROM inbound AS e"
+                " WHERE e.conv = inbound.conv AND e.done = 0 AND e.seq < inbound.seq)"
+            )
+        for statement in filter(None, (part.strip() for part in _INDEXES_AFTER_MIGRATION.split(";"))):
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def sqlite_path(url: str) -> tuple[str, str]:
@@ -215,6 +244,7 @@ class SQLiteStore(Store):
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute(f"PRAGMA synchronous = {self._synchronous}")
                 db.executescript(_SCHEMA)
+                _migrate(db)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite: cannot open {self._path}: {exc}") from exc
             self._db = db
@@ -241,10 +271,12 @@ class SQLiteStore(Store):
         payload = json.dumps(message.to_json(), separators=(",", ":"))
 
         def insert(db: sqlite3.Connection) -> bool:
+            conv = conversation_key(message)
             cursor = db.execute(
-                "INSERT OR IGNORE INTO inbound (key, seq, conv, payload, created_at)"
-                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound), ?, ?, ?)",
-                (key, conversation_key(message), payload, message.received_at),
+                "INSERT OR IGNORE INTO inbound (key, seq, conv, payload, created_at, head)"
+                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound), ?, ?, ?,"
+                " NOT EXISTS (SELECT 1 FROM inbound WHERE conv = ? AND done = 0))",
+                (key, conv, payload, message.received_at, conv),
             )
             return cursor.rowcount == 1
 
@@ -253,9 +285,8 @@ class SQLiteStore(Store):
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
         def lease(db: sqlite3.Connection) -> list[InboundRecord]:
             rows = db.execute(
-                "SELECT key, payload, attempts FROM inbound AS i"
-                " WHERE done = 0 AND (owner IS NULL OR lease_until <= ?)"
-                " AND NOT EXISTS (SELECT 1 FROM inbound AS e WHERE e.conv = i.conv AND e.done = 0 AND e.seq < i.seq)"
+                "SELECT key, payload, attempts FROM inbound INDEXED BY inbound_heads"
+                " WHERE head = 1 AND done = 0 AND (owner IS NULL OR lease_until <= ?)"
                 " ORDER BY seq LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -280,10 +311,17 @@ class SQLiteStore(Store):
             )
 
     async def complete_inbound(self, key: str) -> None:
-        await self._run(
-            lambda db: db.execute("UPDATE inbound SET done = 1, owner = NULL WHERE key = ?", (key,)),
-            single_write=True,
-        )
+        def complete(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE inbound SET done = 1, owner = NULL, head = 0 WHERE key = ?", (key,))
+            # The conversation's next message, if any, becomes its head.
+            db.execute(
+                "UPDATE inbound SET head = 1 WHERE key = (SELECT next.key FROM inbound AS done_one"
+                " JOIN inbound AS next ON next.conv = done_one.conv AND next.done = 0"
+                " WHERE done_one.key = ? ORDER BY next.seq LIMIT 1) AND head = 0",
+                (key,),
+            )
+
+        await self._run(complete)
 
     async def pending_inbound_count(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT COUNT(*) FROM inbound WHERE done = 0").fetchone(),
