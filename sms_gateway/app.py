@@ -35,6 +35,7 @@ from sms_gateway.pipes import PipeRelay
 from sms_gateway.providers.base import Sender
 from sms_gateway.providers.twilio import TwilioSender
 from sms_gateway.ratelimit import rates_from_config
+from sms_gateway.retention import RetentionSweeper
 from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
 from sms_gateway.web import ops, rest, twilio_hooks
@@ -118,7 +119,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             app[JOBS] = jobs
             app[OUTBOX] = outbox
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
-                     asyncio.create_task(jobs.run())]
+                     asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
             yield
             tasks[0].cancel()  # stop taking new inbound work, then let the turns in flight finish
             tasks[1].cancel()

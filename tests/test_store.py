@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sms_gateway.model import InboundMessage, Media, Session
+from sms_gateway.retention import RetentionSweeper
 from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
@@ -297,3 +299,85 @@ async def test_leases_are_renewed_and_handed_back_by_their_owner_only(store: Sto
     assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now=150.0)] == ["jlease"]
     await store.extend_inbound_leases("a", [record.key], until=999.0)
     assert await store.lease_inbound("c", 10, 30, now=170.0) == [], "b's lease still holds; a lost it"
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def pruning_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The stores that prune themselves (Redis expires the same keys with TTLs, see test_store_redis)."""
+    s = create_store(f"sqlite:///{tmp_path / 'gw.db'}" if request.param == "sqlite" else "memory://")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_finished_work_is_forgotten_after_retention_and_nothing_else(pruning_store: Store) -> None:
+    store = pruning_store
+    now = time.time()
+    old = now - 10 * 86400
+    week_ago = now - 7 * 86400
+    await store.accept_inbound(dataclasses.replace(message("SMold-done"), received_at=old))
+    await store.accept_inbound(dataclasses.replace(message("SMold-waiting", user="+15550000009"), received_at=old))
+    await store.accept_inbound(dataclasses.replace(message("SMold-done-2", user="+15550000008"), received_at=old))
+    await store.accept_inbound(message("SMnew", user="+15550000007"))
+    for record in await store.lease_inbound("w", 10, 30, now):
+        if record.message.message_id != "SMold-waiting":
+            await store.complete_inbound(record.key)
+    for job in (Job("j-old-done", "send", {}, run_at=old), Job("j-old-dead", "send", {}, run_at=old),
+                Job("j-old-queued", "send", {}, "k", run_at=old), Job("j-new-done", "send", {}, run_at=now)):
+        await store.enqueue_job(job)
+    await store.lease_jobs("w", 10, 30, now)
+    await store.complete_job("j-old-done")
+    await store.complete_job("j-new-done")
+    await store.dead_letter_job("j-old-dead", "gave up")
+    await store.retry_job("j-old-queued", old, "later")
+    await store.record_outbound(OutboundRecord("m-old", "+15005550006", "+15551230000", None, "SM1", None, old))
+    await store.record_outbound(OutboundRecord("m-new", "+15005550006", "+15551230000", None, "SM2", None, now))
+    await store.claim_status("SM2", "delivered")
+
+    assert await store.prune_finished(week_ago, 1000) == 4
+    assert await store.prune_finished(week_ago, 1000) == 0
+    # Forgotten: the finished old ones.
+    assert await store.accept_inbound(dataclasses.replace(message("SMold-done"), received_at=old)) is True
+    assert await store.enqueue_job(Job("j-old-done", "send", {}, run_at=now + 3600)) is True
+    assert await store.find_outbound("m-old") is None
+    # Kept: unfinished work whatever its age, dead letters for the operator, everything recent.
+    assert await store.accept_inbound(message("SMnew", user="+15550000007")) is False
+    assert await store.accept_inbound(message("SMold-waiting", user="+15550000009")) is False
+    assert [j.job_id for j in await store.dead_letters(10)] == ["j-old-dead"]
+    assert await store.enqueue_job(Job("j-new-done", "send", {})) is False
+    assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now)] == ["j-old-queued"]
+    assert await store.find_outbound("m-new") is not None
+    assert await store.claim_status("SM2", "delivered") is False
+    # Status claims go too, once old enough.
+    assert await store.prune_finished(time.time() + 1, 1000) >= 1
+    assert await store.claim_status("SM2", "delivered") is True
+
+
+async def test_pruning_goes_in_batches_oldest_first(pruning_store: Store) -> None:
+    old = time.time() - 30 * 86400
+    for i in range(25):
+        await store_done(pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"),
+                                                            received_at=old + i))
+    assert await pruning_store.prune_finished(old + 100, 10) == 10
+    assert await pruning_store.accept_inbound(dataclasses.replace(message("SM00", user="+15550000000"))) is True
+    assert await pruning_store.accept_inbound(dataclasses.replace(message("SM10", user="+15550000010"))) is False
+    assert await pruning_store.prune_finished(old + 100, 10) == 10
+    assert await pruning_store.prune_finished(old + 100, 10) == 5
+
+
+async def store_done(store: Store, queued: InboundMessage) -> None:
+    await store.accept_inbound(queued)
+    for record in await store.lease_inbound("w", 100, 30, time.time()):
+        await store.complete_inbound(record.key)
+
+
+async def test_retention_sweeper_prunes_everything_due_in_short_batches(pruning_store: Store) -> None:
+    old = time.time() - 30 * 86400
+    for i in range(25):
+        await store_done(pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"),
+                                                            received_at=old))
+    await store_done(pruning_store, message("SMrecent"))
+    sweeper = RetentionSweeper(pruning_store, retention_seconds=7 * 86400, batch=10)
+    assert await sweeper.sweep() == 25
+    assert await sweeper.sweep() == 0
+    assert await pruning_store.accept_inbound(message("SMrecent")) is False

@@ -107,6 +107,11 @@ def conversation_key(message: InboundMessage) -> str:
     return f"{normalise_number(message.tenant_number)}:{message.user_number}"
 
 
+# How long finished work is remembered: a processed message's claim (so a provider's late retry is still a
+# duplicate), a finished job, an outbound record (for late status callbacks) and a status claim.
+RETENTION_SECONDS = 7 * 24 * 3600
+
+
 class Store(abc.ABC):
     async def open(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -229,6 +234,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
+
+    # Retention ----------------------------------------------------------------------------------
+    async def prune_finished(self, before: float, limit: int) -> int:
+        """Forget up to `limit` rows of each kind of finished work older than `before`: processed messages
+        (their claims with them), done jobs (never dead letters), outbound records, status claims, pipes
+        that expired. Returns how many went; a store whose keys expire by themselves (Redis) has nothing to do.
+
+        Times are the ones the rows carry (received, first attempt, scheduled), so a row is forgotten
+        roughly, not exactly, `before`: retention is a window of days, not a deadline.
+        """
+        return 0
 
     # Rate limits --------------------------------------------------------------------------------
     @abc.abstractmethod

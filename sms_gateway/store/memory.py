@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from sms_gateway.model import JSON, InboundMessage, Session
 from sms_gateway.store.base import (
@@ -48,15 +51,21 @@ class MemoryStore(Store):
         # leasing reads only what is still to do, not the whole history.
         self._inbound_pending: dict[str, _Queued] = {}
         self._conversations: dict[str, deque[str]] = {}  # conversation -> its unfinished keys, oldest first
-        self._heads: dict[str, _Queued] = {}  # the first of each: the only ones that may be leased
+        # Their first messages (the only ones that may be leased): free ones in a heap by seq (entries of
+        # messages since finished or leased are skipped when popped), leased ones apart.
+        self._ready: list[tuple[int, str]] = []
+        self._leased: dict[str, _Queued] = {}
         self._sessions: dict[tuple[str, str], Session] = {}
         self._errors: dict[tuple[str, str], list[JSON]] = {}
         self._outbound: dict[str, OutboundRecord] = {}
-        self._statuses: set[tuple[str, str]] = set()
+        self._statuses: dict[tuple[str, str], float] = {}  # -> when claimed
         self._pipes: dict[str, Pipe] = {}
         self._jobs: dict[str, _JobState] = {}
         self._active_jobs: dict[str, _JobState] = {}
         self._session_ids: dict[str, tuple[str, str]] = {}
+        # (expires at, pair, session id) for every save; entries a later save or a delete made stale are
+        # dropped when they come due, so the sweeper reads only what is due, not every session.
+        self._expiries: list[tuple[float, tuple[str, str], str]] = []
         self._slots: dict[str, float] = {}
 
     async def ping(self) -> None:
@@ -72,14 +81,23 @@ class MemoryStore(Store):
         waiting = self._conversations.setdefault(conv, deque())
         waiting.append(key)
         if len(waiting) == 1:
-            self._heads[key] = item
+            heapq.heappush(self._ready, (item.seq, key))
         return True
 
     async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
-        heads = sorted(self._heads.items(), key=lambda pair: pair[1].seq)
-        free = [(k, i) for k, i in heads if i.owner is None or i.lease_until <= now]
-        leased = []
-        for key, item in free[:limit]:
+        for key, item in list(self._leased.items()):
+            if item.lease_until <= now:
+                del self._leased[key]
+                heapq.heappush(self._ready, (item.seq, key))
+        leased: list[InboundRecord] = []
+        while self._ready and len(leased) < limit:
+            seq, key = heapq.heappop(self._ready)
+            found = self._inbound_pending.get(key)
+            if found is None or found.seq != seq or key in self._leased or self._conversations[found.conv][0] != key:
+                continue
+            item = self._leased[key] = found
+            if item.owner is not None and item.lease_until > now:  # a caller whose clock is behind
+                continue
             item.owner = owner
             item.lease_until = now + lease_seconds
             item.attempts += 1
@@ -98,13 +116,14 @@ class MemoryStore(Store):
             return
         item.done = True
         item.owner = None
-        self._heads.pop(key, None)
+        self._leased.pop(key, None)
         waiting = self._conversations[item.conv]
+        was_head = waiting[0] == key
         waiting.remove(key)
         if not waiting:
             del self._conversations[item.conv]
-        elif waiting[0] not in self._heads:
-            self._heads[waiting[0]] = self._inbound_pending[waiting[0]]
+        elif was_head:
+            heapq.heappush(self._ready, (self._inbound_pending[waiting[0]].seq, waiting[0]))
 
     async def pending_inbound_count(self) -> int:
         return len(self._inbound_pending)
@@ -120,6 +139,7 @@ class MemoryStore(Store):
             self._session_ids.pop(previous.session_id, None)
         self._sessions[pair] = Session.from_json(session.to_json())
         self._session_ids[session.session_id] = pair
+        heapq.heappush(self._expiries, (session.expires_at(), pair, session.session_id))
 
     async def insert_session(self, session: Session) -> Session | None:
         existing = self._sessions.get((session.tenant_number, session.user_number))
@@ -142,9 +162,16 @@ class MemoryStore(Store):
         return None if session is None else Session.from_json(session.to_json())
 
     async def expired_sessions(self, now: float, limit: int) -> list[Session]:
-        expired = [s for s in self._sessions.values() if s.is_expired(now)]
-        expired.sort(key=Session.expires_at)
-        return [Session.from_json(s.to_json()) for s in expired[:limit]]
+        due: list[tuple[float, tuple[str, str], str]] = []
+        while self._expiries and self._expiries[0][0] <= now and len(due) < limit:
+            entry = heapq.heappop(self._expiries)
+            session = self._sessions.get(entry[1])
+            if (session is not None and session.session_id == entry[2] and session.expires_at() == entry[0]
+                    and entry not in due):  # the same save twice leaves two equal entries
+                due.append(entry)
+        for entry in due:  # still there until the session is deleted or saved again
+            heapq.heappush(self._expiries, entry)
+        return [Session.from_json(self._sessions[pair].to_json()) for _, pair, _ in due]
 
     async def push_sms_error(self, tenant_number: str, user_number: str, error: JSON) -> None:
         self._errors.setdefault((tenant_number, user_number), []).append(error)
@@ -162,7 +189,7 @@ class MemoryStore(Store):
         pair = (provider_message_id, status)
         if pair in self._statuses:
             return False
-        self._statuses.add(pair)
+        self._statuses[pair] = time.time()
         return True
 
     async def save_pipe(self, pipe: Pipe) -> None:
@@ -261,6 +288,38 @@ class MemoryStore(Store):
         if last is not None and last.seq > state.seq:  # an old job brought back: rare, so a re-sort is fine
             self._active_jobs = dict(sorted(self._active_jobs.items(), key=lambda item: item[1].seq))
 
+    async def prune_finished(self, before: float, limit: int) -> int:
+        # Every dict here is in the order its entries were made, which is roughly time order: walk from the
+        # oldest and stop at the first entry that is recent enough.
+        removed = _prune_oldest(self._inbound, lambda item: item.message.received_at < before,
+                                lambda item: item.done, limit)
+        removed += _prune_oldest(self._jobs, lambda state: state.job.run_at < before,
+                                 lambda state: state.state == "done", limit)
+        removed += _prune_oldest(self._outbound, lambda record: (record.first_attempt_at or 0.0) < before,
+                                 lambda record: True, limit)
+        removed += _prune_oldest(self._statuses, lambda at: at < before, lambda at: True, limit)
+        for pipe_id in [p.pipe_id for p in self._pipes.values() if p.expires_at < before][:limit]:
+            del self._pipes[pipe_id]
+            removed += 1
+        return removed
+
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
         wait, self._slots[key] = gcra_reserve(self._slots.get(key), rate_per_second, burst, now)
         return wait
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _prune_oldest(entries: MutableMapping[K, V], old: Callable[[V], bool], finished: Callable[[V], bool],
+                  limit: int) -> int:
+    doomed: list[K] = []
+    for key, value in entries.items():
+        if len(doomed) >= limit or not old(value):
+            break
+        if finished(value):
+            doomed.append(key)
+    for key in doomed:
+        del entries[key]
+    return len(doomed)

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from sms_gateway.model import JSON, InboundMessage, Session
 from sms_gateway.store.base import (
+    RETENTION_SECONDS,
     InboundRecord,
     Job,
     OutboundRecord,
@@ -54,7 +55,6 @@ T = TypeVar("T")
 log = structlog.get_logger("sms_gateway.store.redis")
 
 DEFAULT_PREFIX = "smsgw"
-RETENTION_SECONDS = 7 * 24 * 3600
 CONNECT_TIMEOUT = 2.0
 OPERATION_TIMEOUT = 2.0
 MAX_CONNECTIONS = 50

@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS health (
 CREATE TABLE IF NOT EXISTS statuses (
     provider_message_id TEXT NOT NULL,
     status TEXT NOT NULL,
+    at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (provider_message_id, status)
 );
 """
@@ -135,6 +136,8 @@ def _migrate(db: sqlite3.Connection) -> None:
                 "UPDATE inbound SET head = 1 WHERE done = 0 AND NOT EXISTS (SELECT 1 FROM inbound AS e"
                 " WHERE e.conv = inbound.conv AND e.done = 0 AND e.seq < inbound.seq)"
             )
+        if "at" not in {row[1] for row in db.execute("PRAGMA table_info(statuses)")}:
+            db.execute("ALTER TABLE statuses ADD COLUMN at REAL NOT NULL DEFAULT 0")
         for statement in filter(None, (part.strip() for part in _INDEXES_AFTER_MIGRATION.split(";"))):
             db.execute(statement)
         db.execute("COMMIT")
@@ -142,6 +145,26 @@ def _migrate(db: sqlite3.Connection) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _last_before(db: sqlite3.Connection, table: str, order: str, when: str, cutoff: float) -> int | None:
+    """The largest `order` value (an indexed column that grows with time: seq, rowid) whose row's `when` is
+    before `cutoff`, by binary search: O(log^2 n) instead of reading every row. Rows are assumed to be
+    written roughly in time order, which is all retention needs."""
+    low, high = db.execute(f"SELECT MIN({order}), MAX({order}) FROM {table}").fetchone()
+    if low is None:
+        return None
+    best = None
+    while low <= high:
+        middle = (low + high) // 2
+        row = db.execute(f"SELECT {order}, {when} FROM {table} WHERE {order} >= ? ORDER BY {order} LIMIT 1",
+                         (middle,)).fetchone()
+        if row is not None and (row[1] or 0.0) < cutoff:
+            best = row[0]
+            low = row[0] + 1
+        else:
+            high = middle - 1
+    return best
 
 
 def sqlite_path(url: str) -> tuple[str, str]:
@@ -453,8 +476,8 @@ class SQLiteStore(Store):
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         cursor = await self._run(
             lambda db: db.execute(
-                "INSERT OR IGNORE INTO statuses (provider_message_id, status) VALUES (?, ?)",
-                (provider_message_id, status),
+                "INSERT OR IGNORE INTO statuses (provider_message_id, status, at) VALUES (?, ?, ?)",
+                (provider_message_id, status, time.time()),
             ),
             single_write=True,
         )
@@ -592,6 +615,33 @@ class SQLiteStore(Store):
             single_write=True,
         )
         return bool(cursor.rowcount == 1)
+
+    # Retention --------------------------------------------------------------------------------
+    async def prune_finished(self, before: float, limit: int) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            removed = 0
+            last = _last_before(db, "inbound", "seq", "created_at", before)
+            if last is not None:
+                removed += db.execute(
+                    "DELETE FROM inbound WHERE key IN (SELECT key FROM inbound WHERE done = 1 AND seq <= ?"
+                    " ORDER BY seq LIMIT ?)", (last, limit)).rowcount
+            last = _last_before(db, "jobs", "seq", "run_at", before)
+            if last is not None:
+                removed += db.execute(
+                    "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE state = 'done' AND seq <= ?"
+                    " ORDER BY seq LIMIT ?)", (last, limit)).rowcount
+            for table, when in (("outbound", "first_attempt_at"), ("statuses", "at")):
+                last = _last_before(db, table, "rowid", when, before)
+                if last is not None:
+                    removed += db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE rowid <= ?"
+                        " ORDER BY rowid LIMIT ?)", (last, limit)).rowcount
+            removed += db.execute(
+                "DELETE FROM pipes WHERE pipe_id IN (SELECT pipe_id FROM pipes WHERE expires_at < ? LIMIT ?)",
+                (before, limit)).rowcount
+            return removed
+
+        return await self._run(prune)
 
     # Rate limits ------------------------------------------------------------------------------
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
