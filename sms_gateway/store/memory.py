@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
@@ -32,6 +33,23 @@ class _JobState:
     owner: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _StoredSession:
+    """A session kept as its JSON text: a tenth of the memory of the parsed objects (Watson contexts are big),
+    and every load hands out a fresh copy, as the other stores do."""
+
+    session_id: str
+    expires_at: float
+    data: str
+
+    @classmethod
+    def of(cls, session: Session) -> _StoredSession:
+        return cls(session.session_id, session.expires_at(), json.dumps(session.to_json(), separators=(",", ":")))
+
+    def load(self) -> Session:
+        return Session.from_json(json.loads(self.data))
+
+
 @dataclass(slots=True)
 class _Queued:
     seq: int
@@ -40,13 +58,12 @@ class _Queued:
     owner: str | None = None
     lease_until: float = 0.0
     attempts: int = 0
-    done: bool = False
 
 
 class MemoryStore(Store):
     def __init__(self) -> None:
         self._seq = itertools.count()
-        self._inbound: dict[str, _Queued] = {}
+        self._claims: dict[str, float] = {}  # every message accepted and not yet pruned -> when received
         # Unfinished messages and jobs, in seq order (dicts keep insertion order and seq only grows), so
         # leasing reads only what is still to do, not the whole history.
         self._inbound_pending: dict[str, _Queued] = {}
@@ -55,7 +72,7 @@ class MemoryStore(Store):
         # messages since finished or leased are skipped when popped), leased ones apart.
         self._ready: list[tuple[int, str]] = []
         self._leased: dict[str, _Queued] = {}
-        self._sessions: dict[tuple[str, str], Session] = {}
+        self._sessions: dict[tuple[str, str], _StoredSession] = {}
         self._errors: dict[tuple[str, str], list[JSON]] = {}
         self._outbound: dict[str, OutboundRecord] = {}
         self._statuses: dict[tuple[str, str], float] = {}  # -> when claimed
@@ -73,11 +90,12 @@ class MemoryStore(Store):
 
     async def accept_inbound(self, message: InboundMessage) -> bool:
         key = inbound_key(message)
-        if key in self._inbound:
+        if key in self._claims:
             return False
         conv = conversation_key(message)
         item = _Queued(seq=next(self._seq), message=message, conv=conv)
-        self._inbound[key] = self._inbound_pending[key] = item
+        self._claims[key] = message.received_at
+        self._inbound_pending[key] = item
         waiting = self._conversations.setdefault(conv, deque())
         waiting.append(key)
         if len(waiting) == 1:
@@ -106,15 +124,14 @@ class MemoryStore(Store):
 
     async def extend_inbound_leases(self, owner: str, keys: Sequence[str], until: float) -> None:
         for key in keys:
-            item = self._inbound.get(key)
-            if item is not None and not item.done and item.owner == owner:
+            item = self._inbound_pending.get(key)
+            if item is not None and item.owner == owner:
                 item.lease_until = until
 
     async def complete_inbound(self, key: str) -> None:
         item = self._inbound_pending.pop(key, None)
         if item is None:
             return
-        item.done = True
         item.owner = None
         self._leased.pop(key, None)
         waiting = self._conversations[item.conv]
@@ -129,22 +146,22 @@ class MemoryStore(Store):
         return len(self._inbound_pending)
 
     async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
-        session = self._sessions.get((tenant_number, user_number))
-        return None if session is None else Session.from_json(session.to_json())
+        stored = self._sessions.get((tenant_number, user_number))
+        return None if stored is None else stored.load()
 
     async def save_session(self, session: Session) -> None:
         pair = (session.tenant_number, session.user_number)
         previous = self._sessions.get(pair)
         if previous is not None:
             self._session_ids.pop(previous.session_id, None)
-        self._sessions[pair] = Session.from_json(session.to_json())
+        stored = self._sessions[pair] = _StoredSession.of(session)
         self._session_ids[session.session_id] = pair
-        heapq.heappush(self._expiries, (session.expires_at(), pair, session.session_id))
+        heapq.heappush(self._expiries, (stored.expires_at, pair, session.session_id))
 
     async def insert_session(self, session: Session) -> Session | None:
         existing = self._sessions.get((session.tenant_number, session.user_number))
         if existing is not None:
-            return Session.from_json(existing.to_json())
+            return existing.load()
         await self.save_session(session)
         return None
 
@@ -158,20 +175,20 @@ class MemoryStore(Store):
 
     async def find_session(self, session_id: str) -> Session | None:
         pair = self._session_ids.get(session_id)
-        session = None if pair is None else self._sessions.get(pair)
-        return None if session is None else Session.from_json(session.to_json())
+        stored = None if pair is None else self._sessions.get(pair)
+        return None if stored is None else stored.load()
 
     async def expired_sessions(self, now: float, limit: int) -> list[Session]:
         due: list[tuple[float, tuple[str, str], str]] = []
         while self._expiries and self._expiries[0][0] <= now and len(due) < limit:
             entry = heapq.heappop(self._expiries)
-            session = self._sessions.get(entry[1])
-            if (session is not None and session.session_id == entry[2] and session.expires_at() == entry[0]
+            stored = self._sessions.get(entry[1])
+            if (stored is not None and stored.session_id == entry[2] and stored.expires_at == entry[0]
                     and entry not in due):  # the same save twice leaves two equal entries
                 due.append(entry)
         for entry in due:  # still there until the session is deleted or saved again
             heapq.heappush(self._expiries, entry)
-        return [Session.from_json(self._sessions[pair].to_json()) for _, pair, _ in due]
+        return [self._sessions[pair].load() for _, pair, _ in due]
 
     async def push_sms_error(self, tenant_number: str, user_number: str, error: JSON) -> None:
         self._errors.setdefault((tenant_number, user_number), []).append(error)
@@ -291,13 +308,13 @@ class MemoryStore(Store):
     async def prune_finished(self, before: float, limit: int) -> int:
         # Every dict here is in the order its entries were made, which is roughly time order: walk from the
         # oldest and stop at the first entry that is recent enough.
-        removed = _prune_oldest(self._inbound, lambda item: item.message.received_at < before,
-                                lambda item: item.done, limit)
+        removed = _prune_oldest(self._claims, lambda received_at: received_at < before,
+                                lambda key, _: key not in self._inbound_pending, limit)
         removed += _prune_oldest(self._jobs, lambda state: state.job.run_at < before,
-                                 lambda state: state.state == "done", limit)
+                                 lambda _, state: state.state == "done", limit)
         removed += _prune_oldest(self._outbound, lambda record: (record.first_attempt_at or 0.0) < before,
-                                 lambda record: True, limit)
-        removed += _prune_oldest(self._statuses, lambda at: at < before, lambda at: True, limit)
+                                 lambda _, __: True, limit)
+        removed += _prune_oldest(self._statuses, lambda at: at < before, lambda _, __: True, limit)
         for pipe_id in [p.pipe_id for p in self._pipes.values() if p.expires_at < before][:limit]:
             del self._pipes[pipe_id]
             removed += 1
@@ -312,13 +329,13 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def _prune_oldest(entries: MutableMapping[K, V], old: Callable[[V], bool], finished: Callable[[V], bool],
+def _prune_oldest(entries: MutableMapping[K, V], old: Callable[[V], bool], finished: Callable[[K, V], bool],
                   limit: int) -> int:
     doomed: list[K] = []
     for key, value in entries.items():
         if len(doomed) >= limit or not old(value):
             break
-        if finished(value):
+        if finished(key, value):
             doomed.append(key)
     for key in doomed:
         del entries[key]
