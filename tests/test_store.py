@@ -381,3 +381,23 @@ async def test_retention_sweeper_prunes_everything_due_in_short_batches(pruning_
     assert await sweeper.sweep() == 25
     assert await sweeper.sweep() == 0
     assert await pruning_store.accept_inbound(message("SMrecent")) is False
+
+
+async def test_sqlite_checkpoints_in_the_background_so_the_database_file_stays_current(tmp_path: Path) -> None:
+    """The WAL is copied into the database file off the commit path: the file alone (without its WAL) soon
+    holds what was committed, although the writer's own automatic checkpoint would wait for ~40 MB of WAL."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'gw.db'}")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.accept_inbound(message(f"SM{i}", user=f"+1555{i:07d}")) for i in range(300)))
+        await asyncio.sleep(0.6)
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        (copy / "gw.db").write_bytes((tmp_path / "gw.db").read_bytes())
+        alone = sqlite3.connect(copy / "gw.db")
+        try:
+            assert alone.execute("SELECT COUNT(*) FROM inbound").fetchone()[0] == 300
+        finally:
+            alone.close()
+    finally:
+        await store.close()

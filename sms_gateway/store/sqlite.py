@@ -29,6 +29,7 @@ from sms_gateway.store.base import (
     gcra_reserve,
     inbound_key,
 )
+from sms_gateway.store.checkpoint import SAFETY_NET_PAGES, BackgroundCheckpointer
 
 T = TypeVar("T")
 
@@ -198,6 +199,7 @@ class SQLiteStore(Store):
         self._queue_lock = threading.Lock()
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]] = []
         self._flush_scheduled = False
+        self._checkpointer: BackgroundCheckpointer | None = None
 
     # Plumbing ---------------------------------------------------------------------------------
     # Group commit: operations queue up while the store thread commits; the thread then runs everything
@@ -266,6 +268,7 @@ class SQLiteStore(Store):
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                db.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_NET_PAGES}")
                 db.executescript(_SCHEMA)
                 _migrate(db)
             except sqlite3.Error as exc:
@@ -273,8 +276,19 @@ class SQLiteStore(Store):
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        checkpointer = BackgroundCheckpointer(self._path, self._synchronous)
+        try:
+            await checkpointer.start()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreUnavailable(f"sqlite: cannot open {self._path}: {exc}") from exc
+        self._checkpointer = checkpointer
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
+
         def disconnect() -> None:
             if self._db is not None:
                 self._db.close()
