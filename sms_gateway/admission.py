@@ -53,7 +53,7 @@ class AdaptiveLimit:
                 waiter.set_result(None)
 
     def late(self) -> None:
-        self.limit = max(float(self.minimum), self.limit * 0.75)
+        self.limit = max(float(self.minimum), self.limit * 0.5)
 
     def punctual(self) -> None:
         self.limit = min(float(self.maximum), self.limit + 1.0)
@@ -63,7 +63,7 @@ class AdaptiveLimit:
 class LoopLagGovernor:
     """Measures how late the loop runs a timer and tells the limits: late above `target_lag` seconds."""
 
-    def __init__(self, limits: list[AdaptiveLimit], *, interval: float = 0.025, target_lag: float = 0.004) -> None:
+    def __init__(self, limits: list[AdaptiveLimit], *, interval: float = 0.02, target_lag: float = 0.002) -> None:
         self.limits = limits
         self.interval = interval
         self.target_lag = target_lag
