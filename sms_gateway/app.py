@@ -11,7 +11,6 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from sms_gateway.admission import LoopLagGovernor
 from sms_gateway.config.model import Config, normalise_number
 from sms_gateway.conversation import ConversationDeps, Conversations
 from sms_gateway.engines.factory import create_engine
@@ -120,8 +119,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             app[JOBS] = jobs
             app[OUTBOX] = outbox
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
-                     asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run()),
-                     asyncio.create_task(LoopLagGovernor([worker.turn_slots]).run())]
+                     asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
             yield
             tasks[0].cancel()  # stop taking new inbound work, then let the turns in flight finish
             tasks[1].cancel()

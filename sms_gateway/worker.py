@@ -11,12 +11,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import structlog
 
-from sms_gateway.admission import AdaptiveLimit
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
 from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy, lease_loop, wait_without_cancelling
@@ -34,10 +31,10 @@ NEVER = 1e18
 class KeyedRunner:
     """Runs jobs sequentially per key and concurrently across keys, at most `concurrency` at once."""
 
-    def __init__(self, concurrency: int, slots: AbstractAsyncContextManager[Any] | None = None) -> None:
+    def __init__(self, concurrency: int) -> None:
         self._queues: dict[Hashable, deque[SessionTask]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = slots if slots is not None else asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
 
     def submit(self, key: Hashable, job: SessionTask) -> None:
         queue = self._queues.get(key)
@@ -93,9 +90,7 @@ class InboundWorker:
         self.conversations = conversations
         self.metrics = metrics
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # Turns yield to webhooks when the loop is late (see sms_gateway.admission).
-        self.turn_slots = AdaptiveLimit(concurrency)
-        self.runner = KeyedRunner(concurrency, self.turn_slots)
+        self.runner = KeyedRunner(concurrency)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
