@@ -203,9 +203,10 @@ class SQLiteStore(Store):
 
     # Plumbing ---------------------------------------------------------------------------------
     # Group commit: operations queue up while the store thread commits; the thread then runs everything
-    # queued in ONE transaction (each operation in its own savepoint, so one failing operation does not undo
-    # the others) and commits once. Every caller is answered only after the commit that holds its change,
-    # so durability is that of a commit per operation, at the cost of one fsync per batch.
+    # queued in ONE transaction (each operation that writes more than once in its own savepoint, so one
+    # failing operation does not undo the others) and commits once. Every caller is answered only after the
+    # commit that holds its change, so durability is that of a commit per operation, at the cost of one fsync
+    # per batch.
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, single_write: bool = False) -> T:
         """Run `fn` in the next batch. `single_write`: fn changes the database with at most one statement, its
         last, which SQLite undoes by itself if it fails (reads before it need no undoing), so fn needs no
