@@ -110,6 +110,16 @@ async def lease_loop(
         beating.cancel()
 
 
+async def sweep_forever(where: str, sweep: Callable[[], Awaitable[object]], interval: float) -> None:
+    """Run `sweep` every `interval` seconds until cancelled; an unavailable store is logged and tried again."""
+    while True:
+        try:
+            await sweep()
+        except StoreUnavailable as exc:
+            log.error("store_unavailable", where=where, error=str(exc))
+        await asyncio.sleep(interval)
+
+
 class LeaseHeartbeat:
     """Keeps the leases of work in flight alive (so a short lease still covers a long turn) and hands them
     back on shutdown (so another process takes the work at once instead of after the lease)."""

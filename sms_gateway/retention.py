@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import structlog
 
-from sms_gateway.store.base import RETENTION_SECONDS, Store, StoreUnavailable
+from sms_gateway.jobs import sweep_forever
+from sms_gateway.store.base import RETENTION_SECONDS, Store
 
 log = structlog.get_logger("sms_gateway.retention")
 
@@ -33,12 +34,7 @@ class RetentionSweeper:
         self.clock = clock
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except StoreUnavailable as exc:
-                log.error("store_unavailable", where="retention_sweeper", error=str(exc))
-            await asyncio.sleep(self.interval)
+        await sweep_forever("retention_sweeper", self.sweep, self.interval)
 
     async def sweep(self) -> int:
         total = 0

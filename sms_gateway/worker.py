@@ -16,7 +16,15 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
-from sms_gateway.jobs import JobKind, LeaseHeartbeat, Outcome, RetryPolicy, lease_loop, wait_without_cancelling
+from sms_gateway.jobs import (
+    JobKind,
+    LeaseHeartbeat,
+    Outcome,
+    RetryPolicy,
+    lease_loop,
+    sweep_forever,
+    wait_without_cancelling,
+)
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
@@ -190,12 +198,7 @@ class SessionSweeper:
         self._queued: set[str] = set()  # session ids whose expiry job has not run yet
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except StoreUnavailable as exc:
-                log.error("store_unavailable", where="session_sweeper", error=str(exc))
-            await asyncio.sleep(self.interval)
+        await sweep_forever("session_sweeper", self.sweep, self.interval)
 
     async def sweep(self) -> int:
         expired = await self.store.expired_sessions(time.time(), limit=500)
