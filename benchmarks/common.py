@@ -157,15 +157,20 @@ def runqueue_wait_seconds(pid: int) -> float | None:
     return total / 1e9
 
 
-def rss_kib(pid: int) -> int | None:
+def status_kib(pid: int, field: str) -> int | None:
+    """A KiB figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...); None when the process is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def rss_kib(pid: int) -> int | None:
+    return status_kib(pid, "VmRSS")
 
 
 def machine_cpu() -> tuple[float, float]:

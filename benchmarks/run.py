@@ -44,6 +44,7 @@ from benchmarks.common import (
     free_port,
     machine_cpu,
     rss_kib,
+    status_kib,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -668,14 +669,7 @@ def idle_cpu(proc: Proc, seconds: float) -> dict[str, Any]:
 
 
 def peak_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return status_kib(pid, "VmHWM")
 
 
 def parse_info(raw: Any) -> dict[str, str]:
