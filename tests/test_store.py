@@ -17,6 +17,7 @@ from sms_gateway.model import InboundMessage, Media, Session
 from sms_gateway.retention import RetentionSweeper
 from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
+from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
 from tests.redis_server import RedisServer, redis_available
 
@@ -98,6 +99,20 @@ async def test_expired_sessions(store: Store) -> None:
     await store.save_session(fresh)
     assert [s.session_id for s in await store.expired_sessions(150.0, 10)] == [old.session_id]
     assert len(await store.expired_sessions(300.0, 10)) == 2
+
+
+async def test_a_session_saved_many_times_expires_once_at_its_last_expiry(store: Store) -> None:
+    session = Session.new("+1500", "+1555000001", 10, now=100.0)
+    for turn in range(50):  # every turn saves the session and pushes its expiry later
+        session.last_activity = 100.0 + turn
+        await store.save_session(session)
+    if isinstance(store, MemoryStore):
+        assert len(store._expiries) == 1, "saves of one session do not pile up entries until they come due"
+    assert await store.expired_sessions(140.0, 10) == [], "due at 159, not at any earlier save's expiry"
+    assert [s.last_activity for s in await store.expired_sessions(160.0, 10)] == [149.0]
+    session.timeout_seconds = 1  # a shorter timeout brings the expiry forward
+    await store.save_session(session)
+    assert [s.session_id for s in await store.expired_sessions(150.5, 10)] == [session.session_id]
 
 
 async def test_sms_errors_are_popped_once_in_order(store: Store) -> None:
