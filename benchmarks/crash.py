@@ -129,7 +129,7 @@ async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> in
         run = Run(args, world, processes, store_url)
         people = users(args.users)
         per_user = -(-args.messages // args.users)
-        forms = []
+        forms: list[dict[str, str]] = []
         for k in range(per_user):  # interleaved: each user's messages in order, all users at once
             for u, user in enumerate(people):
                 if len(forms) < args.messages:
