@@ -104,13 +104,21 @@ class InboundWorker:
         self.poll_interval = poll_interval
         self._wakeup = asyncio.Event()
         self._in_flight: set[str] = set()
+        # Conversations with a turn leased here and not finished -> how many (a lease lost and taken again
+        # can make two).
+        self._conversations_in_flight: dict[tuple[str, str], int] = {}
         self.heartbeat = LeaseHeartbeat(
             "inbound", lambda: self._in_flight,
             lambda keys, until: self.store.extend_inbound_leases(self.owner, keys, until), lease_seconds,
         )
 
-    def notify(self) -> None:
-        self._wakeup.set()
+    def notify(self, accepted: InboundMessage | None = None) -> None:
+        """Work may be waiting: lease now. Not for a message just accepted whose conversation has a turn running
+        here: that turn's message is its conversation's head until it ends, and its end wakes the leasing, so
+        waking now would only cost a lease that finds nothing (once per message a busy user sends)."""
+        if accepted is None or session_key(accepted.tenant_number, accepted.user_number) \
+                not in self._conversations_in_flight:
+            self._wakeup.set()
 
     async def run(self) -> None:
         await lease_loop("inbound_worker", self._lease, self._wakeup, self.poll_interval, self.heartbeat)
@@ -124,11 +132,12 @@ class InboundWorker:
         for record in fresh:
             self._in_flight.add(record.key)
             self.metrics.inbound_in_flight.inc()
-            self.runner.submit(session_key(record.message.tenant_number, record.message.user_number),
-                               self._job(record))
+            conversation = session_key(record.message.tenant_number, record.message.user_number)
+            self._conversations_in_flight[conversation] = self._conversations_in_flight.get(conversation, 0) + 1
+            self.runner.submit(conversation, self._job(record, conversation))
         return len(fresh)
 
-    def _job(self, record: InboundRecord) -> SessionTask:
+    def _job(self, record: InboundRecord, conversation: tuple[str, str]) -> SessionTask:
         async def job() -> None:
             try:
                 tokens = structlog.contextvars.bind_contextvars(message_id=record.message.message_id)
@@ -144,6 +153,9 @@ class InboundWorker:
                 log.error("store_unavailable", where="turn", error=str(exc), message_id=record.message.message_id)
             finally:
                 self._in_flight.discard(record.key)
+                left = self._conversations_in_flight.pop(conversation, 1) - 1
+                if left > 0:
+                    self._conversations_in_flight[conversation] = left
                 self.metrics.inbound_in_flight.dec()
                 self._wakeup.set()  # the conversation's next message can be leased now
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
-from sms_gateway.worker import KeyedRunner
+from sms_gateway.metrics import Metrics
+from sms_gateway.model import InboundMessage
+from sms_gateway.store.base import InboundRecord
+from sms_gateway.store.sqlite import SQLiteStore
+from sms_gateway.worker import InboundWorker, KeyedRunner
 
 
 async def test_same_key_in_order_one_at_a_time_other_keys_concurrently() -> None:
@@ -68,3 +74,65 @@ async def test_concurrency_is_bounded() -> None:
         runner.submit(key, job)
     await runner.join()
     assert peak == 3
+
+
+class _SlowTurns:
+    """Stands in for Conversations: records each message's turn; user A's first turn waits for `release`."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+        self.first_started = asyncio.Event()
+
+    async def handle_inbound(self, message: InboundMessage) -> bool:
+        self.started.append(message.text)
+        if message.text == "a0":
+            self.first_started.set()
+            await self.release.wait()
+        return True
+
+
+class _CountingLeases(SQLiteStore):
+    leases = 0
+
+    async def lease_inbound(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[InboundRecord]:
+        self.leases += 1
+        return await super().lease_inbound(owner, limit, lease_seconds, now)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_messages_behind_a_running_turn_cost_no_lease_each_and_run_in_order_after_it(tmp_path: Path) -> None:
+    store = _CountingLeases(f"sqlite:///{tmp_path / 'gw.db'}")
+    await store.open()
+    turns = _SlowTurns()
+    worker = InboundWorker(store, turns, Metrics(), poll_interval=30.0)  # type: ignore[arg-type]
+    running = asyncio.create_task(worker.run())
+
+    async def webhook(user: str, text: str) -> None:  # what the inbound webhook does once it has parsed one
+        message = InboundMessage("twilio", f"SM{user}{text}", "+15005550006", user, text, ())
+        assert await store.accept_inbound(message)
+        worker.notify(message)
+
+    try:
+        await webhook("+15550000001", "a0")
+        await asyncio.wait_for(turns.first_started.wait(), 5.0)
+        leases_before = store.leases
+        for n in range(1, 21):  # the user goes on texting while the engine works on the first message
+            await webhook("+15550000001", f"a{n}")
+        await webhook("+15550000002", "b0")  # another user's message is leased at once all the same
+        await _until(lambda: "b0" in turns.started)
+        assert store.leases - leases_before <= 3, "not one lease per message queued behind the running turn"
+        turns.release.set()
+        await _until(lambda: len(turns.started) == 22)
+        assert [t for t in turns.started if t.startswith("a")] == [f"a{n}" for n in range(21)]
+        assert await store.pending_inbound_count() == 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.stop()
+        await store.close()

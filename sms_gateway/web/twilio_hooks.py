@@ -105,7 +105,7 @@ async def receive_message(request: web.Request) -> web.StreamResponse:
         log.error("store_unavailable", where="inbound_webhook", error=str(exc))
         return reject("store_unavailable", json_error(503, "storeUnavailable", "message store unavailable"))
     if accepted:
-        request.app[WORKER].notify()
+        request.app[WORKER].notify(message)
         log.info("inbound_accepted", message_id=message.message_id, media=len(message.media),
                  user=message.user_number)
     else:
