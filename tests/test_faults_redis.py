@@ -190,21 +190,34 @@ async def test_two_processes_share_the_load_and_keep_each_users_turns_in_order(
 
 async def test_the_per_sender_rate_limit_is_shared_by_two_processes(world: World, redis: RedisServer) -> None:
     """5 messages/s for the tenant's number (burst 5): 20 replies, whichever process sends them, take ~3 s
-    (20 - 5 in the burst, then 5/s); a limit per process would let them out in ~1 s."""
+    (20 - 5 in the burst, then 5/s); a limit per process would let them out in ~1 s.
+
+    Which process sends a reply is whichever leases its job first; on a loaded machine one process now and then
+    sends all 20, which says nothing about sharing, so such a round is run again (at most three rounds)."""
     limits = {"numbers": {"+15005550001": 5}}
     a = await world.gateways.start("a", store_url=redis.url, rate_limits=limits)
     b = await world.gateways.start("b", store_url=redis.url, rate_limits=limits)
-    results = await asyncio.gather(*(world.deliver((a, b)[i % 2], f"rate {i}", u) for i, u in enumerate(users(20))))
-    assert [s for _, s in results] == [200] * 20
-    answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=0.5)
-    stamps = sorted(world.twilio.sent_at)
-    spread = stamps[-1] - stamps[0]
-    by_process = {gw.name: sum(1 for e in gw.log_events() if e.get("event") == "message_sent") for gw in (a, b)}
-    tally = world.tally("redis shared rate limit 5/s")
-    tally.extra.update(spread_s=round(spread, 2), sends_by_process=by_process)
-    tally.report()
-    assert answered == 20 and duplicated == 0 and lost == []
-    assert all(by_process.values()), by_process
+
+    def sends_by_process() -> dict[str, int]:
+        return {gw.name: sum(1 for e in gw.log_events() if e.get("event") == "message_sent") for gw in (a, b)}
+
+    for round_no in range(3):
+        before, first = sends_by_process(), len(world.twilio.sent_at)
+        results = await asyncio.gather(*(world.deliver((a, b)[i % 2], f"rate {round_no} {i}", u)
+                                         for i, u in enumerate(users(20))))
+        assert [s for _, s in results] == [200] * 20
+        answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=0.5)
+        assert answered == 20 * (round_no + 1) and duplicated == 0 and lost == []
+        stamps = sorted(world.twilio.sent_at[first:])
+        spread = stamps[-1] - stamps[0]
+        by_process = {name: count - before[name] for name, count in sends_by_process().items()}
+        tally = world.tally(f"redis shared rate limit 5/s, round {round_no}")
+        tally.extra.update(spread_s=round(spread, 2), sends_by_process=by_process)
+        tally.report()
+        if all(by_process.values()):
+            break
+        await asyncio.sleep(1.2)  # the burst refills before the next round
+    assert all(by_process.values()), f"one process sent every reply in three rounds: {by_process}"
     assert 2.5 <= spread <= 6.0, f"20 sends at 5/s (burst 5) across two processes took {spread:.2f}s"
 
 
