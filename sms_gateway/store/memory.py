@@ -220,6 +220,7 @@ class MemoryStore(Store):
 
     async def expired_sessions(self, now: float, limit: int) -> list[Session]:
         due: list[tuple[float, tuple[str, str], str]] = []
+        due_pairs: set[tuple[str, str]] = set()  # an expiry brought forward leaves two entries
         while self._expiries and self._expiries[0][0] <= now and len(due) < limit:
             entry = heapq.heappop(self._expiries)
             _, pair, session_id = entry
@@ -228,7 +229,8 @@ class MemoryStore(Store):
                 continue  # deleted, or replaced by another session (which has its own entry)
             if stored.expires_at > now:  # saved since: due later
                 heapq.heappush(self._expiries, (stored.expires_at, pair, session_id))
-            elif all(pair != other for _, other, _ in due):  # an expiry brought forward leaves two entries
+            elif pair not in due_pairs:
+                due_pairs.add(pair)
                 due.append((stored.expires_at, pair, session_id))
         for entry in due:  # still there until the session is deleted or saved again
             heapq.heappush(self._expiries, entry)
