@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import FAILED_REPLY, ROOT, World, fault_world, reply_for, users
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +37,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def leased_sids(db: Path) -> set[str]:

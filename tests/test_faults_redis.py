@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import redis as redis_sync
 
 from tests.procs import GatewayProcess, World, fault_world, reply_for, users
 from tests.redis_server import RedisServer, redis_available
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +38,6 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with fault_world(tmp_path / "world") as w:
         yield w
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def ready_again(gw: GatewayProcess, timeout: float = 15.0) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 from sms_gateway.metrics import Metrics
@@ -11,6 +10,7 @@ from sms_gateway.model import InboundMessage
 from sms_gateway.store.base import InboundRecord
 from sms_gateway.store.sqlite import SQLiteStore
 from sms_gateway.worker import InboundWorker, KeyedRunner
+from tests.waiting import until
 
 
 async def test_same_key_in_order_one_at_a_time_other_keys_concurrently() -> None:
@@ -100,12 +100,6 @@ class _CountingLeases(SQLiteStore):
         return await super().lease_inbound(owner, limit, lease_seconds, now)
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def test_messages_behind_a_running_turn_cost_no_lease_each_and_run_in_order_after_it(tmp_path: Path) -> None:
     store = _CountingLeases(f"sqlite:///{tmp_path / 'gw.db'}")
     await store.open()
@@ -125,10 +119,10 @@ async def test_messages_behind_a_running_turn_cost_no_lease_each_and_run_in_orde
         for n in range(1, 21):  # the user goes on texting while the engine works on the first message
             await webhook("+15550000001", f"a{n}")
         await webhook("+15550000002", "b0")  # another user's message is leased at once all the same
-        await _until(lambda: "b0" in turns.started)
+        await until(lambda: "b0" in turns.started, 5.0, "the other user's turn")
         assert store.leases - leases_before <= 3, "not one lease per message queued behind the running turn"
         turns.release.set()
-        await _until(lambda: len(turns.started) == 22)
+        await until(lambda: len(turns.started) == 22, 5.0, "every turn")
         assert [t for t in turns.started if t.startswith("a")] == [f"a{n}" for n in range(21)]
         assert await store.pending_inbound_count() == 0
     finally:
