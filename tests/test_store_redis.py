@@ -499,3 +499,37 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
         expected = await calls(memory)
         got = await calls(pick_store())
         assert got == expected, f"seed {seed}, step {step}, op {op}"
+
+
+async def test_after_a_redis_restart_only_the_first_call_fails_not_one_per_pooled_connection(tmp_path: Path) -> None:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        store = RedisStore(server.url)
+        await store.open()
+        try:
+            held = asyncio.Event()
+
+            async def busy() -> None:  # 20 calls at once: 20 connections in the pool
+                await held.wait()
+                await store.pending_inbound_count()
+
+            tasks = [asyncio.create_task(busy()) for _ in range(20)]
+            await asyncio.sleep(0)
+            held.set()
+            await asyncio.gather(*tasks)
+            server.stop()
+            server.start()
+            failed = 0
+            for _ in range(3):  # what the first operations after the restart meet
+                try:
+                    await store.ping()
+                    break
+                except StoreUnavailable:
+                    failed += 1
+            assert failed <= 1
+            outcomes = await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)),
+                                            return_exceptions=True)
+            assert [o for o in outcomes if isinstance(o, Exception)] == [], "stale pooled connections were used"
+        finally:
+            await store.close()

@@ -13,7 +13,9 @@ provider retries its webhook).
 
 Errors: every Redis failure (down, restarting, loading, out of memory, read-only replica, timeout) is raised
 as `StoreUnavailable`, including from `open()`: a process started while Redis is down fails clearly (or
-retries) instead of half-starting. Once open, the client reconnects by itself when Redis comes back.
+retries) instead of half-starting. Once open, the client reconnects by itself when Redis comes back: the
+first call to meet a lost connection closes the pool's idle ones too, so a restart costs one failed call, not
+one per pooled connection.
 
 Durability is Redis's: run it with `appendonly yes` (and `appendfsync always` if a power cut must not lose the
 last second of acknowledged webhooks). Standalone Redis or Sentinel; not Redis Cluster (scripts touch keys
@@ -25,6 +27,7 @@ for a user who never comes back are kept as long; a pipe is kept until 7 days af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
@@ -35,6 +38,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sms_gateway.model import JSON, InboundMessage, Session
@@ -578,10 +582,21 @@ class RedisStore(Store):
                 return await awaitable
         except TimeoutError as exc:
             raise StoreUnavailable(f"redis: no answer within {self._operation_timeout:g} s") from exc
+        except RedisConnectionError as exc:
+            await self._drop_idle_connections()
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:  # a socket error redis-py did not wrap
+            await self._drop_idle_connections()
             raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _drop_idle_connections(self) -> None:
+        """A lost connection most often means Redis restarted: the pool's idle connections are dead too, and
+        each would fail its next operation (one 503 per pooled connection). Closed now, they reconnect on use."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.disconnect(inuse_connections=False)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         client = self._redis  # StoreUnavailable when not open
