@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,35 +207,42 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
     return calls
 
 
-async def test_redis_down_is_unavailable_fast_and_restart_loses_nothing(tmp_path: Path) -> None:
+@asynccontextmanager
+async def restartable(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisStore]]:
+    """A Redis of the test's own that keeps its data across a restart, and an open store on it."""
     if not redis_available():
         pytest.skip("redis-server is not installed")
     with RedisServer(tmp_path / "redis", appendonly=True) as server:
         store = RedisStore(server.url)
         await store.open()
         try:
-            for i in range(3):
-                assert await store.accept_inbound(message(f"SM{i}", user=f"+1555000000{i}")) is True
-            await store.enqueue_job(Job("j1", "send", {"n": 1}, order_key="u"))
-            await store.save_session(Session.new("+1500", "+1555", 60, now=0.0))
-
-            server.stop()
-            for name, call in every_method(store).items():
-                started = time.monotonic()
-                with pytest.raises(StoreUnavailable):
-                    await call()
-                assert time.monotonic() - started < 3.0, name
-
-            server.start()
-            assert server.port == int(server.url.rsplit(":", 1)[1].split("/")[0])
-            await store.ping()  # the same store object, not reopened
-            assert await store.accept_inbound(message("SM1", user="+15550000001")) is False, "claims survived"
-            leased = await store.lease_inbound("w", 10, 30, 0.0)
-            assert [r.message.message_id for r in leased] == ["SM0", "SM1", "SM2"]
-            assert [j.job_id for j in await store.lease_jobs("w", 10, 30, 0.0)] == ["j1"]
-            assert await store.load_session("+1500", "+1555") is not None
+            yield server, store
         finally:
             await store.close()
+
+
+async def test_redis_down_is_unavailable_fast_and_restart_loses_nothing(tmp_path: Path) -> None:
+    async with restartable(tmp_path) as (server, store):
+        for i in range(3):
+            assert await store.accept_inbound(message(f"SM{i}", user=f"+1555000000{i}")) is True
+        await store.enqueue_job(Job("j1", "send", {"n": 1}, order_key="u"))
+        await store.save_session(Session.new("+1500", "+1555", 60, now=0.0))
+
+        server.stop()
+        for name, call in every_method(store).items():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call()
+            assert time.monotonic() - started < 3.0, name
+
+        server.start()
+        assert server.port == int(server.url.rsplit(":", 1)[1].split("/")[0])
+        await store.ping()  # the same store object, not reopened
+        assert await store.accept_inbound(message("SM1", user="+15550000001")) is False, "claims survived"
+        leased = await store.lease_inbound("w", 10, 30, 0.0)
+        assert [r.message.message_id for r in leased] == ["SM0", "SM1", "SM2"]
+        assert [j.job_id for j in await store.lease_jobs("w", 10, 30, 0.0)] == ["j1"]
+        assert await store.load_session("+1500", "+1555") is not None
 
 
 async def test_open_while_redis_is_down_raises_store_unavailable() -> None:
@@ -502,34 +510,18 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
 
 
 async def test_after_a_redis_restart_only_the_first_call_fails_not_one_per_pooled_connection(tmp_path: Path) -> None:
-    if not redis_available():
-        pytest.skip("redis-server is not installed")
-    with RedisServer(tmp_path / "redis", appendonly=True) as server:
-        store = RedisStore(server.url)
-        await store.open()
-        try:
-            held = asyncio.Event()
-
-            async def busy() -> None:  # 20 calls at once: 20 connections in the pool
-                await held.wait()
-                await store.pending_inbound_count()
-
-            tasks = [asyncio.create_task(busy()) for _ in range(20)]
-            await asyncio.sleep(0)
-            held.set()
-            await asyncio.gather(*tasks)
-            server.stop()
-            server.start()
-            failed = 0
-            for _ in range(3):  # what the first operations after the restart meet
-                try:
-                    await store.ping()
-                    break
-                except StoreUnavailable:
-                    failed += 1
-            assert failed <= 1
-            outcomes = await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)),
-                                            return_exceptions=True)
-            assert [o for o in outcomes if isinstance(o, Exception)] == [], "stale pooled connections were used"
-        finally:
-            await store.close()
+    async with restartable(tmp_path) as (server, store):
+        await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)))  # 20 connections in the pool
+        server.stop()
+        server.start()
+        failed = 0
+        for _ in range(3):  # what the first operations after the restart meet
+            try:
+                await store.ping()
+                break
+            except StoreUnavailable:
+                failed += 1
+        assert failed <= 1
+        outcomes = await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)),
+                                        return_exceptions=True)
+        assert [o for o in outcomes if isinstance(o, Exception)] == [], "stale pooled connections were used"
