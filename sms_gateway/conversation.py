@@ -49,24 +49,32 @@ class Conversations:
         self.deps = deps
 
     # Entry points ------------------------------------------------------------------------------
-    async def handle_inbound(self, message: InboundMessage) -> bool:
-        """Run the message's turn; False when the engine could not answer it (the user got the failure reply)."""
+    async def handle_inbound(self, message: InboundMessage, *, inbound_key: str | None = None) -> bool:
+        """Run the message's turn; False when the engine could not answer it (the user got the failure reply).
+
+        With `inbound_key` (the stored message's), a message this returns True for is marked processed, by the
+        turn's own last write where there is a turn.
+        """
         d = self.deps
         tenant = d.config.tenant_for(message.tenant_number)
         if tenant is None:  # the tenant was removed from the config after the message was stored
             log.warning("inbound_dropped", reason="no tenant", message_id=message.message_id)
+            await self._complete(inbound_key)
             return True
         now = d.clock()
-        pipe = await d.store.pipe_for(tenant.phone_number, message.user_number, now)
-        if pipe is not None:  # during a call: the message belongs to Voice Gateway, never to the engine
+        start = await d.store.begin_turn(tenant.phone_number, message.user_number, now)
+        if start.pipe is not None:  # during a call: the message belongs to Voice Gateway, never to the engine
+            pipe = start.pipe
             if await d.store.enqueue_job(relay_job(pipe, message)):
                 d.notify_outbox()
             log.info("inbound_relayed", message_id=message.message_id, pipe_id=pipe.pipe_id, user=message.user_number)
             d.metrics.turns.labels("relayed").inc()
+            await self._complete(inbound_key)
             return True
-        session = await d.store.load_session(tenant.phone_number, message.user_number)
+        session, errors = start.session, start.errors
         if session is not None and session.is_expired(now):
-            await self._end_expired(tenant, session)
+            if await self._end_expired(tenant, session, errors):
+                errors = []  # the timeout turn gave them to the engine
             session = None
         if session is None:
             if not tenant.allow_session_create_via_sms:
@@ -75,6 +83,9 @@ class Conversations:
                     message_id=message.message_id, user=message.user_number,
                 )
                 d.metrics.turns.labels("no_session").inc()
+                for error in errors:  # no turn saw them: they wait for the pair's next one
+                    await d.store.push_sms_error(tenant.phone_number, message.user_number, error)
+                await self._complete(inbound_key)
                 return True
             session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
             log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
@@ -82,9 +93,14 @@ class Conversations:
         text = chosen_option(message.text, session.pending_options) or message.text
         self._transcript("in", message.text, session)
         turn_id = f"in:{message.provider}:{message.message_id}"
-        answered = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id)
+        answered = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id, errors=errors,
+                                       inbound_key=inbound_key)
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
         return answered
+
+    async def _complete(self, inbound_key: str | None) -> None:
+        if inbound_key is not None:
+            await self.deps.store.complete_inbound(inbound_key)
 
     async def expire_session(self, tenant_number: str, user_number: str, session_id: str) -> None:
         """The sweeper's job: end a session whose inactivity timeout has passed (if it still has)."""
@@ -107,17 +123,24 @@ class Conversations:
         *,
         turn_id: str,
         final: bool = False,
+        errors: list[JSON] | None = None,
+        inbound_key: str | None = None,
     ) -> bool:
         """Run the turn and, while the dialog asks for it, the no-input turns that follow it.
 
         Returns False when the engine did not answer the first turn.
+
+        `errors`: the smsErrors for the first turn, already taken from the store (else the turn takes them).
+        `inbound_key`: the stored message this turn answers; marked processed with the session's save when the
+        engine answered (not with `final`, whose caller ends the session).
 
         `turn_id` names the cause of the turn (an inbound message id, a timeout); the ids of the messages it
         sends derive from it, so running the same turn again after a crash does not send its replies twice.
         """
         answered = True
         for chained in range(MAX_CHAINED_TURNS):
-            plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final)
+            plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final,
+                                        errors=errors if chained == 0 else None)
             if chained == 0:
                 answered = plan is not None
             if final:
@@ -129,18 +152,19 @@ class Conversations:
             text, media = NO_INPUT_TURN_TEXT, ()
         else:
             log.warning("no_input_turns_capped", session_id=session.session_id, limit=MAX_CHAINED_TURNS)
-        if plan is not None and plan.terminate:
-            await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
+        ended = plan is not None and plan.terminate
+        await self.deps.store.end_turn(session, ended=ended, inbound_key=inbound_key if answered else None)
+        if ended:
             log.info("session_ended", session_id=session.session_id, reason="terminateSession")
-        else:
-            await self.deps.store.save_session(session)
         return answered
 
     async def _one_turn(
-        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool
+        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool,
+        errors: list[JSON] | None,
     ) -> TurnPlan | None:
         d = self.deps
-        errors = await d.store.pop_sms_errors(session.tenant_number, session.user_number)
+        if errors is None:
+            errors = await d.store.pop_sms_errors(session.tenant_number, session.user_number)
         state = build_state(session, media, errors)
         texts: list[str] = []
         combined = TurnPlan()
@@ -282,13 +306,16 @@ class Conversations:
         return queued, errors
 
     # Session end -------------------------------------------------------------------------------
-    async def _end_expired(self, tenant: TenantConfig, session: Session) -> None:
+    async def _end_expired(self, tenant: TenantConfig, session: Session, errors: list[JSON] | None = None) -> bool:
+        """End the timed-out session, with its timeout turn if the tenant asks for one (given `errors`, the
+        smsErrors already taken from the store, else taking them itself). True if that turn ran."""
         self.deps.metrics.sessions_expired.inc()
         log.info("session_ended", session_id=session.session_id, reason="timeout")
         if tenant.notify_on_session_timeout:
             await self.run_turn(tenant, session, RESPONSE_TIMEOUT_TEXT, (), turn_id=f"timeout:{session.session_id}",
-                                final=True)
+                                final=True, errors=errors)
         await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
+        return tenant.notify_on_session_timeout
 
     # Logging helpers ---------------------------------------------------------------------------
     def _transcript(self, direction: str, text: str, session: Session) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from sms_gateway.metrics import Metrics
-from sms_gateway.store.base import Job, Store, StoreUnavailable
+from sms_gateway.store.base import Job, OutboundRecord, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.jobs")
 
@@ -29,10 +29,11 @@ class Outcome:
     state: str  # "done" | "retry" | "failed"
     error: str | None = None
     retry_after: float | None = None
+    sent: OutboundRecord | None = None  # a send's record, written with the job's completion in one go
 
     @classmethod
-    def done(cls) -> Outcome:
-        return cls("done")
+    def done(cls, sent: OutboundRecord | None = None) -> Outcome:
+        return cls("done", sent=sent)
 
     @classmethod
     def retry(cls, error: str, retry_after: float | None = None) -> Outcome:
@@ -234,7 +235,10 @@ class JobWorker:
     async def _settle(self, job: Job, kind: JobKind, outcome: Outcome) -> None:
         self.metrics.jobs.labels(job.kind, outcome.state).inc()
         if outcome.state == "done":
-            await self.store.complete_job(job.job_id)
+            if outcome.sent is not None:
+                await self.store.complete_send(job.job_id, outcome.sent)
+            else:
+                await self.store.complete_job(job.job_id)
             return
         error = outcome.error or "failed"
         if outcome.state == "retry" and job.attempts < kind.policy.max_attempts:

@@ -61,6 +61,12 @@ def may_have_been_sent(last_error: str | None) -> bool:
     return not (code.isdigit() and (400 <= int(code) < 500 or code.startswith("21")))
 
 
+def _record(message: OutboundMessage, provider_id: str | None, pipe: JSON | None, first_attempt_at: float
+            ) -> OutboundRecord:
+    return OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id,
+                          provider_id, pipe, first_attempt_at)
+
+
 def error_parts(error: str) -> tuple[str, str]:
     code, _, message = error.partition(": ")
     return code, message or code
@@ -120,8 +126,7 @@ class Outbox:
             if sid is not None:
                 log.info("send_found_at_provider", message_id=message.message_id, provider_id=sid,
                          reason="an earlier attempt's outcome was unknown; not sending it twice")
-                await self._record(message, sid, pipe, previous.first_attempt_at or time.time())
-                return Outcome.done()
+                return Outcome.done(sent=_record(message, sid, pipe, previous.first_attempt_at or time.time()))
         rate = sender_rate(message.tenant_number, self.rates)
         wait = await self.store.reserve_send_slot(f"send:{tenant_key}", rate.per_second, rate.burst, time.time())
         if wait > MAX_INLINE_WAIT_SECONDS:
@@ -131,7 +136,7 @@ class Outbox:
         first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else time.time()
         # Written before the request leaves: a status callback can arrive before Twilio's answer, and a crash
         # from here on is an unknown outcome that the next attempt checks at Twilio before sending again.
-        await self._record(message, None, pipe, first_attempt_at)
+        await self.store.record_outbound(_record(message, None, pipe, first_attempt_at))
         started = time.perf_counter()
         result = await sender.send(message, self.status_callback_url(message.message_id))
         elapsed = time.perf_counter() - started
@@ -140,10 +145,11 @@ class Outbox:
         kind = "mms" if message.media_urls else "sms"
         if result.ok:
             self.metrics.sends.labels("sent", kind).inc()
-            await self._record(message, result.provider_message_id, pipe, first_attempt_at)
             log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
                      session_id=message.session_id, media=len(message.media_urls), user=message.user_number)
-            return Outcome.done()
+            # Recorded with the job's completion, in one write: a crash before it leaves the job leased and the
+            # record without the provider's id, so the next attempt asks the provider before sending again.
+            return Outcome.done(sent=_record(message, result.provider_message_id, pipe, first_attempt_at))
         self.metrics.sends.labels("failed", kind).inc()
         self.metrics.errors.labels("send").inc()
         error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
@@ -157,13 +163,6 @@ class Outbox:
                 retry_after = max(retry_after or 0.0, self.settle_seconds.get(tenant_key, 0.0))
             return Outcome.retry(error, retry_after=retry_after)
         return Outcome.failed(error)
-
-    async def _record(self, message: OutboundMessage, provider_id: str | None, pipe: JSON | None,
-                      first_attempt_at: float) -> None:
-        await self.store.record_outbound(OutboundRecord(
-            message.message_id, message.tenant_number, message.user_number, message.session_id, provider_id, pipe,
-            first_attempt_at,
-        ))
 
     async def dead(self, job: Job, error: str) -> None:
         code, message = error_parts(error)

@@ -142,12 +142,12 @@ class InboundWorker:
             try:
                 tokens = structlog.contextvars.bind_contextvars(message_id=record.message.message_id)
                 try:
-                    answered = await self.conversations.handle_inbound(record.message)
+                    answered = await self.conversations.handle_inbound(record.message, inbound_key=record.key)
                 finally:  # bound_contextvars() does the same at twice the cost: this runs on every turn
                     structlog.contextvars.reset_contextvars(**tokens)
-                if not answered:
+                if not answered:  # (an answered message was marked processed by its turn)
                     await self._dead_letter_turn(record)
-                await self.store.complete_inbound(record.key)
+                    await self.store.complete_inbound(record.key)
             except StoreUnavailable as exc:
                 # Left leased: after the lease runs out it is picked up again.
                 log.error("store_unavailable", where="turn", error=str(exc), message_id=record.message.message_id)

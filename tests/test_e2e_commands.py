@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sms_gateway.config.model import Config
+from sms_gateway.model import Session
 from tests.fakes.watson import text_output
 from tests.harness import USER, V1, V2, running_gateway
 
@@ -218,6 +222,37 @@ async def test_send_failure_becomes_sms_error_on_the_next_turn_once(tmp_path: Pa
         assert second["smsError"]["code"] == "21610"
         assert "unsubscribed" in second["smsError"]["message"]
         assert "smsError" not in third, "reported once, then removed from the context"
+
+
+@pytest.mark.parametrize("notify", [True, False])
+async def test_an_sms_error_waiting_when_the_session_timed_out_reaches_the_engine_once(
+    tmp_path: Path, notify: bool
+) -> None:
+    # No sweeper in the way: the user's message itself finds the session timed out.
+    async with running_gateway(tmp_path, tenant_overrides={"notify_on_session_timeout": notify},
+                               sweep_interval=3600) as gw:
+        await gw.store.save_session(Session.new(V1, USER, 60, now=time.time() - 120))
+        await gw.store.push_sms_error(V1, USER, {"code": "30007", "message": "filtered"})
+        await gw.sms("back again")
+        await gw.settle()
+        requests = gw.watson.of_kind("v1")
+        texts = [r.json["input"]["text"] for r in requests]
+        errors = [r.json["context"].get("smsError") for r in requests]
+        if notify:  # the timeout turn, the last of the old session, is the next turn: it gets the error
+            assert texts == ["smsResponseTimeout", "back again"]
+            assert [e and e["code"] for e in errors] == ["30007", None]
+        else:  # no timeout turn: the new session's first turn gets it
+            assert texts == ["back again"] and errors[0]["code"] == "30007"
+        assert await gw.store.pop_sms_errors(V1, USER) == []
+
+
+async def test_an_sms_error_waits_while_a_stranger_is_ignored(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, tenant_overrides={"allow_session_create_via_sms": False}) as gw:
+        await gw.store.push_sms_error(V1, USER, {"code": "30007", "message": "filtered"})
+        await gw.sms("anyone there?")
+        await gw.settle()
+        assert gw.watson.requests == []
+        assert await gw.store.pop_sms_errors(V1, USER) == [{"code": "30007", "message": "filtered"}]
 
 
 async def test_provider_429_and_500_are_retried(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from sms_gateway.model import InboundMessage, Media, Session
 from sms_gateway.retention import RetentionSweeper
-from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
+from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable, TurnStart
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
@@ -295,6 +295,54 @@ async def test_one_conversation_is_leased_one_message_at_a_time_in_order(store: 
     # The same conversation with the tenant number written differently is still one conversation.
     await store.accept_inbound(InboundMessage("twilio", "SMc0", "15005550006", "+15550000001", "x"))
     assert await store.lease_inbound("c", 10, 30, now) == []
+
+
+async def test_a_turn_begins_with_the_pipe_or_else_the_session_and_its_waiting_errors_taken(store: Store) -> None:
+    session = Session.new("+1500", "+1555", 60, now=0.0)
+    await store.save_session(session)
+    await store.push_sms_error("+1500", "+1555", {"code": "30007"})
+    pipe = Pipe("p1", "+1500", "+1555", "http://vgw.example.com/sms", created_at=0.0, expires_at=100.0)
+    await store.save_pipe(pipe)
+    during_call = await store.begin_turn("+1500", "+1555", now=50.0)
+    assert (during_call.pipe, during_call.session, during_call.errors) == (pipe, None, [])
+    after_call = await store.begin_turn("+1500", "+1555", now=100.0)
+    assert (after_call.pipe, after_call.session, after_call.errors) == (None, session, [{"code": "30007"}])
+    assert (await store.begin_turn("+1500", "+1555", now=100.0)).errors == [], "taken once"
+    assert await store.begin_turn("+1500", "+1999", now=0.0) == TurnStart(None, None, [])
+
+
+async def test_a_turn_ends_with_its_session_saved_or_deleted_and_its_message_processed(store: Store) -> None:
+    for sid in ("SMa0", "SMa1"):
+        await store.accept_inbound(message(sid, user="+15550000001"))
+    now = time.time()
+    [first] = await store.lease_inbound("w", 10, 30, now)
+    session = Session.new("+15005550006", "+15550000001", 60, now=now)
+    session.user_data = {"turn": 1}
+    await store.end_turn(session, ended=False, inbound_key=first.key)
+    assert await store.load_session("+15005550006", "+15550000001") == session
+    [second] = await store.lease_inbound("w", 10, 30, now)
+    assert second.message.message_id == "SMa1", "the conversation's next message is free once the turn ended"
+    assert await store.accept_inbound(message("SMa0", user="+15550000001")) is False, "still claimed"
+
+    replaced = Session.new("+15005550006", "+15550000001", 60, now=now)  # e.g. by the REST API meanwhile
+    await store.save_session(replaced)
+    await store.end_turn(session, ended=True, inbound_key=None)
+    assert await store.load_session("+15005550006", "+15550000001") == replaced, "only this turn's session ends"
+    assert await store.pending_inbound_count() == 1, "without a key no message is marked processed"
+    await store.end_turn(replaced, ended=True, inbound_key=second.key)
+    assert await store.load_session("+15005550006", "+15550000001") is None
+    assert await store.pending_inbound_count() == 0
+
+
+async def test_a_send_completes_with_its_provider_id_recorded(store: Store) -> None:
+    await store.enqueue_job(Job("mg1", "send", {}, order_key="userA", run_at=0.0))
+    await store.enqueue_job(Job("mg2", "send", {}, order_key="userA", run_at=0.0))
+    [job] = await store.lease_jobs("w", 10, 30, now=1.0)
+    await store.record_outbound(OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0))
+    await store.complete_send(job.job_id, OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0))
+    assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0)
+    assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=1.0)] == ["mg2"], "mg1 is done"
+    assert await store.pending_job_count() == 1
 
 
 async def test_leases_are_renewed_and_handed_back_by_their_owner_only(store: Store) -> None:

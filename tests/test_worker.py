@@ -79,16 +79,19 @@ async def test_concurrency_is_bounded() -> None:
 class _SlowTurns:
     """Stands in for Conversations: records each message's turn; user A's first turn waits for `release`."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
         self.release = asyncio.Event()
         self.started: list[str] = []
         self.first_started = asyncio.Event()
 
-    async def handle_inbound(self, message: InboundMessage) -> bool:
+    async def handle_inbound(self, message: InboundMessage, *, inbound_key: str | None = None) -> bool:
         self.started.append(message.text)
         if message.text == "a0":
             self.first_started.set()
             await self.release.wait()
+        if inbound_key is not None:  # as a turn's end does
+            await self.store.complete_inbound(inbound_key)
         return True
 
 
@@ -103,7 +106,7 @@ class _CountingLeases(SQLiteStore):
 async def test_messages_behind_a_running_turn_cost_no_lease_each_and_run_in_order_after_it(tmp_path: Path) -> None:
     store = _CountingLeases(f"sqlite:///{tmp_path / 'gw.db'}")
     await store.open()
-    turns = _SlowTurns()
+    turns = _SlowTurns(store)
     worker = InboundWorker(store, turns, Metrics(), poll_interval=30.0)  # type: ignore[arg-type]
     running = asyncio.create_task(worker.run())
 

@@ -70,6 +70,16 @@ class Pipe:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What a conversation turn reads before it runs: the pair's live pipe or, when it has none, its session and
+    the smsErrors that waited for its next turn (taken out of the store: they are this turn's now)."""
+
+    pipe: Pipe | None
+    session: Session | None
+    errors: list[JSON]
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """Durable background work (a send, a relay to Voice Gateway), retried with backoff, then dead-lettered.
 
@@ -234,6 +244,32 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
+
+    # A turn's and a send's reads and writes, each one round trip where the back end can combine them --------
+    # (the defaults below are correct on any back end; a back end overrides them to do the same in one go)
+    async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
+        """`pipe_for`; without a pipe, `load_session` and `pop_sms_errors` too."""
+        pipe = await self.pipe_for(tenant_number, user_number, now)
+        if pipe is not None:
+            return TurnStart(pipe, None, [])
+        session = await self.load_session(tenant_number, user_number)
+        return TurnStart(None, session, await self.pop_sms_errors(tenant_number, user_number))
+
+    async def end_turn(self, session: Session, *, ended: bool, inbound_key: str | None) -> None:
+        """Save the session after its turn, or delete it (if it is still this one) when the turn `ended` it; with
+        `inbound_key`, also mark the message whose turn it was processed (`complete_inbound`) — after the
+        session, so a crash in between runs the turn again rather than losing its session change."""
+        if ended:
+            await self.delete_session(session.tenant_number, session.user_number, session.session_id)
+        else:
+            await self.save_session(session)
+        if inbound_key is not None:
+            await self.complete_inbound(inbound_key)
+
+    async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
+        """`record_outbound` (the provider's id of a message just sent), then `complete_job` of its send job."""
+        await self.record_outbound(record)
+        await self.complete_job(job_id)
 
     # Retention ----------------------------------------------------------------------------------
     async def prune_finished(self, before: float, limit: int) -> int:

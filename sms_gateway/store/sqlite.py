@@ -25,6 +25,7 @@ from sms_gateway.store.base import (
     Pipe,
     Store,
     StoreUnavailable,
+    TurnStart,
     conversation_key,
     gcra_reserve,
     inbound_key,
@@ -166,6 +167,76 @@ def _last_before(db: sqlite3.Connection, table: str, order: str, when: str, cuto
         else:
             high = middle - 1
     return best
+
+
+# Statements that more than one operation runs (alone, or as part of a turn's or a send's combined write).
+def _complete_inbound(db: sqlite3.Connection, key: str) -> None:
+    db.execute("UPDATE inbound SET done = 1, owner = NULL, head = 0 WHERE key = ?", (key,))
+    # The conversation's next message, if any, becomes its head.
+    db.execute(
+        "UPDATE inbound SET head = 1 WHERE key = (SELECT next.key FROM inbound AS done_one"
+        " JOIN inbound AS next ON next.conv = done_one.conv AND next.done = 0"
+        " WHERE done_one.key = ? ORDER BY next.seq LIMIT 1) AND head = 0",
+        (key,),
+    )
+
+
+def _select_session(db: sqlite3.Connection, tenant_number: str, user_number: str) -> Session | None:
+    row = db.execute("SELECT data FROM sessions WHERE tenant = ? AND user = ?", (tenant_number, user_number)).fetchone()
+    return None if row is None else Session.from_json(json.loads(row[0]))
+
+
+def _save_session(db: sqlite3.Connection, session: Session, data: str) -> None:
+    db.execute(
+        "INSERT INTO sessions (tenant, user, session_id, expires_at, data) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (tenant, user) DO UPDATE SET session_id = excluded.session_id,"
+        " expires_at = excluded.expires_at, data = excluded.data",
+        (session.tenant_number, session.user_number, session.session_id, session.expires_at(), data),
+    )
+
+
+def _delete_session(db: sqlite3.Connection, tenant_number: str, user_number: str, session_id: str) -> bool:
+    cursor = db.execute("DELETE FROM sessions WHERE tenant = ? AND user = ? AND session_id = ?",
+                        (tenant_number, user_number, session_id))
+    return cursor.rowcount == 1
+
+
+def _pop_sms_errors(db: sqlite3.Connection, tenant_number: str, user_number: str) -> list[JSON]:
+    """Reads, then at most one write (its last statement)."""
+    rows = db.execute(
+        "SELECT id, error FROM sms_errors WHERE tenant = ? AND user = ? ORDER BY id", (tenant_number, user_number)
+    ).fetchall()
+    if rows:
+        db.execute("DELETE FROM sms_errors WHERE tenant = ? AND user = ?", (tenant_number, user_number))
+    return [json.loads(error) for _, error in rows]
+
+
+def _select_pipe(db: sqlite3.Connection, tenant_number: str, user_number: str, now: float) -> Pipe | None:
+    row = db.execute(
+        "SELECT data FROM pipes WHERE tenant = ? AND user = ? AND expires_at > ?", (tenant_number, user_number, now)
+    ).fetchone()
+    return None if row is None else Pipe.from_json(json.loads(row[0]))
+
+
+def _record_outbound(db: sqlite3.Connection, record: OutboundRecord) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO outbound"
+        " (message_id, tenant, user, session_id, provider_message_id, pipe, first_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.message_id,
+            record.tenant_number,
+            record.user_number,
+            record.session_id,
+            record.provider_message_id,
+            None if record.pipe is None else json.dumps(record.pipe),
+            record.first_attempt_at,
+        ),
+    )
+
+
+def _complete_job(db: sqlite3.Connection, job_id: str) -> None:
+    db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))
 
 
 def sqlite_path(url: str) -> tuple[str, str]:
@@ -349,17 +420,7 @@ class SQLiteStore(Store):
             )
 
     async def complete_inbound(self, key: str) -> None:
-        def complete(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE inbound SET done = 1, owner = NULL, head = 0 WHERE key = ?", (key,))
-            # The conversation's next message, if any, becomes its head.
-            db.execute(
-                "UPDATE inbound SET head = 1 WHERE key = (SELECT next.key FROM inbound AS done_one"
-                " JOIN inbound AS next ON next.conv = done_one.conv AND next.done = 0"
-                " WHERE done_one.key = ? ORDER BY next.seq LIMIT 1) AND head = 0",
-                (key,),
-            )
-
-        await self._run(complete)
+        await self._run(lambda db: _complete_inbound(db, key))
 
     async def pending_inbound_count(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT COUNT(*) FROM inbound WHERE done = 0").fetchone(),
@@ -368,25 +429,11 @@ class SQLiteStore(Store):
 
     # Sessions ---------------------------------------------------------------------------------
     async def load_session(self, tenant_number: str, user_number: str) -> Session | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT data FROM sessions WHERE tenant = ? AND user = ?", (tenant_number, user_number)
-            ).fetchone(),
-            single_write=True,
-        )
-        return None if row is None else Session.from_json(json.loads(row[0]))
+        return await self._run(lambda db: _select_session(db, tenant_number, user_number), single_write=True)
 
     async def save_session(self, session: Session) -> None:
         data = json.dumps(session.to_json(), separators=(",", ":"))
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO sessions (tenant, user, session_id, expires_at, data) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (tenant, user) DO UPDATE SET session_id = excluded.session_id,"
-                " expires_at = excluded.expires_at, data = excluded.data",
-                (session.tenant_number, session.user_number, session.session_id, session.expires_at(), data),
-            ),
-            single_write=True,
-        )
+        await self._run(lambda db: _save_session(db, session, data), single_write=True)
 
     async def insert_session(self, session: Session) -> Session | None:
         data = json.dumps(session.to_json(), separators=(",", ":"))
@@ -406,14 +453,8 @@ class SQLiteStore(Store):
         return await self._run(insert, single_write=True)
 
     async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
-        cursor = await self._run(
-            lambda db: db.execute(
-                "DELETE FROM sessions WHERE tenant = ? AND user = ? AND session_id = ?",
-                (tenant_number, user_number, session_id),
-            ),
-            single_write=True,
-        )
-        return bool(cursor.rowcount == 1)
+        return await self._run(lambda db: _delete_session(db, tenant_number, user_number, session_id),
+                               single_write=True)
 
     async def find_session(self, session_id: str) -> Session | None:
         row = await self._run(
@@ -442,36 +483,11 @@ class SQLiteStore(Store):
         )
 
     async def pop_sms_errors(self, tenant_number: str, user_number: str) -> list[JSON]:
-        def pop(db: sqlite3.Connection) -> list[JSON]:
-            rows = db.execute(
-                "SELECT id, error FROM sms_errors WHERE tenant = ? AND user = ? ORDER BY id",
-                (tenant_number, user_number),
-            ).fetchall()
-            if rows:
-                db.execute("DELETE FROM sms_errors WHERE tenant = ? AND user = ?", (tenant_number, user_number))
-            return [json.loads(error) for _, error in rows]
-
-        return await self._run(pop)
+        return await self._run(lambda db: _pop_sms_errors(db, tenant_number, user_number), single_write=True)
 
     # Outbound ---------------------------------------------------------------------------------
     async def record_outbound(self, record: OutboundRecord) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO outbound"
-                " (message_id, tenant, user, session_id, provider_message_id, pipe, first_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.message_id,
-                    record.tenant_number,
-                    record.user_number,
-                    record.session_id,
-                    record.provider_message_id,
-                    None if record.pipe is None else json.dumps(record.pipe),
-                    record.first_attempt_at,
-                ),
-            ),
-            single_write=True,
-        )
+        await self._run(lambda db: _record_outbound(db, record), single_write=True)
 
     async def find_outbound(self, message_id: str) -> OutboundRecord | None:
         row: Any = await self._run(
@@ -519,14 +535,7 @@ class SQLiteStore(Store):
         return None if row is None else Pipe.from_json(json.loads(row[0]))
 
     async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT data FROM pipes WHERE tenant = ? AND user = ? AND expires_at > ?",
-                (tenant_number, user_number, now),
-            ).fetchone(),
-            single_write=True,
-        )
-        return None if row is None else Pipe.from_json(json.loads(row[0]))
+        return await self._run(lambda db: _select_pipe(db, tenant_number, user_number, now), single_write=True)
 
     async def delete_pipe(self, pipe_id: str) -> bool:
         cursor = await self._run(lambda db: db.execute("DELETE FROM pipes WHERE pipe_id = ?", (pipe_id,)),
@@ -587,10 +596,7 @@ class SQLiteStore(Store):
             )
 
     async def complete_job(self, job_id: str) -> None:
-        await self._run(
-            lambda db: db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,)),
-            single_write=True,
-        )
+        await self._run(lambda db: _complete_job(db, job_id), single_write=True)
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         await self._run(
@@ -630,6 +636,37 @@ class SQLiteStore(Store):
             single_write=True,
         )
         return bool(cursor.rowcount == 1)
+
+    # A turn's and a send's combined reads and writes: one batch entry (one round trip) each -----
+    async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
+        def begin(db: sqlite3.Connection) -> TurnStart:
+            pipe = _select_pipe(db, tenant_number, user_number, now)
+            if pipe is not None:
+                return TurnStart(pipe, None, [])
+            session = _select_session(db, tenant_number, user_number)
+            return TurnStart(None, session, _pop_sms_errors(db, tenant_number, user_number))
+
+        return await self._run(begin, single_write=True)  # reads, then at most the errors' DELETE
+
+    async def end_turn(self, session: Session, *, ended: bool, inbound_key: str | None) -> None:
+        data = None if ended else json.dumps(session.to_json(), separators=(",", ":"))
+
+        def end(db: sqlite3.Connection) -> None:
+            if data is None:
+                _delete_session(db, session.tenant_number, session.user_number, session.session_id)
+            else:
+                _save_session(db, session, data)
+            if inbound_key is not None:
+                _complete_inbound(db, inbound_key)
+
+        await self._run(end, single_write=inbound_key is None)
+
+    async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
+        def complete(db: sqlite3.Connection) -> None:
+            _record_outbound(db, record)
+            _complete_job(db, job_id)
+
+        await self._run(complete)
 
     # Retention --------------------------------------------------------------------------------
     async def prune_finished(self, before: float, limit: int) -> int:
