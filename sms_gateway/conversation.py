@@ -24,7 +24,7 @@ from sms_gateway.metrics import Metrics, warn_if_slow
 from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
 from sms_gateway.outbox import message_id_for, send_job
 from sms_gateway.pipes import relay_job
-from sms_gateway.store.base import Store
+from sms_gateway.store.base import Job, Store
 
 log = structlog.get_logger("sms_gateway.conversation")
 
@@ -134,13 +134,19 @@ class Conversations:
         `inbound_key`: the stored message this turn answers; marked processed with the session's save when the
         engine answered (not with `final`, whose caller ends the session).
 
+        The replies of the last turn are queued with the session's save, in one store operation; those of a turn
+        that a no-input turn follows are queued before that one runs.
+
         `turn_id` names the cause of the turn (an inbound message id, a timeout); the ids of the messages it
         sends derive from it, so running the same turn again after a crash does not send its replies twice.
         """
         answered = True
+        replies: list[Job] = []
         for chained in range(MAX_CHAINED_TURNS):
+            if replies:
+                await self._queue(replies, session)
             plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final,
-                                        errors=errors if chained == 0 else None)
+                                        errors=errors if chained == 0 else None, replies=None if final else replies)
             if chained == 0:
                 answered = plan is not None
             if final:
@@ -153,14 +159,29 @@ class Conversations:
         else:
             log.warning("no_input_turns_capped", session_id=session.session_id, limit=MAX_CHAINED_TURNS)
         ended = plan is not None and plan.terminate
-        await self.deps.store.end_turn(session, ended=ended, inbound_key=inbound_key if answered else None)
+        queued = await self.deps.store.end_turn(session, ended=ended, inbound_key=inbound_key if answered else None,
+                                                jobs=replies)
+        self._queued(queued, replies, session)
         if ended:
             log.info("session_ended", session_id=session.session_id, reason="terminateSession")
         return answered
 
+    async def _queue(self, jobs: list[Job], session: Session) -> None:
+        queued = 0
+        for job in jobs:
+            queued += await self.deps.store.enqueue_job(job)
+        self._queued(queued, jobs, session)
+        jobs.clear()
+
+    def _queued(self, queued: int, jobs: list[Job], session: Session) -> None:
+        if queued:
+            self.deps.notify_outbox()
+        if queued < len(jobs):  # the turn ran before and queued them then (a crash, a lost lease)
+            log.info("send_already_queued", count=len(jobs) - queued, session_id=session.session_id)
+
     async def _one_turn(
         self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool,
-        errors: list[JSON] | None,
+        errors: list[JSON] | None, replies: list[Job] | None,
     ) -> TurnPlan | None:
         d = self.deps
         if errors is None:
@@ -173,7 +194,7 @@ class Conversations:
             if reply is None:
                 for error in errors:  # the engine never saw them: keep them for the next turn
                     await d.store.push_sms_error(session.tenant_number, session.user_number, error)
-                await self._send_failed_reply(tenant, session, turn_id)
+                await self._send_failed_reply(tenant, session, turn_id, replies)
                 d.metrics.turns.labels("engine_failed").inc()
                 return None
             session.engine_state = reply.engine_state
@@ -188,7 +209,7 @@ class Conversations:
         combined.text = "\n".join(t for t in texts if t)
         if combined.session_timeout is not None and not final:
             session.timeout_seconds = combined.session_timeout
-        await self._send_plan(session, combined, turn_id)
+        await self._send_plan(session, combined, turn_id, replies)
         d.metrics.turns.labels("ok").inc()
         return combined
 
@@ -235,22 +256,25 @@ class Conversations:
         return True
 
     # Sending -----------------------------------------------------------------------------------
-    async def _send_plan(self, session: Session, plan: TurnPlan, turn_id: str) -> None:
+    async def _send_plan(self, session: Session, plan: TurnPlan, turn_id: str, replies: list[Job] | None) -> None:
         pair = (session.tenant_number, session.user_number)
         if plan.text or plan.media_urls:
             self._transcript("out", plan.text, session)
             await self.deliver(session.tenant_number, session.user_number, plan.text, plan.media_urls,
-                               session.session_id, id_prefix=turn_id, error_to=pair)
+                               session.session_id, id_prefix=turn_id, error_to=pair, into=replies)
         for n, extra in enumerate(plan.extra_sends):
             await self.deliver(extra.tenant_number, extra.user_number, extra.text, list(extra.media_urls),
-                               session.session_id, id_prefix=f"{turn_id}/vgw{n}", error_to=pair)
+                               session.session_id, id_prefix=f"{turn_id}/vgw{n}", error_to=pair, into=replies)
 
-    async def _send_failed_reply(self, tenant: TenantConfig, session: Session, turn_id: str) -> None:
+    async def _send_failed_reply(
+        self, tenant: TenantConfig, session: Session, turn_id: str, replies: list[Job] | None
+    ) -> None:
         override = session.conversation_override or {}
         message = override.get("conversationFailedReplyMessage", tenant.conversation_failed_reply_message)
         if isinstance(message, str) and message:
             await self.deliver(session.tenant_number, session.user_number, message, [], session.session_id,
-                               id_prefix=f"{turn_id}/failed", error_to=(session.tenant_number, session.user_number))
+                               id_prefix=f"{turn_id}/failed", error_to=(session.tenant_number, session.user_number),
+                               into=replies)
 
     async def deliver(
         self,
@@ -263,8 +287,10 @@ class Conversations:
         id_prefix: str | None = None,
         error_to: tuple[str, str] | None = None,
         job_extra: JSON | None = None,
+        into: list[Job] | None = None,
     ) -> tuple[list[str], list[JSON]]:
-        """Queue text and media for sending, within the provider's limits.
+        """Queue text and media for sending, within the provider's limits (or, with `into`, add their send jobs
+        to it for the caller to queue: a turn queues its replies with its session's save).
 
         Returns the ids of the queued messages and the errors found before sending (refused media, unknown
         tenant); those errors are also kept as smsError for `error_to`'s next turn. Failures of the send
@@ -294,11 +320,14 @@ class Conversations:
                 log.warning("media_rejected", code=code, reason=reason, session_id=session_id)
                 errors.append({"code": code, "message": reason, "mediaURL": url})
             for message in media_plan.messages:
-                if await d.store.enqueue_job(send_job(message, error_to, job_extra)):
+                if into is not None:
+                    into.append(send_job(message, error_to, job_extra))
+                    queued.append(message.message_id)
+                elif await d.store.enqueue_job(send_job(message, error_to, job_extra)):
                     queued.append(message.message_id)
                 else:
                     log.info("send_already_queued", message_id=message.message_id, session_id=session_id)
-            if queued:
+            if queued and into is None:
                 d.notify_outbox()
         if error_to is not None:
             for error in errors:

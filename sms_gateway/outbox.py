@@ -128,15 +128,17 @@ class Outbox:
                          reason="an earlier attempt's outcome was unknown; not sending it twice")
                 return Outcome.done(sent=_record(message, sid, pipe, previous.first_attempt_at or time.time()))
         rate = sender_rate(message.tenant_number, self.rates)
-        wait = await self.store.reserve_send_slot(f"send:{tenant_key}", rate.per_second, rate.burst, time.time())
+        now = time.time()
+        first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else now
+        # Recorded with the rate-limit slot, before the request leaves: a status callback can arrive before
+        # Twilio's answer, and a crash from here on is an unknown outcome that the next attempt checks at Twilio
+        # before sending again (after a "rateLimited" retry it knows nothing was sent).
+        wait = await self.store.begin_send(f"send:{tenant_key}", rate.per_second, rate.burst, now,
+                                           _record(message, None, pipe, first_attempt_at))
         if wait > MAX_INLINE_WAIT_SECONDS:
             return Outcome.retry("rateLimited: waiting for the sender's rate-limit slot", retry_after=wait)
         if wait > 0:
             await asyncio.sleep(wait)
-        first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else time.time()
-        # Written before the request leaves: a status callback can arrive before Twilio's answer, and a crash
-        # from here on is an unknown outcome that the next attempt checks at Twilio before sending again.
-        await self.store.record_outbound(_record(message, None, pipe, first_attempt_at))
         started = time.perf_counter()
         result = await sender.send(message, self.status_callback_url(message.message_id))
         elapsed = time.perf_counter() - started

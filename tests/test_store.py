@@ -318,8 +318,12 @@ async def test_a_turn_ends_with_its_session_saved_or_deleted_and_its_message_pro
     [first] = await store.lease_inbound("w", 10, 30, now)
     session = Session.new("+15005550006", "+15550000001", 60, now=now)
     session.user_data = {"turn": 1}
-    await store.end_turn(session, ended=False, inbound_key=first.key)
+    reply = Job("mg-reply", "send", {"text": "hello"}, order_key="+15005550006:+15550000001", run_at=0.0)
+    assert await store.end_turn(session, ended=False, inbound_key=first.key, jobs=[reply]) == 1
     assert await store.load_session("+15005550006", "+15550000001") == session
+    leased = await store.lease_jobs("w", 10, 30, now)
+    assert [(j.job_id, j.payload) for j in leased] == [("mg-reply", {"text": "hello"})]
+    assert await store.end_turn(session, ended=False, inbound_key=None, jobs=[reply]) == 0, "a re-run turn's reply"
     [second] = await store.lease_inbound("w", 10, 30, now)
     assert second.message.message_id == "SMa1", "the conversation's next message is free once the turn ended"
     assert await store.accept_inbound(message("SMa0", user="+15550000001")) is False, "still claimed"
@@ -334,11 +338,14 @@ async def test_a_turn_ends_with_its_session_saved_or_deleted_and_its_message_pro
     assert await store.pending_inbound_count() == 0
 
 
-async def test_a_send_completes_with_its_provider_id_recorded(store: Store) -> None:
+async def test_a_send_begins_with_its_slot_and_record_and_completes_with_its_provider_id(store: Store) -> None:
     await store.enqueue_job(Job("mg1", "send", {}, order_key="userA", run_at=0.0))
     await store.enqueue_job(Job("mg2", "send", {}, order_key="userA", run_at=0.0))
     [job] = await store.lease_jobs("w", 10, 30, now=1.0)
-    await store.record_outbound(OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0))
+    unsent = OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0)
+    assert await store.begin_send("send:+1500", 1.0, 1, 1.0, unsent) == 0.0
+    assert await store.find_outbound("mg1") == unsent, "known before the request leaves"
+    assert await store.begin_send("send:+1500", 1.0, 1, 1.0, unsent) == 1.0, "the next slot is a second later"
     await store.complete_send(job.job_id, OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0)
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=1.0)] == ["mg2"], "mg1 is done"

@@ -255,16 +255,31 @@ class Store(abc.ABC):
         session = await self.load_session(tenant_number, user_number)
         return TurnStart(None, session, await self.pop_sms_errors(tenant_number, user_number))
 
-    async def end_turn(self, session: Session, *, ended: bool, inbound_key: str | None) -> None:
-        """Save the session after its turn, or delete it (if it is still this one) when the turn `ended` it; with
-        `inbound_key`, also mark the message whose turn it was processed (`complete_inbound`) — after the
-        session, so a crash in between runs the turn again rather than losing its session change."""
+    async def end_turn(
+        self, session: Session, *, ended: bool, inbound_key: str | None, jobs: Sequence[Job] = ()
+    ) -> int:
+        """Queue the turn's `jobs` (its sends, `enqueue_job` each), save the session, or delete it (if it is
+        still this one) when the turn `ended` it, and with `inbound_key` mark the message whose turn it was
+        processed (`complete_inbound`), in this order: a crash in between runs the turn again, whose replies
+        keep their ids, rather than losing any of it. Returns how many of the jobs were new."""
+        queued = 0
+        for job in jobs:
+            queued += await self.enqueue_job(job)
         if ended:
             await self.delete_session(session.tenant_number, session.user_number, session.session_id)
         else:
             await self.save_session(session)
         if inbound_key is not None:
             await self.complete_inbound(inbound_key)
+        return queued
+
+    async def begin_send(
+        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+    ) -> float:
+        """`reserve_send_slot`, and `record_outbound` of the message about to be sent (without a provider id)."""
+        wait = await self.reserve_send_slot(slot_key, rate_per_second, burst, now)
+        await self.record_outbound(record)
+        return wait
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
         """`record_outbound` (the provider's id of a message just sent), then `complete_job` of its send job."""

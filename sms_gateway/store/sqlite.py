@@ -235,6 +235,22 @@ def _record_outbound(db: sqlite3.Connection, record: OutboundRecord) -> None:
     )
 
 
+def _enqueue_job(db: sqlite3.Connection, job: Job, payload: str) -> bool:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO jobs (job_id, seq, kind, payload, order_key, run_at, attempts, last_error)"
+        " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)",
+        (job.job_id, job.kind, payload, job.order_key, job.run_at, job.attempts, job.last_error),
+    )
+    return cursor.rowcount == 1
+
+
+def _reserve_send_slot(db: sqlite3.Connection, key: str, rate_per_second: float, burst: int, now: float) -> float:
+    row = db.execute("SELECT tat FROM send_slots WHERE key = ?", (key,)).fetchone()
+    wait, tat = gcra_reserve(None if row is None else float(row[0]), rate_per_second, burst, now)
+    db.execute("INSERT OR REPLACE INTO send_slots (key, tat) VALUES (?, ?)", (key, tat))
+    return wait
+
+
 def _complete_job(db: sqlite3.Connection, job_id: str) -> None:
     db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))
 
@@ -545,16 +561,7 @@ class SQLiteStore(Store):
     # Jobs -------------------------------------------------------------------------------------
     async def enqueue_job(self, job: Job) -> bool:
         payload = json.dumps(job.payload, separators=(",", ":"))
-
-        def insert(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, seq, kind, payload, order_key, run_at, attempts, last_error)"
-                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)",
-                (job.job_id, job.kind, payload, job.order_key, job.run_at, job.attempts, job.last_error),
-            )
-            return cursor.rowcount == 1
-
-        return await self._run(insert, single_write=True)
+        return await self._run(lambda db: _enqueue_job(db, job, payload), single_write=True)
 
     async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
         def lease(db: sqlite3.Connection) -> list[Job]:
@@ -648,18 +655,33 @@ class SQLiteStore(Store):
 
         return await self._run(begin, single_write=True)  # reads, then at most the errors' DELETE
 
-    async def end_turn(self, session: Session, *, ended: bool, inbound_key: str | None) -> None:
+    async def end_turn(
+        self, session: Session, *, ended: bool, inbound_key: str | None, jobs: Sequence[Job] = ()
+    ) -> int:
         data = None if ended else json.dumps(session.to_json(), separators=(",", ":"))
+        payloads = [(job, json.dumps(job.payload, separators=(",", ":"))) for job in jobs]
 
-        def end(db: sqlite3.Connection) -> None:
+        def end(db: sqlite3.Connection) -> int:
+            queued = sum(_enqueue_job(db, job, payload) for job, payload in payloads)
             if data is None:
                 _delete_session(db, session.tenant_number, session.user_number, session.session_id)
             else:
                 _save_session(db, session, data)
             if inbound_key is not None:
                 _complete_inbound(db, inbound_key)
+            return queued
 
-        await self._run(end, single_write=inbound_key is None)
+        return await self._run(end, single_write=inbound_key is None and not payloads)
+
+    async def begin_send(
+        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+    ) -> float:
+        def begin(db: sqlite3.Connection) -> float:
+            wait = _reserve_send_slot(db, slot_key, rate_per_second, burst, now)
+            _record_outbound(db, record)
+            return wait
+
+        return await self._run(begin)
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
         def complete(db: sqlite3.Connection) -> None:
@@ -697,10 +719,4 @@ class SQLiteStore(Store):
 
     # Rate limits ------------------------------------------------------------------------------
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
-        def reserve(db: sqlite3.Connection) -> float:
-            row = db.execute("SELECT tat FROM send_slots WHERE key = ?", (key,)).fetchone()
-            wait, tat = gcra_reserve(None if row is None else float(row[0]), rate_per_second, burst, now)
-            db.execute("INSERT OR REPLACE INTO send_slots (key, tat) VALUES (?, ?)", (key, tat))
-            return wait
-
-        return await self._run(reserve, single_write=True)
+        return await self._run(lambda db: _reserve_send_slot(db, key, rate_per_second, burst, now), single_write=True)
