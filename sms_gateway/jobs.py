@@ -85,23 +85,24 @@ async def wait_without_cancelling(tasks: Collection[asyncio.Task[None]], grace: 
 
 async def lease_loop(
     name: str,
-    lease: Callable[[], Awaitable[int]],
+    lease: Callable[[], Awaitable[bool]],
     wakeup: asyncio.Event,
     poll_interval: float,
     heartbeat: LeaseHeartbeat,
 ) -> None:
-    """Lease and start work until cancelled: again at once while there is work, else when woken or polled
-    (another process may have queued work), keeping the leases of work in flight alive meanwhile."""
+    """Lease and start work until cancelled: again at once while a lease may have left work behind (`lease`
+    returns True when it took all it had room for), else when woken or polled (another process may have queued
+    work), keeping the leases of work in flight alive meanwhile."""
     beating = asyncio.create_task(heartbeat.run())
     try:
         while True:
+            wakeup.clear()  # set from here on, it is for work this lease may not see
             try:
-                leased = await lease()
+                more = await lease()
             except StoreUnavailable as exc:
                 log.error("store_unavailable", where=name, error=str(exc))
-                leased = 0
-            if leased == 0:
-                wakeup.clear()
+                more = False
+            if not more:
                 try:
                     async with asyncio.timeout(poll_interval):
                         await wakeup.wait()
@@ -196,17 +197,17 @@ class JobWorker:
     async def run(self) -> None:
         await lease_loop("job_worker", self._lease_and_start, self._wakeup, self.poll_interval, self.heartbeat)
 
-    async def _lease_and_start(self) -> int:
+    async def _lease_and_start(self) -> bool:
         room = self._concurrency - len(self._running)
         if room <= 0:
-            return 0
+            return False  # a job's end wakes the leasing
         jobs = await self.store.lease_jobs(self.owner, room, self.lease_seconds, self.clock())
         for job in jobs:
             task = asyncio.create_task(self._run_job(job))
             self._running.add(task)
             self._held[task] = job.job_id
             task.add_done_callback(self._finished)
-        return len(jobs)
+        return len(jobs) == room
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

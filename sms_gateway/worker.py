@@ -123,10 +123,10 @@ class InboundWorker:
     async def run(self) -> None:
         await lease_loop("inbound_worker", self._lease, self._wakeup, self.poll_interval, self.heartbeat)
 
-    async def _lease(self) -> int:
+    async def _lease(self) -> bool:
         room = self.concurrency * 4 - len(self._in_flight)
         if room <= 0:
-            return 0
+            return False  # a turn's end wakes the leasing
         records = await self.store.lease_inbound(self.owner, room, self.lease_seconds, time.time())
         fresh = [r for r in records if r.key not in self._in_flight]
         for record in fresh:
@@ -135,7 +135,7 @@ class InboundWorker:
             conversation = session_key(record.message.tenant_number, record.message.user_number)
             self._conversations_in_flight[conversation] = self._conversations_in_flight.get(conversation, 0) + 1
             self.runner.submit(conversation, self._job(record, conversation))
-        return len(fresh)
+        return len(records) == room
 
     def _job(self, record: InboundRecord, conversation: tuple[str, str]) -> SessionTask:
         async def job() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from sms_gateway.metrics import Metrics
@@ -130,6 +131,38 @@ async def test_messages_behind_a_running_turn_cost_no_lease_each_and_run_in_orde
         async with asyncio.timeout(5.0):  # and each is completed in the store once its turn has ended
             while await store.pending_inbound_count():
                 await asyncio.sleep(0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.stop()
+        await store.close()
+
+
+async def test_a_lease_that_took_less_than_it_had_room_for_is_not_followed_by_an_empty_one(tmp_path: Path) -> None:
+    """A quiet gateway: each message costs the lease that takes it and the one its turn's end wakes (for the
+    conversation's next message), not a third that asks again at once and finds nothing."""
+    store = _CountingLeases(f"sqlite:///{tmp_path / 'gw.db'}")
+    await store.open()
+    turns = _SlowTurns(store)
+    turns.release.set()
+    worker = InboundWorker(store, turns, Metrics(), poll_interval=30.0)  # type: ignore[arg-type]
+    running = asyncio.create_task(worker.run())
+
+    def started(count: int) -> Callable[[], bool]:
+        return lambda: len(turns.started) == count
+
+    try:
+        await until(lambda: store.leases == 1, 5.0, "the first lease at start")
+        for n in range(5):
+            message = InboundMessage("twilio", f"SMq{n}", "+15005550006", f"+1555000000{n}", f"q{n}", ())
+            assert await store.accept_inbound(message)
+            worker.notify(message)
+            await until(started(n + 1), 5.0, "the turn")
+            async with asyncio.timeout(5.0):
+                while await store.pending_inbound_count():
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the lease the turn's end woke
+        assert store.leases - 1 == 10, "two leases per message"
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

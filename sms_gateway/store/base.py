@@ -1,7 +1,8 @@
 """The store interface: every piece of state the gateway keeps lives behind it.
 
 One interface, several back ends chosen by `STORE_URL` alone (`memory://`, `sqlite:///file.db`).
-Every method is atomic on its own; callers never check-then-mark.
+Every abstract method is atomic on its own; callers never check-then-mark. The combined operations of a turn
+and a send (`begin_turn`, `end_turn`, `begin_send`, `complete_send`) are atomic where a back end overrides them.
 """
 
 from __future__ import annotations
@@ -245,8 +246,9 @@ class Store(abc.ABC):
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
 
-    # A turn's and a send's reads and writes, each one round trip where the back end can combine them --------
-    # (the defaults below are correct on any back end; a back end overrides them to do the same in one go)
+    # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
+    # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back
+    # end overrides them to run as one atomic operation in one round trip, as SQLite does.
     async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
         """`pipe_for`; without a pipe, `load_session` and `pop_sms_errors` too."""
         pipe = await self.pipe_for(tenant_number, user_number, now)
