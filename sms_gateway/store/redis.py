@@ -50,6 +50,7 @@ from sms_gateway.store.base import (
     Pipe,
     Store,
     StoreUnavailable,
+    TurnStart,
     conversation_key,
     inbound_key,
 )
@@ -104,6 +105,17 @@ def _num(value: float) -> str:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
+
+
+def _outbound_data(record: OutboundRecord) -> str:
+    return _dumps({
+        "tenant": record.tenant_number,
+        "user": record.user_number,
+        "session": record.session_id,
+        "provider": record.provider_message_id,
+        "pipe": record.pipe,
+        "first": record.first_attempt_at,
+    })
 
 
 # Lua ----------------------------------------------------------------------------------------------------
@@ -293,14 +305,36 @@ redis.call('SET', KEYS[2], id, 'EX', ARGV[6])
 return 1
 """
 
-_PIPE_FOR = """
--- KEYS: pair -> id string; ARGV: prefix, now
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-local h = redis.call('HMGET', ARGV[1] .. 'pipe:id:' .. id, 'expires_at', 'data')
-if not h[1] or tonumber(h[1]) <= tonumber(ARGV[2]) then return false end
-return h[2]
+_LIVE_PIPE = """
+local function live_pipe(pair_key, now)
+  local id = redis.call('GET', pair_key)
+  if not id then return false end
+  local h = redis.call('HMGET', ARGV[1] .. 'pipe:id:' .. id, 'expires_at', 'data')
+  if not h[1] or tonumber(h[1]) <= tonumber(now) then return false end
+  return h[2]
+end
 """
+
+_PIPE_FOR = (
+    _LIVE_PIPE
+    + """
+-- KEYS: pair -> id string; ARGV: prefix, now
+return live_pipe(KEYS[1], ARGV[2])
+"""
+)
+
+_BEGIN_TURN = (
+    _LIVE_PIPE
+    + """
+-- KEYS: pipe pair -> id string, session hash, smsError list; ARGV: prefix, now
+-- {pipe data, false, {}} during a call, else {false, session data or false, the smsErrors taken}
+local pipe = live_pipe(KEYS[1], ARGV[2])
+if pipe then return {pipe, false, {}} end
+local errors = redis.call('LRANGE', KEYS[3], 0, -1)
+if #errors > 0 then redis.call('DEL', KEYS[3]) end
+return {false, redis.call('HGET', KEYS[2], 'data'), errors}
+"""
+)
 
 _DELETE_PIPE = """
 -- KEYS: pipe hash; ARGV: prefix, pipe id
@@ -442,18 +476,34 @@ return 1
 """
 )
 
+_COMPLETE = """
+local function complete(id, retention)
+  local h = redis.call('HMGET', jk(id), 'state', 'order_key')
+  if not h[1] or h[1] == 'done' then return 0 end
+  if h[1] == 'dead' then redis.call('ZREM', DEAD, id) else deactivate(id, h[2]) end
+  redis.call('HSET', jk(id), 'state', 'done')
+  redis.call('HDEL', jk(id), 'owner')
+  redis.call('EXPIRE', jk(id), retention)
+  return 1
+end
+"""
+
 _COMPLETE_JOB = (
     _JOBS_COMMON
+    + _COMPLETE
     + """
 -- ARGV: prefix, id, retention seconds
-local id = ARGV[2]
-local h = redis.call('HMGET', jk(id), 'state', 'order_key')
-if not h[1] or h[1] == 'done' then return 0 end
-if h[1] == 'dead' then redis.call('ZREM', DEAD, id) else deactivate(id, h[2]) end
-redis.call('HSET', jk(id), 'state', 'done')
-redis.call('HDEL', jk(id), 'owner')
-redis.call('EXPIRE', jk(id), ARGV[3])
-return 1
+return complete(ARGV[2], ARGV[3])
+"""
+)
+
+_COMPLETE_SEND = (
+    _JOBS_COMMON
+    + _COMPLETE
+    + """
+-- ARGV: prefix, id, retention seconds, outbound record key, its data
+redis.call('SET', ARGV[4], ARGV[5], 'EX', ARGV[3])
+return complete(ARGV[2], ARGV[3])
 """
 )
 
@@ -523,23 +573,41 @@ return 1
 )
 
 # gcra_reserve() of base.py, same double arithmetic in the same order; %.17g round-trips a double exactly.
-_RESERVE_SEND_SLOT = """
--- KEYS: slot key; ARGV: prefix, rate per second, burst, now
-local rate, burst, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local interval = 1.0 / rate
-local tolerance = interval * math.max(burst - 1, 0)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '')
-local base = now
-if tat ~= nil and tat > now then base = tat end
-local new_tat = base + interval
-local allowed_at = new_tat - interval - tolerance
-local wait = allowed_at - now
-if wait <= 0 then wait = 0 end
--- idle for longer than this, the bucket is full again: no need to keep the key
-local ttl = math.ceil((new_tat - now) * 1000) + 60000
-redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
-return string.format('%.17g', wait)
+_RESERVE = """
+local function reserve(key, rate, burst, now)
+  rate, burst, now = tonumber(rate), tonumber(burst), tonumber(now)
+  local interval = 1.0 / rate
+  local tolerance = interval * math.max(burst - 1, 0)
+  local tat = tonumber(redis.call('GET', key) or '')
+  local base = now
+  if tat ~= nil and tat > now then base = tat end
+  local new_tat = base + interval
+  local allowed_at = new_tat - interval - tolerance
+  local wait = allowed_at - now
+  if wait <= 0 then wait = 0 end
+  -- idle for longer than this, the bucket is full again: no need to keep the key
+  local ttl = math.ceil((new_tat - now) * 1000) + 60000
+  redis.call('SET', key, string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
+  return string.format('%.17g', wait)
+end
 """
+
+_RESERVE_SEND_SLOT = (
+    _RESERVE
+    + """
+-- KEYS: slot key; ARGV: prefix, rate per second, burst, now
+return reserve(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
+
+_BEGIN_SEND = (
+    _RESERVE
+    + """
+-- KEYS: slot key, outbound record key; ARGV: prefix, rate per second, burst, now, record data, retention seconds
+redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
+return reserve(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
 
 _JOB_FIELDS = 7
 
@@ -641,6 +709,9 @@ class RedisStore(Store):
             "expired_sessions": _EXPIRED_SESSIONS,
             "save_pipe": _SAVE_PIPE,
             "pipe_for": _PIPE_FOR,
+            "begin_turn": _BEGIN_TURN,
+            "begin_send": _BEGIN_SEND,
+            "complete_send": _COMPLETE_SEND,
             "delete_pipe": _DELETE_PIPE,
             "enqueue_job": _ENQUEUE_JOB,
             "lease_jobs": _LEASE_JOBS,
@@ -775,17 +846,7 @@ class RedisStore(Store):
 
     # Outbound ---------------------------------------------------------------------------------
     async def record_outbound(self, record: OutboundRecord) -> None:
-        data = _dumps(
-            {
-                "tenant": record.tenant_number,
-                "user": record.user_number,
-                "session": record.session_id,
-                "provider": record.provider_message_id,
-                "pipe": record.pipe,
-                "first": record.first_attempt_at,
-            }
-        )
-        await self._call(self._redis.set(self._k("out", record.message_id), data, ex=self._retention))
+        await self._call(self._redis.set(self._k("out", record.message_id), _outbound_data(record), ex=self._retention))
 
     async def find_outbound(self, message_id: str) -> OutboundRecord | None:
         data = await self._call(self._redis.get(self._k("out", message_id)))
@@ -864,6 +925,28 @@ class RedisStore(Store):
 
     async def complete_job(self, job_id: str) -> None:
         await self._script("complete_job", [], [job_id, self._retention])
+
+    # A turn's and a send's combined operations: one script each -------------------------------
+    async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
+        pair = _pair(tenant_number, user_number)
+        keys = [self._k("pipe", "pair", pair), self._k("sess", "pair", pair), self._k("smserr", pair)]
+        pipe, session, errors = await self._script("begin_turn", keys, [_num(now)])
+        if pipe is not None:
+            return TurnStart(Pipe.from_json(json.loads(pipe)), None, [])
+        return TurnStart(None, None if session is None else Session.from_json(json.loads(session)),
+                         [json.loads(error) for error in errors])
+
+    async def begin_send(
+        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+    ) -> float:
+        keys = [self._k("slot", slot_key), self._k("out", record.message_id)]
+        args: list[str | int | float] = [_num(rate_per_second), int(burst), _num(now), _outbound_data(record),
+                                         self._retention]
+        return float(await self._script("begin_send", keys, args))
+
+    async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
+        await self._script("complete_send", [], [job_id, self._retention, self._k("out", record.message_id),
+                                                 _outbound_data(record)])
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         await self._script("retry_job", [], [job_id, _num(run_at), error])
