@@ -48,9 +48,16 @@ async def count(turns: int) -> collections.Counter[str]:
     return counts
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--turns", type=_positive, default=20, help="turns to count over (default 20)")
     turns = parser.parse_args().turns
     configure_logging("error", stream=sys.stderr)
     counts = asyncio.run(count(turns))
