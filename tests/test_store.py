@@ -338,6 +338,27 @@ async def test_a_turn_ends_with_its_session_saved_or_deleted_and_its_message_pro
     assert await store.pending_inbound_count() == 0
 
 
+async def test_a_turn_that_ends_with_several_replies_queues_each_in_its_order(store: Store) -> None:
+    """A turn with text, an MMS and a Voice Gateway relay: every job as given (Redis passes them to one script
+    as a flat argument list), one after another per order key, a job without a key free at once."""
+    session = Session.new("+1500", "+1555", 60, now=0.0)
+    order = "+1500:+1555"
+    jobs = [
+        Job("mg-1", "send", {"text": "first"}, order_key=order, run_at=0.0),
+        Job("mg-2", "send", {"media": ["https://example.com/a.jpg"]}, order_key=order, run_at=0.0, attempts=2,
+            last_error="20429"),
+        Job("relay-1", "pipe_relay", {"smsMessage": "x"}, order_key=None, run_at=0.0),
+    ]
+    assert await store.end_turn(session, ended=False, inbound_key=None, jobs=jobs) == 3
+    leased = await store.lease_jobs("w", 10, 30, now=1.0)
+    assert sorted(j.job_id for j in leased) == ["mg-1", "relay-1"], "mg-2 waits for mg-1"
+    await store.complete_job("mg-1")
+    [second] = await store.lease_jobs("w", 10, 30, now=1.0)
+    assert (second.job_id, second.payload, second.attempts, second.last_error) == (
+        "mg-2", {"media": ["https://example.com/a.jpg"]}, 3, "20429"), "a lease counts an attempt"
+    assert await store.load_session("+1500", "+1555") == session
+
+
 async def test_a_send_begins_with_its_slot_and_record_and_completes_with_its_provider_id(store: Store) -> None:
     await store.enqueue_job(Job("mg1", "send", {}, order_key="userA", run_at=0.0))
     await store.enqueue_job(Job("mg2", "send", {}, order_key="userA", run_at=0.0))

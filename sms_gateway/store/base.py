@@ -248,7 +248,7 @@ class Store(abc.ABC):
 
     # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
     # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back
-    # end overrides them to run as one atomic operation in one round trip (SQLite all four, Redis all but end_turn).
+    # end overrides them to run as one atomic operation in one round trip (SQLite and Redis all four).
     async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
         """`pipe_for`; without a pipe, `load_session` and `pop_sms_errors` too."""
         pipe = await self.pipe_for(tenant_number, user_number, now)

@@ -107,6 +107,21 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def _job_args(job: Job) -> list[str | int | float]:
+    """A job as the 9 arguments of the scripts' enqueue()."""
+    return [
+        job.job_id,
+        job.kind,
+        _dumps(job.payload),
+        job.order_key or "",
+        _num(job.run_at),
+        int(job.attempts),
+        job.last_error or "",
+        "1" if job.order_key is not None else "0",
+        "1" if job.last_error is not None else "0",
+    ]
+
+
 def _outbound_data(record: OutboundRecord) -> str:
     return _dumps({
         "tenant": record.tenant_number,
@@ -193,23 +208,29 @@ return out
 """
 )
 
+_COMPLETE_INBOUND_FN = """
+local function complete_inbound(key, retention)
+  local h = redis.call('HMGET', mk(key), 'conv', 'done')
+  if not h[1] or h[2] then return 0 end
+  redis.call('ZREM', READY, key)
+  redis.call('ZREM', LEASED, key)
+  redis.call('SREM', PENDING, key)
+  redis.call('ZREM', ck(h[1]), key)
+  local head = redis.call('ZRANGE', ck(h[1]), 0, 0)[1]
+  if head then activate(head) end
+  redis.call('HSET', mk(key), 'done', 1)
+  redis.call('HDEL', mk(key), 'payload', 'owner', 'lease_until')
+  redis.call('EXPIRE', mk(key), retention)
+  return 1
+end
+"""
+
 _COMPLETE_INBOUND = (
     _INBOUND_COMMON
+    + _COMPLETE_INBOUND_FN
     + """
 -- ARGV: prefix, inbound key, retention seconds
-local key = ARGV[2]
-local h = redis.call('HMGET', mk(key), 'conv', 'done')
-if not h[1] or h[2] then return 0 end
-redis.call('ZREM', READY, key)
-redis.call('ZREM', LEASED, key)
-redis.call('SREM', PENDING, key)
-redis.call('ZREM', ck(h[1]), key)
-local head = redis.call('ZRANGE', ck(h[1]), 0, 0)[1]
-if head then activate(head) end
-redis.call('HSET', mk(key), 'done', 1)
-redis.call('HDEL', mk(key), 'payload', 'owner', 'lease_until')
-redis.call('EXPIRE', mk(key), ARGV[3])
-return 1
+return complete_inbound(ARGV[2], ARGV[3])
 """
 )
 
@@ -230,23 +251,24 @@ return 1
 """
 )
 
+# A session's scripts take KEYS: session hash, ids hash (session id -> pair), expiry zset.
 _SESSION_SAVE = """
-local function save()
+local function save(pair, id, expires_at, data)
   local old = redis.call('HGET', KEYS[1], 'id')
-  if old and old ~= ARGV[3] and redis.call('HGET', KEYS[2], old) == ARGV[2] then
+  if old and old ~= id and redis.call('HGET', KEYS[2], old) == pair then
     redis.call('HDEL', KEYS[2], old)
   end
-  redis.call('HSET', KEYS[1], 'id', ARGV[3], 'data', ARGV[5])
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+  redis.call('HSET', KEYS[1], 'id', id, 'data', data)
+  redis.call('HSET', KEYS[2], id, pair)
+  redis.call('ZADD', KEYS[3], expires_at, pair)
 end
 """
 
 _SAVE_SESSION = (
     _SESSION_SAVE
     + """
--- KEYS: session hash, ids hash, expiry zset; ARGV: prefix, pair, session id, expires at, data
-save()
+-- ARGV: prefix, pair, session id, expires at, data
+save(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 )
@@ -254,21 +276,32 @@ return 1
 _INSERT_SESSION = (
     _SESSION_SAVE
     + """
+-- ARGV: prefix, pair, session id, expires at, data
 local existing = redis.call('HGET', KEYS[1], 'data')
 if existing then return existing end
-save()
+save(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return false
 """
 )
 
-_DELETE_SESSION = """
--- KEYS: session hash, ids hash, expiry zset; ARGV: prefix, pair, session id
-if redis.call('HGET', KEYS[1], 'id') ~= ARGV[3] then return 0 end
-redis.call('DEL', KEYS[1])
-if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[3]) end
-redis.call('ZREM', KEYS[3], ARGV[2])
-return 1
+_SESSION_DELETE = """
+-- only if it is still session `id`
+local function delete_session(pair, id)
+  if redis.call('HGET', KEYS[1], 'id') ~= id then return 0 end
+  redis.call('DEL', KEYS[1])
+  if redis.call('HGET', KEYS[2], id) == pair then redis.call('HDEL', KEYS[2], id) end
+  redis.call('ZREM', KEYS[3], pair)
+  return 1
+end
 """
+
+_DELETE_SESSION = (
+    _SESSION_DELETE
+    + """
+-- ARGV: prefix, pair, session id
+return delete_session(ARGV[2], ARGV[3])
+"""
+)
 
 _FIND_SESSION = """
 -- KEYS: ids hash; ARGV: prefix, session id
@@ -397,20 +430,51 @@ local function fields(id)
 end
 """
 
+# enqueue(): a job's 9 arguments from ARGV, starting at `at`: id, kind, payload, order key or '', run_at, attempts,
+# last error or '', has key, has error (`_job_args`). 1 if it was new.
+_ENQUEUE = """
+local function enqueue(at)
+  local id = ARGV[at]
+  if redis.call('EXISTS', jk(id)) == 1 then return 0 end
+  local seq = redis.call('INCR', SEQ)
+  redis.call('HSET', jk(id), 'kind', ARGV[at + 1], 'payload', ARGV[at + 2], 'run_at', ARGV[at + 4],
+    'attempts', ARGV[at + 5], 'state', 'queued', 'seq', seq)
+  local key = false
+  if ARGV[at + 7] == '1' then key = ARGV[at + 3]; redis.call('HSET', jk(id), 'order_key', key) end
+  if ARGV[at + 8] == '1' then redis.call('HSET', jk(id), 'last_error', ARGV[at + 6]) end
+  reactivate(id, key, seq)
+  return 1
+end
+"""
+
 _ENQUEUE_JOB = (
     _JOBS_COMMON
+    + _ENQUEUE
     + """
--- ARGV: prefix, id, kind, payload, order key or '', run_at, attempts, last error or '', has key, has error
-local id = ARGV[2]
-if redis.call('EXISTS', jk(id)) == 1 then return 0 end
-local seq = redis.call('INCR', SEQ)
-redis.call('HSET', jk(id), 'kind', ARGV[3], 'payload', ARGV[4], 'run_at', ARGV[6], 'attempts', ARGV[7],
-  'state', 'queued', 'seq', seq)
-local key = false
-if ARGV[9] == '1' then key = ARGV[5]; redis.call('HSET', jk(id), 'order_key', key) end
-if ARGV[10] == '1' then redis.call('HSET', jk(id), 'last_error', ARGV[8]) end
-reactivate(id, key, seq)
-return 1
+-- ARGV: prefix, the job's 9 arguments
+return enqueue(2)
+"""
+)
+
+# A turn's end in one step (Store.end_turn): its replies queued, its session saved or deleted, its message done.
+# The inbound fragment comes first: the jobs fragment redefines READY, LEASED and activate for what follows it,
+# while complete_inbound keeps the inbound ones it was defined with (Lua scoping is lexical).
+_END_TURN = (
+    _INBOUND_COMMON
+    + _COMPLETE_INBOUND_FN
+    + _SESSION_SAVE
+    + _SESSION_DELETE
+    + _JOBS_COMMON
+    + _ENQUEUE
+    + """
+-- KEYS: session hash, ids hash, expiry zset
+-- ARGV: prefix, retention seconds, inbound key or '', 'save' or 'delete', pair, session id, expires at, data,
+--       then 9 arguments per job
+local queued = 0
+for at = 9, #ARGV, 9 do queued = queued + enqueue(at) end
+if ARGV[4] == 'delete' then delete_session(ARGV[5], ARGV[6]) else save(ARGV[5], ARGV[6], ARGV[7], ARGV[8]) end
+if ARGV[3] ~= '' then complete_inbound(ARGV[3], ARGV[2]) end
+return queued
 """
 )
 
@@ -710,6 +774,7 @@ class RedisStore(Store):
             "save_pipe": _SAVE_PIPE,
             "pipe_for": _PIPE_FOR,
             "begin_turn": _BEGIN_TURN,
+            "end_turn": _END_TURN,
             "begin_send": _BEGIN_SEND,
             "complete_send": _COMPLETE_SEND,
             "delete_pipe": _DELETE_PIPE,
@@ -893,22 +958,7 @@ class RedisStore(Store):
         return jobs
 
     async def enqueue_job(self, job: Job) -> bool:
-        result = await self._script(
-            "enqueue_job",
-            [],
-            [
-                job.job_id,
-                job.kind,
-                _dumps(job.payload),
-                job.order_key or "",
-                _num(job.run_at),
-                int(job.attempts),
-                job.last_error or "",
-                "1" if job.order_key is not None else "0",
-                "1" if job.last_error is not None else "0",
-            ],
-        )
-        return bool(result)
+        return bool(await self._script("enqueue_job", [], _job_args(job)))
 
     async def lease_jobs(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[Job]:
         if limit <= 0:
@@ -935,6 +985,16 @@ class RedisStore(Store):
             return TurnStart(Pipe.from_json(json.loads(pipe)), None, [])
         return TurnStart(None, None if session is None else Session.from_json(json.loads(session)),
                          [json.loads(error) for error in errors])
+
+    async def end_turn(
+        self, session: Session, *, ended: bool, inbound_key: str | None, jobs: Sequence[Job] = ()
+    ) -> int:
+        args: list[str | int | float] = [self._retention, inbound_key or "", "delete" if ended else "save",
+                                         *self._session_args(session)]
+        for job in jobs:
+            args += _job_args(job)
+        keys = self._session_keys(session.tenant_number, session.user_number)
+        return int(await self._script("end_turn", keys, args))
 
     async def begin_send(
         self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
