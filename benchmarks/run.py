@@ -93,13 +93,14 @@ class Procs:
         self.running: list[Proc] = []
         self._names: Counter[str] = Counter()
 
-    def start(self, name: str, argv: Sequence[str], cpu: str | int | None, env: dict[str, str] | None = None) -> Proc:
+    def start(self, name: str, argv: Sequence[str], cpu: str | int | None, env: dict[str, str] | None = None,
+              cwd: Path = REPO) -> Proc:
         self._names[name] += 1
         log = self.workdir / f"{name}-{self._names[name]}.log"
         full = pinned(argv, cpu)
         with open(log, "wb") as out:
             popen = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=REPO, env=env)
+                                     start_new_session=True, cwd=cwd, env=env)
         proc = Proc(name, full, popen, log, None if cpu is None else str(cpu))
         self.running.append(proc)
         return proc
@@ -254,7 +255,7 @@ class Bench:
         finally:
             client.close()
 
-    def gateway_config(self, port: int, store_url: str) -> str:
+    def gateway_config(self, port: int, store_url: str, extra: Sequence[str] = ()) -> str:
         lines = [
             "# written by benchmarks/run.py",
             f"http: {{host: 127.0.0.1, port: {port}, publicURL: 'http://127.0.0.1:{port}'}}",
@@ -265,6 +266,9 @@ class Bench:
         ]
         if self.settings.worker_concurrency:
             lines.append(f"workerConcurrency: {self.settings.worker_concurrency}")
+        # An extra line replaces ours of the same top-level key (a key must not be given twice).
+        named = {line.split(":", 1)[0] for line in extra}
+        lines = [line for line in lines if line.split(":", 1)[0] not in named] + list(extra)
         lines += [
             "tenants:",
             f"  - tenantPhoneNumber: '{TENANT}'",
@@ -283,7 +287,10 @@ class Bench:
         ]
         return "\n".join(lines) + "\n"
 
-    def start_gateway(self, label: str, store: str, cpu: str | int | None = GATEWAY_CORE) -> Proc:
+    def start_gateway(self, label: str, store: str, cpu: str | int | None = GATEWAY_CORE, *,
+                      extra: Sequence[str] = (), tree: Path = REPO) -> Proc:
+        """`extra`: top-level YAML lines for this gateway's config (replacing ours of the same key); `tree`: the
+        checkout whose `sms_gateway` it runs (`python -m` imports from its working directory first)."""
         port = free_port()
         name = f"gateway-{label}"
         if store == "sqlite":
@@ -294,12 +301,12 @@ class Bench:
         else:
             store_url = self.redis_url
         config = self.workdir / f"{name}-{port}.yaml"
-        config.write_text(self.gateway_config(port, store_url))
+        config.write_text(self.gateway_config(port, store_url, extra))
         env = {key: os.environ[key] for key in _GATEWAY_ENV_KEEP if key in os.environ}
         argv = [sys.executable, "-m", "sms_gateway", "--config", str(config), "serve"]
-        proc = self.procs.start(name, argv, cpu, env=env)
+        proc = self.procs.start(name, argv, cpu, env=env, cwd=tree)
         proc.url = f"http://127.0.0.1:{port}"
-        proc.code = code_version()
+        proc.code = code_version(tree)
         wait_ready(proc, f"{proc.url}/ready")
         return proc
 
@@ -647,11 +654,11 @@ class Bench:
 # ------------------------------------------------------------------------------ analysis helpers
 
 
-def code_version() -> str:
+def code_version(tree: Path = REPO) -> str:
     """HEAD, plus a hash of `git diff HEAD -- sms_gateway` when the gateway's code has uncommitted changes: the
     gateway is imported from the work tree when it starts, so a change made during a run shows here."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True, check=False).stdout
 
     head = git("rev-parse", "--short=12", "HEAD").strip()
     diff = git("diff", "HEAD", "--", "sms_gateway")
