@@ -128,6 +128,10 @@ async def test_outbound_records_and_status_dedupe(store: Store) -> None:
     await store.record_outbound(OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9"))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9")
     assert await store.find_outbound("nope") is None
+    through_pipe = OutboundRecord("mg2", "+1500", "+1555", None, "SM10",
+                                  {"smsPipeID": "p1", "callbackURL": "https://vgw.example/cb"}, 1700000000.25)
+    await store.record_outbound(through_pipe)
+    assert await store.find_outbound("mg2") == through_pipe, "a pipe's send keeps what its failure event needs"
     assert await store.claim_status("SM9", "sent") is True
     assert await store.claim_status("SM9", "sent") is False
     assert await store.claim_status("SM9", "delivered") is True
