@@ -15,6 +15,7 @@ import signal
 import structlog
 from aiohttp import web
 
+from sms_gateway import heap
 from sms_gateway.app import create_app
 from sms_gateway.config.model import Config
 from sms_gateway.keys import STATE
@@ -27,6 +28,7 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
+    trimming: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -37,6 +39,7 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
         # cyclic collector's full passes, which otherwise stop the loop for tens of milliseconds under load.
         gc.collect()
         gc.freeze()
+        trimming = asyncio.create_task(heap.trim_forever())
         log.info("gateway_started", host=config.http_host, port=config.http_port, store=config.store_url.split(":")[0],
                  tenants=len(config.tenants))
         await stop.wait()
@@ -44,6 +47,8 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
         app[STATE].shutting_down = True
         await asyncio.sleep(drain_seconds)
     finally:
+        if trimming is not None:
+            trimming.cancel()
         await runner.cleanup()
         log.info("gateway_stopped")
 
