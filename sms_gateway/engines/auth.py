@@ -9,8 +9,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
-
 from sms_gateway.config.model import IAM_DEFAULT_TOKEN_URL, EngineConfig, ProxyConfig
 from sms_gateway.engines.base import EngineError
 
@@ -64,6 +62,9 @@ class IamAuthorizer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`timeout` is (connect, read) seconds for the token request; the SDK's default is 60 s."""
+        # Imported here: the SDK (and `requests` with it) adds ~6 MiB to every gateway that has no IAM key.
+        from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+
         base = token_url.rstrip("/")
         if base.endswith(IAM_TOKEN_PATH):
             base = base[: -len(IAM_TOKEN_PATH)]
