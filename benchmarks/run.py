@@ -768,6 +768,13 @@ def find(points: list[dict[str, Any]], system: str, scenario: str, **facts: Any)
     return None
 
 
+def redis_cpu_per_turn(point: dict[str, Any]) -> float | None:
+    """The private redis-server's CPU (us) per turn of a point's window."""
+    result = point["result"]
+    cores, turns = result["cpu_cores"].get("redis"), result.get("turns_per_s")
+    return round(cores / turns * 1e6, 1) if cores and turns else None
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
@@ -860,6 +867,18 @@ def build_figures(bench: Bench) -> list[dict[str, Any]]:
             add(f"turns/s Redis x2 vs x1, {n} senders", g, b, "/s", ">= 1.7x one process",
                 None if r is None else r >= 1.7, two, one,
                 "2 cores only: load, fakes and Redis share them with the 2 gateways")
+            # What the two-process point can say without a core per process: whether sharing the store costs
+            # each turn more CPU, and how far Redis's own CPU per turn would let two full cores go.
+            per_one, per_two = one["server_cpu_us_per_msg"], two["server_cpu_us_per_msg"]
+            add(f"gateway CPU us per turn, Redis x2 vs x1, {n} senders", per_two, per_one, "us",
+                "about 1x: sharing costs nothing", None, two, one, "both gateways' CPU over all turns")
+            redis_us = redis_cpu_per_turn(two)
+            if per_two and redis_us:
+                derived = min(2e6 / per_two, 1e6 / redis_us)
+                add(f"turns/s Redis x2 with a core each (derived), {n} senders", round(derived, 1),
+                    one["result"]["turns_per_s"], "/s", ">= 1.7x one process", derived >= 1.7 * b, two, one,
+                    f"min(2 cores / gateway CPU per turn, 1 core / Redis CPU per turn {redis_us:.0f} us): "
+                    "not measured")
 
     memory = bench.extra.get("memory")
     base_rss = bench.extra.get("baseline_rss_kib")
