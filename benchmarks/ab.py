@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import fsync_latency
 from benchmarks.run import HELD_ENGINE_DELAY_MS, REPO, Bench, Proc, Procs, Settings, machine_facts, workspace
 
 MODES = {  # mode -> (load generator's mode, engine delay in ms or None for --engine-delay-ms, fresh per round)
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine_facts() | {"command": shlex.join([sys.executable, "-m", "benchmarks.ab",
                                                      *(argv if argv is not None else sys.argv[1:])])}
     with workspace(False) as workdir:
+        meta["fsync_ms_at_start"] = fsync_latency(workdir)
         procs = Procs(workdir)
         bench = Bench(settings, workdir, procs)
         ab = AB(bench, args)
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds = ab.run()
         finally:
             procs.stop_all()
+        meta["fsync_ms_at_end"] = fsync_latency(workdir)
     summary = {key: median_ratio(rounds, key) for key in ("rate", "cpu_us_per_msg", "p50_ms", "p99_ms")}
     print(f"\nB/A over {len(rounds)} rounds (median, min-max): A = {ab.describe('a')}, B = {ab.describe('b')}")
     for key, value in summary.items():

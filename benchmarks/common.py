@@ -7,9 +7,11 @@ import math
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
@@ -111,6 +113,25 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
         return None
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def fsync_latency(directory: Path, count: int = 200) -> dict[str, float | int | None]:
+    """How long this disk takes to make a 4 KiB write durable (write + fsync, as a WAL commit does), in ms: the
+    floor under every durable acknowledgement, and on a shared VM it drifts from minute to minute."""
+    path = directory / "fsync-probe"
+    page = os.urandom(4096)
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for i in range(count):
+            started = time.perf_counter()
+            os.pwrite(fd, page, (i % 64) * 4096)
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return latency_summary(times)
 
 
 def latency_summary(seconds: Iterable[float]) -> dict[str, float | int | None]:

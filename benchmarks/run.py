@@ -42,6 +42,7 @@ from benchmarks.common import (
     WORKSPACE,
     cpu_seconds,
     free_port,
+    fsync_latency,
     machine_cpu,
     rss_kib,
     status_kib,
@@ -1072,6 +1073,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"aiohttp {meta['aiohttp']}; gateway on core {GATEWAY_CORE}, load + fakes on core {LOAD_CORE}"
           f"{'' if TASKSET else ' (no taskset: unpinned)'}", flush=True)
     with workspace(args.keep) as workdir:
+        meta["fsync_ms_at_start"] = fsync_latency(workdir)
+        print(f"fsync of a 4 KiB write in the work folder: p50 {meta['fsync_ms_at_start']['p50']} ms, "
+              f"p99 {meta['fsync_ms_at_start']['p99']} ms (every durable acknowledgement waits for one)", flush=True)
         procs = Procs(workdir)
         bench = Bench(settings, workdir, procs)
         failed: str | None = None
@@ -1092,6 +1096,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = scale_rows(bench) if "scale" in only else []
         print_tables(figures, rows)
         meta["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        meta["fsync_ms_at_end"] = fsync_latency(workdir)
         report = {"meta": meta, "failed": failed, "figures": figures, "scaling": rows, "points": bench.points,
                   "gateway_runs": bench.gateway_runs, **bench.extra}
         out.parent.mkdir(parents=True, exist_ok=True)
