@@ -67,7 +67,9 @@ class AB:
 
     def start(self, side: str, round_no: int) -> None:
         extra, tree = self.sides[side]
-        self.gateways[side] = self.bench.start_gateway(f"{side}-{round_no}", self.args.store, extra=extra, tree=tree)
+        # On Redis each side has keys of its own: with shared ones the idle gateway would take the loaded one's work.
+        self.gateways[side] = self.bench.start_gateway(f"{side}-{round_no}", self.args.store, extra=extra, tree=tree,
+                                                       redis_prefix=f"ab-{side}")
 
     def stop(self, side: str) -> None:
         self.bench.stop_gateway(self.gateways.pop(side), graceful=not self.fresh)

@@ -289,9 +289,10 @@ class Bench:
         return "\n".join(lines) + "\n"
 
     def start_gateway(self, label: str, store: str, cpu: str | int | None = GATEWAY_CORE, *,
-                      extra: Sequence[str] = (), tree: Path = REPO) -> Proc:
+                      extra: Sequence[str] = (), tree: Path = REPO, redis_prefix: str | None = None) -> Proc:
         """`extra`: top-level YAML lines for this gateway's config (replacing ours of the same key); `tree`: the
-        checkout whose `sms_gateway` it runs (`python -m` imports from its working directory first)."""
+        checkout whose `sms_gateway` it runs (`python -m` imports from its working directory first);
+        `redis_prefix`: keys of its own in the shared Redis (gateways with the same prefix share their work)."""
         port = free_port()
         name = f"gateway-{label}"
         if store == "sqlite":
@@ -300,7 +301,7 @@ class Bench:
         elif store == "memory":
             store_url = "memory://"
         else:
-            store_url = self.redis_url
+            store_url = self.redis_url + (f"?prefix={redis_prefix}" if redis_prefix else "")
         config = self.workdir / f"{name}-{port}.yaml"
         config.write_text(self.gateway_config(port, store_url, extra))
         env = {key: os.environ[key] for key in _GATEWAY_ENV_KEEP if key in os.environ}
