@@ -270,6 +270,8 @@ class Bench:
         # An extra line replaces ours of the same top-level key (a key must not be given twice).
         named = {line.split(":", 1)[0] for line in extra}
         lines = [line for line in lines if line.split(":", 1)[0] not in named] + list(extra)
+        if "tenants" in named:
+            return "\n".join(lines) + "\n"
         lines += [
             "tenants:",
             f"  - tenantPhoneNumber: '{TENANT}'",
