@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop webhooks per second")
     parser.add_argument("--out", help="the JSON file (default benchmarks/results/ab-<timestamp>.json)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.duration <= 0:
-        parser.error("--rounds must be at least 1 and --duration positive")
+    if args.rounds < 1 or args.senders < 1 or args.duration <= 0 or args.rate <= 0 or args.engine_delay_ms < 0:
+        parser.error("--rounds and --senders must be at least 1, --duration and --rate positive, "
+                     "--engine-delay-ms not negative")
     for tree in (args.a_tree, args.b_tree):
         if tree is not None and not (Path(tree) / "sms_gateway").is_dir():
             parser.error(f"{tree} is not a checkout of the gateway (no sms_gateway/ in it)")

@@ -263,9 +263,7 @@ class MemoryStore(Store):
         return self._errors.pop((tenant_number, user_number), [])
 
     async def record_outbound(self, record: OutboundRecord) -> None:
-        self._outbound[record.message_id] = json.dumps(
-            [record.tenant_number, record.user_number, record.session_id, record.provider_message_id, record.pipe,
-             record.first_attempt_at], separators=(",", ":"))
+        self._outbound[record.message_id] = _pack_outbound(record)
 
     async def find_outbound(self, message_id: str) -> OutboundRecord | None:
         packed = self._outbound.get(message_id)
@@ -390,7 +388,8 @@ class MemoryStore(Store):
                                 lambda key, _: key not in self._inbound_pending, limit)
         removed += _prune_oldest(self._done_jobs, lambda packed: _RUN_AT.unpack_from(packed)[0] < before,
                                  lambda _, __: True, limit)
-        removed += _prune_oldest(self._outbound, lambda packed: (json.loads(packed)[5] or 0.0) < before,
+        removed += _prune_oldest(self._outbound,
+                                 lambda packed: (_outbound_record("", packed).first_attempt_at or 0.0) < before,
                                  lambda _, __: True, limit)
         removed += _prune_oldest(self._statuses, lambda at: at < before, lambda _, __: True, limit)
         for pipe_id in [p.pipe_id for p in self._pipes.values() if p.expires_at < before][:limit]:
@@ -401,6 +400,12 @@ class MemoryStore(Store):
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
         wait, self._slots[key] = gcra_reserve(self._slots.get(key), rate_per_second, burst, now)
         return wait
+
+
+def _pack_outbound(record: OutboundRecord) -> str:
+    """An outbound record without its message id (the key it is kept under), as JSON text."""
+    return json.dumps([record.tenant_number, record.user_number, record.session_id, record.provider_message_id,
+                       record.pipe, record.first_attempt_at], separators=(",", ":"))
 
 
 def _outbound_record(message_id: str, packed: str) -> OutboundRecord:
