@@ -137,6 +137,44 @@ async def test_outbound_records_and_status_dedupe(store: Store) -> None:
     assert await store.claim_status("SM9", "delivered") is True
 
 
+async def wait_past(until: float) -> None:
+    """Until the wall clock (the one every store judges claims by) is past `until`."""
+    while time.time() <= until + 0.01:
+        await asyncio.sleep(0.02)
+
+
+async def test_a_nonce_is_claimed_once_while_its_claim_lasts(store: Store) -> None:
+    until = time.time() + 60
+    assert await store.claim_once("twilio:nonce-1", until) is True
+    assert await store.claim_once("twilio:nonce-1", until) is False, "a replayed nonce is refused"
+    assert await store.claim_once("twilio:nonce-1", until + 3600) is False, "a later until does not take it over"
+    assert await store.claim_once("twilio:nonce-2", until) is True, "another key is claimed on its own"
+    assert await store.claim_once("sinch:nonce-1", until) is True
+
+
+async def test_concurrent_claims_of_one_nonce_grant_exactly_one(store: Store) -> None:
+    until = time.time() + 60
+    results = await asyncio.gather(*(store.claim_once("nonce-raced", until) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_a_claim_is_free_again_after_its_until(store: Store) -> None:
+    until = time.time() + 0.3
+    assert await store.claim_once("nonce-short", until) is True
+    assert await store.claim_once("nonce-short", until) is False
+    await wait_past(until)
+    renewed_until = time.time() + 60
+    assert await store.claim_once("nonce-short", renewed_until) is True, "an expired claim refuses nothing"
+    assert await store.claim_once("nonce-short", renewed_until) is False, "the new claim holds"
+
+
+async def test_a_claim_whose_until_has_passed_lasts_no_time_and_never_frees_a_live_one(store: Store) -> None:
+    past = time.time() - 5
+    assert await store.claim_once("nonce-late", past) is True
+    assert await store.claim_once("nonce-late", time.time() + 60) is True, "the past claim held nothing"
+    assert await store.claim_once("nonce-late", past) is False, "nor does a past claim end a live one"
+
+
 async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'durable.db'}"
     first = SQLiteStore(url)
@@ -189,6 +227,53 @@ async def test_sqlite_database_of_the_previous_version_is_migrated_with_its_queu
     reopened = SQLiteStore(f"sqlite:///{path}")  # a second open finds nothing left to migrate
     await reopened.open()
     await reopened.close()
+
+
+async def test_sqlite_claims_from_two_stores_on_one_file_grant_exactly_one(tmp_path: Path) -> None:
+    """Two SQLiteStore objects are two connections with their own threads, as two processes would be."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = SQLiteStore(url), SQLiteStore(url)
+    await first.open()
+    await second.open()
+    try:
+        for round_ in range(5):
+            until = time.time() + 60
+            results = await asyncio.gather(
+                *((first if i % 2 else second).claim_once(f"nonce-{round_}", until) for i in range(20)))
+            assert results.count(True) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_sqlite_database_made_before_claims_opens_and_claims(tmp_path: Path) -> None:
+    path = tmp_path / "before-claims.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    await store.accept_inbound(message("SMkept"))
+    await store.close()
+    old = sqlite3.connect(path)  # the file as the code before claim_once left it
+    old.execute("DROP TABLE once_claims")
+    old.commit()
+    old.close()
+
+    until = time.time() + 60
+    upgraded = SQLiteStore(f"sqlite:///{path}")
+    await upgraded.open()
+    try:
+        assert await upgraded.claim_once("nonce-after-upgrade", until) is True
+        assert await upgraded.claim_once("nonce-after-upgrade", until) is False
+        assert await upgraded.accept_inbound(message("SMkept")) is False, "what the file held is still there"
+        assert await upgraded.pending_inbound_count() == 1
+    finally:
+        await upgraded.close()
+    reopened = SQLiteStore(f"sqlite:///{path}")  # a second open finds the table there, claims and all
+    await reopened.open()
+    try:
+        assert await reopened.claim_once("nonce-after-upgrade", until) is False
+        assert await reopened.claim_once("nonce-after-reopen", until) is True
+    finally:
+        await reopened.close()
 
 
 async def test_sqlite_locked_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
@@ -446,6 +531,27 @@ async def test_finished_work_is_forgotten_after_retention_and_nothing_else(pruni
     # Status claims go too, once old enough.
     assert await store.prune_finished(time.time() + 1, 1000) >= 1
     assert await store.claim_status("SM2", "delivered") is True
+
+
+async def test_pruning_forgets_expired_claims_and_keeps_live_ones(pruning_store: Store) -> None:
+    store = pruning_store
+    week_ago = time.time() - 7 * 86400
+    short_until = time.time() + 0.3
+    for key in ("nonce-expired-1", "nonce-expired-2", "nonce-expired-3", "nonce-renewed"):
+        assert await store.claim_once(key, short_until) is True
+    assert await store.claim_once("nonce-live", time.time() + 3600) is True
+    await wait_past(short_until)
+    assert await store.claim_once("nonce-renewed", time.time() + 3600) is True, "claimed again once expired"
+
+    # Expired claims go as soon as they expire, not a retention window later; batches bound each prune.
+    assert await store.prune_finished(week_ago, 2) == 2
+    assert await store.prune_finished(week_ago, 2) == 1
+    assert await store.prune_finished(week_ago, 2) == 0
+    assert await store.claim_once("nonce-live", time.time() + 3600) is False, "a live claim is kept"
+    assert await store.claim_once("nonce-renewed", time.time() + 3600) is False, "renewed: kept at its new until"
+    assert await store.prune_finished(time.time() + 30 * 86400, 1000) == 0, "live claims never go early"
+    assert await store.claim_once("nonce-live", time.time() + 3600) is False
+    assert await store.claim_once("nonce-expired-1", time.time() + 3600) is True
 
 
 async def test_pruning_goes_in_batches_oldest_first(pruning_store: Store) -> None:

@@ -4,6 +4,7 @@ and the same answers as MemoryStore over long random sequences of operations."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -53,6 +54,31 @@ async def test_two_clients_claim_one_message_exactly_once(clients: tuple[RedisSt
         results = await asyncio.gather(*((a if i % 2 else b).accept_inbound(message(f"SM{round_}")) for i in range(40)))
         assert results.count(True) == 1
     assert await a.pending_inbound_count() == 5
+
+
+async def test_two_clients_claim_one_nonce_exactly_once(clients: tuple[RedisStore, RedisStore]) -> None:
+    a, b = clients
+    until = time.time() + 60
+    for round_ in range(5):
+        results = await asyncio.gather(*((a if i % 2 else b).claim_once(f"nonce-{round_}", until) for i in range(40)))
+        assert results.count(True) == 1
+
+
+async def test_a_claim_is_kept_as_a_key_that_expires_at_its_until(
+    clients: tuple[RedisStore, RedisStore], server: RedisServer
+) -> None:
+    """Redis forgets a claim by itself (there is nothing to prune), at its until to the millisecond, rounded up."""
+    store, _ = clients
+    until = time.time() + 60.0004
+    assert await store.claim_once("twilio:nonce", until) is True
+    admin = Redis.from_url(server.url, decode_responses=True)
+    try:
+        assert await admin.pexpiretime("smsgw:claim:twilio:nonce") == math.ceil(until * 1000)
+        assert await store.claim_once("twilio:nonce-past", time.time() - 1) is True
+        assert await admin.exists("smsgw:claim:twilio:nonce-past") == 0, "a claim already past stores nothing"
+        assert await store.claim_once("twilio:nonce-ancient", -5.0) is True, "not an error from Redis"
+    finally:
+        await admin.aclose()
 
 
 async def test_two_clients_never_lease_the_same_message(clients: tuple[RedisStore, RedisStore]) -> None:
@@ -155,6 +181,8 @@ async def test_key_prefix_isolates_two_gateways(server: RedisServer) -> None:
         await one.enqueue_job(Job("j", "send", {}))
         assert await two.lease_jobs("w", 10, 30, 0.0) == []
         assert await two.enqueue_job(Job("j", "send", {})) is True
+        assert await one.claim_once("nonce", time.time() + 60) is True
+        assert await two.claim_once("nonce", time.time() + 60) is True, "another gateway's nonce is not ours"
         admin = Redis.from_url(server.url, decode_responses=True)
         try:
             keys = await admin.keys("*")
@@ -189,6 +217,7 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "record_outbound": lambda: store.record_outbound(OutboundRecord("m", "+1500", "+1555", None, None)),
         "find_outbound": lambda: store.find_outbound("m"),
         "claim_status": lambda: store.claim_status("SM1", "sent"),
+        "claim_once": lambda: store.claim_once("nonce", time.time() + 60),
         "save_pipe": lambda: store.save_pipe(pipe),
         "get_pipe": lambda: store.get_pipe("p1"),
         "pipe_for": lambda: store.pipe_for("+1500", "+1555", 0.0),
@@ -227,6 +256,7 @@ async def test_redis_down_is_unavailable_fast_and_restart_loses_nothing(tmp_path
             assert await store.accept_inbound(message(f"SM{i}", user=f"+1555000000{i}")) is True
         await store.enqueue_job(Job("j1", "send", {"n": 1}, order_key="u"))
         await store.save_session(Session.new("+1500", "+1555", 60, now=0.0))
+        assert await store.claim_once("nonce", time.time() + 600) is True
 
         server.stop()
         for name, call in every_method(store).items():
@@ -243,6 +273,7 @@ async def test_redis_down_is_unavailable_fast_and_restart_loses_nothing(tmp_path
         assert [r.message.message_id for r in leased] == ["SM0", "SM1", "SM2"]
         assert [j.job_id for j in await store.lease_jobs("w", 10, 30, 0.0)] == ["j1"]
         assert await store.load_session("+1500", "+1555") is not None
+        assert await store.claim_once("nonce", time.time() + 600) is False, "a claim survives a restart"
 
 
 async def test_open_while_redis_is_down_raises_store_unavailable() -> None:
@@ -342,6 +373,8 @@ async def test_out_of_memory_is_unavailable(clients: tuple[RedisStore, RedisStor
             await store.accept_inbound(message("SMoom"))
         with pytest.raises(StoreUnavailable):
             await store.claim_status("SM1", "sent")
+        with pytest.raises(StoreUnavailable):
+            await store.claim_once("nonce", time.time() + 60)
     finally:
         await admin.config_set("maxmemory", 0)
         await admin.aclose()

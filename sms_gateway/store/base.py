@@ -197,6 +197,17 @@ class Store(abc.ABC):
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         """True the first time this (message, status) pair is seen."""
 
+    # Claims that last until a time ------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim_once(self, key: str, until: float) -> bool:
+        """True the first time `key` is claimed; False while an earlier claim of it lasts (until its `until`, a
+        time.time() value). Used to refuse a webhook whose signature nonce was already used.
+
+        Judged by the clock of whoever keeps the claims (this process; for Redis, the Redis server). A claim
+        whose `until` has already passed lasts no time: True unless a live claim holds the key, and it holds
+        nothing afterwards.
+        """
+
     # Voice Gateway pipes ------------------------------------------------------------------------
     @abc.abstractmethod
     async def save_pipe(self, pipe: Pipe) -> None:
@@ -292,7 +303,9 @@ class Store(abc.ABC):
     async def prune_finished(self, before: float, limit: int) -> int:
         """Forget up to `limit` rows of each kind of finished work older than `before`: processed messages
         (their claims with them), done jobs (never dead letters), outbound records, status claims, pipes
-        that expired. Returns how many went; a store whose keys expire by themselves (Redis) has nothing to do.
+        that expired, and `claim_once` claims whose `until` has passed (by the clock, whatever `before`: an
+        expired claim refuses nothing, and a live one forgotten early would let its nonce be replayed).
+        Returns how many went; a store whose keys expire by themselves (Redis) has nothing to do.
 
         Times are the ones the rows carry (received, first attempt, scheduled), so a row is forgotten
         roughly, not exactly, `before`: retention is a window of days, not a deadline.

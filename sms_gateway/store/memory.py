@@ -36,7 +36,7 @@ class _JobState:
 
 class _Deflater:
     """JSON, then raw deflate with a 4 KiB window and a preset dictionary of what every stored value of one kind
-    repeats (field names, IBM's state variables, Twilio's URL prefixes): a session's ~1.1 KB shrinks to a
+    repeats (field names, IBM's state variables): a session's ~1.1 KB shrinks to a
     quarter in ~10 us (back in ~3 us), a send job's ~310 bytes to half. Kept values are read rarely (a session
     once per turn, a finished job almost never), and their size is what 100,000 of them cost."""
 
@@ -56,7 +56,7 @@ class _Deflater:
 _SESSIONS = _Deflater(
     b'"sessionId":"","tenantNumber":"+1","userNumber":"+1","createdAt":1,"lastActivity":1,"timeoutSeconds":3600,'
     b'"engineState":{"context":{"smsTenantPhoneNumber":"+1","smsUserPhoneNumber":"+1","smsSessionID":"",'
-    b'"smsMedia":[],"smsMedia":[{"mediaURL":"https://api.twilio.com/2010-04-01/Accounts/AC","mediaContentType":'
+    b'"smsMedia":[],"smsMedia":[{"mediaURL":"https://","mediaContentType":'
     b'"image/jpeg"},"smsError":null,"smsUserData":"smsSessionTimeoutCount":"conversation_id":"system":'
     b'{"initialized":true,"dialog_stack":[{"dialog_node":"root"}],"dialog_turn_counter":1,"dialog_request_counter":1,'
     b'"_node_output_map":{"branch_exited":true,"branch_exited_reason":"completed"}}},"sessionID":"skillState":'
@@ -68,7 +68,7 @@ _RUN_AT = struct.Struct("<d")
 _FINISHED_JOBS = _Deflater(
     b'"relay",{"smsPipeID":"","callbackURL":"http://","event":"smsFailed","message":'
     b'"send",{"messageId":"mg","tenantNumber":"+1","userNumber":"+1","text":"","mediaUrls":[],'
-    b'"mediaUrls":["https://api.twilio.com/2010-04-01/Accounts/AC","https://"],"sessionId":"","errorTo":null,'
+    b'"mediaUrls":["https://","https://"],"sessionId":"","errorTo":null,'
     b'"errorTo":["+1","+1"]},"+1:+1",1,null]'
 )
 
@@ -123,6 +123,10 @@ class MemoryStore(Store):
         # message id -> its record as JSON text (one block instead of an object and its strings)
         self._outbound: dict[str, str] = {}
         self._statuses: dict[tuple[str, str], float] = {}  # -> when claimed
+        self._once_claims: dict[str, float] = {}  # claim_once: key -> until
+        # (until, key) per successful claim, so pruning reads only expired claims; an entry whose key has been
+        # claimed again since (its until differs from the dict's) is dropped when it comes due.
+        self._once_claim_expiries: list[tuple[float, str]] = []
         self._pipes: dict[str, Pipe] = {}
         # Jobs by state. A finished job is kept for 7 days, and only read again if a late retry or dead-letter
         # brings it back: packed as its run_at (8 bytes) and its deflated JSON (~150 bytes for a send).
@@ -276,6 +280,15 @@ class MemoryStore(Store):
         self._statuses[pair] = time.time()
         return True
 
+    async def claim_once(self, key: str, until: float) -> bool:
+        held_until = self._once_claims.get(key)
+        if held_until is not None and held_until > time.time():
+            return False
+        # An expired claim is replaced, so claims of one key never pile up between prunes.
+        self._once_claims[key] = until
+        heapq.heappush(self._once_claim_expiries, (until, key))
+        return True
+
     async def save_pipe(self, pipe: Pipe) -> None:
         pair = (pipe.tenant_number, pipe.user_number)
         for other in [p for p in self._pipes.values() if (p.tenant_number, p.user_number) == pair]:
@@ -395,6 +408,16 @@ class MemoryStore(Store):
         for pipe_id in [p.pipe_id for p in self._pipes.values() if p.expires_at < before][:limit]:
             del self._pipes[pipe_id]
             removed += 1
+        return removed + self._prune_once_claims(time.time(), limit)
+
+    def _prune_once_claims(self, now: float, limit: int) -> int:
+        removed = 0
+        expiries = self._once_claim_expiries
+        while expiries and expiries[0][0] <= now and removed < limit:
+            until, key = heapq.heappop(expiries)
+            if self._once_claims.get(key) == until:  # else claimed again since: its newer entry stands
+                del self._once_claims[key]
+                removed += 1
         return removed
 
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:

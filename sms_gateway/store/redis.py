@@ -21,7 +21,8 @@ Durability is Redis's: run it with `appendonly yes` (and `appendfsync always` if
 last second of acknowledged webhooks). Standalone Redis or Sentinel; not Redis Cluster (scripts touch keys
 they compute). Keys that would otherwise grow forever get a TTL: a processed message's claim, a delivery
 status claim, an outbound record and a finished job are kept `RETENTION_SECONDS` (7 days); smsErrors waiting
-for a user who never comes back are kept as long; a pipe is kept until 7 days after it expires.
+for a user who never comes back are kept as long; a pipe is kept until 7 days after it expires; a
+`claim_once` claim expires at its `until` (by Redis's clock).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -924,6 +926,14 @@ class RedisStore(Store):
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         key = self._k("status", f"{len(provider_message_id)}:{provider_message_id}:{status}")
         return bool(await self._call(self._redis.set(key, "1", nx=True, ex=self._retention)))
+
+    # Claims that last until a time -----------------------------------------------------------
+    async def claim_once(self, key: str, until: float) -> bool:
+        # SET NX is the atomic check-and-claim; PXAT makes Redis forget the claim at `until` by itself. In ms,
+        # rounded up so a claim never ends early, and at least 1 as Redis refuses a time <= 0: a time already
+        # past makes SET answer OK and store nothing, so such a claim lasts no time, as in the other stores.
+        until_ms = max(math.ceil(until * 1000), 1)
+        return bool(await self._call(self._redis.set(self._k("claim", key), "1", nx=True, pxat=until_ms)))
 
     # Pipes ------------------------------------------------------------------------------------
     async def save_pipe(self, pipe: Pipe) -> None:

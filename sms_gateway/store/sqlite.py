@@ -116,6 +116,13 @@ CREATE TABLE IF NOT EXISTS statuses (
     at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (provider_message_id, status)
 );
+-- claim_once (webhook signature nonces): a file made before it gains the table when opened. WITHOUT ROWID: a
+-- claim writes one b-tree, not a table and its key's index. No index on until: the table holds only claims
+-- within their window (plus those expired since the last prune), so pruning's scan of it is short.
+CREATE TABLE IF NOT EXISTS once_claims (
+    key TEXT PRIMARY KEY,
+    until REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # After _SCHEMA and _migrate: an index on a column that databases made before it need added first.
@@ -530,6 +537,21 @@ class SQLiteStore(Store):
         )
         return bool(cursor.rowcount == 1)
 
+    # Claims that last until a time -----------------------------------------------------------
+    async def claim_once(self, key: str, until: float) -> bool:
+        def claim(db: sqlite3.Connection) -> bool:
+            # One statement in the batch's write transaction (BEGIN IMMEDIATE): no other connection, in this
+            # process or another on the file, can claim the key between the check and the write. It changes
+            # a row only when there is none or the one there has expired.
+            cursor = db.execute(
+                "INSERT INTO once_claims (key, until) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET until = excluded.until WHERE once_claims.until <= ?",
+                (key, until, time.time()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(claim, single_write=True)
+
     # Pipes ------------------------------------------------------------------------------------
     async def save_pipe(self, pipe: Pipe) -> None:
         data = json.dumps(pipe.to_json(), separators=(",", ":"))
@@ -713,6 +735,9 @@ class SQLiteStore(Store):
             removed += db.execute(
                 "DELETE FROM pipes WHERE pipe_id IN (SELECT pipe_id FROM pipes WHERE expires_at < ? LIMIT ?)",
                 (before, limit)).rowcount
+            removed += db.execute(
+                "DELETE FROM once_claims WHERE key IN (SELECT key FROM once_claims WHERE until <= ? LIMIT ?)",
+                (time.time(), limit)).rowcount
             return removed
 
         return await self._run(prune)
