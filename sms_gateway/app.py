@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import quote
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -24,27 +23,29 @@ from sms_gateway.keys import (
     METRICS,
     OUTBOX,
     PIPES,
+    PROVIDERS,
     STATE,
     STORE,
     WORKER,
     RuntimeState,
 )
 from sms_gateway.metrics import Metrics
+from sms_gateway.model import MessageLimits
 from sms_gateway.outbox import SEND, Outbox
 from sms_gateway.pipes import PipeRelay
-from sms_gateway.providers.base import Sender
-from sms_gateway.providers.twilio import TwilioSender
+from sms_gateway.providers import PROVIDER_TYPES
+from sms_gateway.providers.base import Provider, Sender
 from sms_gateway.ratelimit import rates_from_config
 from sms_gateway.retention import RetentionSweeper
 from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
-from sms_gateway.web import ops, rest, twilio_hooks
+from sms_gateway.web import ops, rest, webhooks
 from sms_gateway.web.errors import error_middleware
 from sms_gateway.worker import TURN, InboundWorker, SessionSweeper
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
-# Twilio's webhook forms are a few KB (a 1,600-character body and ten media URLs).
+# Provider webhooks are a few KB (a 1,600-character body and ten media URLs).
 MAX_REQUEST_BYTES = 256 * 1024
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -61,8 +62,9 @@ def create_app(
     app[METRICS] = Metrics()
     app[STATE] = RuntimeState()
     app[STORE] = store if store is not None else create_store(config.store_url)
+    app[PROVIDERS] = {kind: provider_type(config) for kind, provider_type in PROVIDER_TYPES.items()}
     ops.setup(app)
-    twilio_hooks.setup(app)
+    webhooks.setup(app)
     rest.setup(app)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_make_services_ctx(engine_factory, sweep_interval))
@@ -82,20 +84,17 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
         store, metrics = app[STORE], app[METRICS]
         async with aiohttp.ClientSession() as http:
             engines = EngineRegistry(http, engine_factory)
-            # The outbox retries failed sends itself (durably, with backoff), so each sender tries once.
+            providers = app[PROVIDERS]
             senders: dict[str, Sender] = {
-                normalise_number(t.phone_number): TwilioSender(dataclasses.replace(t.provider, max_retries=0), http)
-                for t in config.tenants
+                normalise_number(t.phone_number): providers[t.provider.kind].sender(t, http) for t in config.tenants
             }
+            limits = _limits(config, providers)
 
-            def status_callback_url(message_id: str) -> str | None:
-                base = config.public_url or app[STATE].learned_public_base
-                if not base:
-                    return None
-                return f"{base.rstrip('/')}{twilio_hooks.STATUS_PATH}?mid={quote(message_id)}"
+            def callback_base() -> str | None:
+                return config.public_url or app[STATE].learned_public_base
 
             outbox = Outbox(
-                store, senders, metrics, status_callback_url,
+                store, senders, metrics, callback_base,
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
                 settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
@@ -108,7 +107,9 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             app[PIPES] = relay
-            conversations = Conversations(ConversationDeps(config, store, engines, metrics, http, jobs.notify))
+            conversations = Conversations(ConversationDeps(
+                config, store, engines, metrics, http, lambda t: limits[normalise_number(t.phone_number)],
+                jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
                                    lease_seconds=config.lease_seconds)
             jobs.kinds[TURN] = worker.turn_job_kind()
@@ -136,6 +137,12 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             await engines.close()
 
     return services_ctx
+
+
+def _limits(config: Config, providers: dict[str, Provider[Any, Any]]) -> dict[str, MessageLimits]:
+    """Per tenant number: its provider's limits, narrowed by the operator's."""
+    return {normalise_number(t.phone_number): config.media.limits(providers[t.provider.kind].limits(t))
+            for t in config.tenants}
 
 
 async def _mark_shutting_down(app: web.Application) -> None:

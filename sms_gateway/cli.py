@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sms_gateway.config.load import ConfigError, load_config
 from sms_gateway.config.mask import effective_config_dict
 from sms_gateway.logs import configure_logging
+from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
 from sms_gateway.store.base import StoreUnavailable
 
 
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
     dead.add_argument("--limit", type=int, default=1000)
     demo = sub.add_parser("demo", help="one MMS round trip through the real HTTP path, no accounts needed")
+    demo.add_argument("--provider", choices=sorted(PROVIDER_TYPES), default=DEFAULT_KIND,
+                      help=f"whose webhooks and API to play (default {DEFAULT_KIND})")
     demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
     args = parser.parse_args(argv)
     command = args.command or "serve"
@@ -38,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo":
         from sms_gateway.demo import run_demo
 
-        return run_demo(show_logs=not args.quiet_logs)
+        return run_demo(args.provider, show_logs=not args.quiet_logs)
 
     try:
         config = load_config(args.config, os.environ)

@@ -21,7 +21,7 @@ from sms_gateway.engines.override import InvalidOverride, apply_override
 from sms_gateway.engines.registry import EngineRegistry
 from sms_gateway.media import head_content_length, plan_outbound
 from sms_gateway.metrics import Metrics, warn_if_slow
-from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, Session, new_id
+from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, MessageLimits, Session, new_id
 from sms_gateway.outbox import message_id_for, send_job
 from sms_gateway.pipes import relay_job
 from sms_gateway.store.base import Job, Store
@@ -40,6 +40,7 @@ class ConversationDeps:
     engines: EngineRegistry
     metrics: Metrics
     http: aiohttp.ClientSession
+    limits: Callable[[TenantConfig], MessageLimits]  # what one message of the tenant's provider may carry
     notify_outbox: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
 
@@ -300,7 +301,8 @@ class Conversations:
         prefix = id_prefix or new_id("send")
         errors: list[JSON] = []
         queued: list[str] = []
-        if d.config.tenant_for(tenant_number) is None:
+        tenant = d.config.tenant_for(tenant_number)
+        if tenant is None:
             errors.append({"code": "unknownTenant", "message": f"no tenant is configured for {tenant_number}"})
         else:
             policy = d.config.media
@@ -313,7 +315,8 @@ class Conversations:
             counter = itertools.count()
             media_plan = await plan_outbound(
                 text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,
-                policy=policy, size_of=size_of, new_id=lambda: message_id_for(prefix, next(counter)),
+                limits=d.limits(tenant), allow_private_hosts=policy.allow_private_hosts, size_of=size_of,
+                new_id=lambda: message_id_for(prefix, next(counter)),
             )
             for url, code, reason in media_plan.rejected:
                 d.metrics.sends.labels("rejected", "media").inc()

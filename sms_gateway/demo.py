@@ -1,15 +1,15 @@
-"""`sms-gateway demo`: one signed sample MMS through the real HTTP path, with no account and no other process.
+"""`sms-gateway demo [--provider NAME]`: one signed sample MMS through the real HTTP path, with no account and no
+other process.
 
-It starts the gateway (SQLite store in a temporary folder, the built-in echo engine) and a local stand-in for
-Twilio's Messages API, posts a signed MMS webhook the way Twilio would, then prints what the engine received
-and the MMS that would have gone to the phone.
+It starts the gateway (SQLite store in a temporary folder, the built-in echo engine) and the provider's sandbox
+(a local stand-in for its send API), posts a signed MMS webhook the way the provider would, then prints what the
+engine received and the messages that would have gone to the phone, and reports one delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import socket
 import sys
 import tempfile
@@ -18,24 +18,16 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from twilio.request_validator import RequestValidator
 
 from sms_gateway.app import create_app
-from sms_gateway.config.model import (
-    Config,
-    EngineConfig,
-    MediaPolicy,
-    ProviderConfig,
-    TenantConfig,
-)
+from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
 from sms_gateway.engines.echo import EchoEngine
 from sms_gateway.logs import configure_logging
-from sms_gateway.sink import Sink
+from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
+from sms_gateway.providers.sandbox import Sandbox
 
 TENANT = "+15005550006"
 USER = "+15551234567"
-ACCOUNT_SID = "AC" + "0" * 32
-AUTH_TOKEN = "demo-auth-token"
 
 
 def free_port() -> int:
@@ -44,34 +36,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def sample_mms(message_sid: str) -> dict[str, str]:
-    media = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media"
-    return {
-        "ToCountry": "US",
-        "MessageSid": message_sid,
-        "SmsMessageSid": message_sid,
-        "SmsSid": message_sid,
-        "AccountSid": ACCOUNT_SID,
-        "From": USER,
-        "To": TENANT,
-        "Body": "Here are the photos of the damage",
-        "NumMedia": "2",
-        "NumSegments": "1",
-        "MediaUrl0": f"{media}/ME{secrets.token_hex(16)}",
-        "MediaContentType0": "image/jpeg",
-        "MediaUrl1": f"{media}/ME{secrets.token_hex(16)}",
-        "MediaContentType1": "image/png",
-        "SmsStatus": "received",
-        "ApiVersion": "2010-04-01",
-    }
-
-
-def demo_config(gateway_url: str, sink_url: str, db_path: Path) -> Config:
+def demo_config(gateway_url: str, provider: ProviderConfig, db_path: Path) -> Config:
     tenant = TenantConfig(
         phone_number=TENANT,
         description="demo tenant (echo engine)",
         engine=EngineConfig(kind="echo"),
-        provider=ProviderConfig(url=sink_url, username=ACCOUNT_SID, password=AUTH_TOKEN),
+        provider=provider,
         allow_session_create_via_sms=True,
     )
     return Config(
@@ -79,76 +49,79 @@ def demo_config(gateway_url: str, sink_url: str, db_path: Path) -> Config:
         public_url=gateway_url,
         store_url=f"sqlite:///{db_path}",
         http_host="127.0.0.1",
-        # The sample's media live on api.twilio.com, which this machine may not reach: skip the HEAD size check.
+        # The sample's media live on the provider's hosts, which this machine may not reach: no HEAD size check.
         media=MediaPolicy(check_size=False),
     )
 
 
-async def _demo(out: list[str]) -> bool:
-    sink = Sink()
+async def _demo(kind: str, out: list[str]) -> bool:
+    sandbox = PROVIDER_TYPES[kind].sandbox()
     echo = EchoEngine()
-    gateway_port, sink_port = free_port(), free_port()
+    gateway_port, api_port = free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     with tempfile.TemporaryDirectory(prefix="sms-gateway-demo-") as tmp:
-        config = demo_config(gateway_url, f"http://127.0.0.1:{sink_port}", Path(tmp) / "demo.db")
-        sink_runner = web.AppRunner(sink.app())
+        config = demo_config(gateway_url, sandbox.settings(f"http://127.0.0.1:{api_port}"), Path(tmp) / "demo.db")
+        api_runner = web.AppRunner(sandbox.api())
         gateway_runner = web.AppRunner(create_app(config, engine_factory=lambda cfg, http: echo))
-        await sink_runner.setup()
-        await web.TCPSite(sink_runner, "127.0.0.1", sink_port).start()
+        await api_runner.setup()
+        await web.TCPSite(api_runner, "127.0.0.1", api_port).start()
         await gateway_runner.setup()
         await web.TCPSite(gateway_runner, "127.0.0.1", gateway_port).start()
         try:
-            return await _round_trip(gateway_url, sink, echo, out)
+            return await _round_trip(gateway_url, sandbox, echo, out)
         finally:
             await gateway_runner.cleanup()
-            await sink_runner.cleanup()
+            await api_runner.cleanup()
 
 
-async def _round_trip(gateway_url: str, sink: Sink, echo: EchoEngine, out: list[str]) -> bool:
-    webhook = f"{gateway_url}/sms.receiver/SmsRecv"
-    form = sample_mms("MM" + secrets.token_hex(16))
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(webhook, form)
+async def _round_trip(gateway_url: str, sandbox: Sandbox, echo: EchoEngine, out: list[str]) -> bool:
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        async with http.post(webhook, data=form, headers={"X-Twilio-Signature": signature}) as response:
-            ack = await response.text()
-            ack_ms = (time.perf_counter() - started) * 1000
-        out.append(f"1. Twilio -> gateway: POST {webhook} (signed MMS, 2 media)")
-        out.append(f"   answered {response.status} in {ack_ms:.1f} ms: {ack}")
+        answer = await sandbox.send_sample_mms(http, gateway_url, TENANT, USER)
+        ack_ms = (time.perf_counter() - started) * 1000
+        out.append(f"1. {sandbox.name} -> gateway: {answer.description}")
+        out.append(f"   answered {answer.status} in {ack_ms:.1f} ms: {answer.body}")
         try:
-            await asyncio.wait_for(sink.arrived.wait(), 10)
+            async with asyncio.timeout(10):
+                await _all_media_sent(sandbox, answer.media_count)
         except TimeoutError:
-            pass
-        if echo.last_request is None or not sink.messages:
             out.append("the turn did not complete within 10 s")
+            return False
+        if echo.last_request is None:
+            out.append("the engine was not asked")
             return False
         out.append("2. gateway -> engine: the turn's input text and state variables (IBM's names)")
         # As a v1 engine gets them: a None value means "not set this turn" and is left out.
         state = {key: value for key, value in echo.last_request.state.items() if value is not None}
         out.append(_indent(json.dumps({"input": {"text": echo.last_request.text}, "context": state}, indent=2)))
-        sent = sink.messages[0]
-        out.append("3. gateway -> Twilio Messages API: the MMS that would have gone to the phone")
-        out.append(_indent(json.dumps({"To": sent.to, "From": sent.from_, "Body": sent.body,
-                                       "MediaUrl": sent.media_urls, "StatusCallback": sent.status_callback},
-                                      indent=2)))
-        if sent.status_callback:
-            status = {"MessageSid": sent.sid, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID,
-                      "From": sent.from_, "To": sent.to, "ApiVersion": "2010-04-01"}
-            signature = RequestValidator(AUTH_TOKEN).compute_signature(sent.status_callback, status)
-            async with http.post(sent.status_callback, data=status,
-                                 headers={"X-Twilio-Signature": signature}) as response:
-                out.append(f"4. Twilio -> gateway: delivery status 'delivered' answered {response.status}")
-    return response.status == 200 and len(sent.media_urls) == 2
+        count = len(sandbox.sent)
+        out.append(f"3. gateway -> {sandbox.api_name}: the {'MMS' if count == 1 else f'{count} messages'}"
+                   " that would have gone to the phone")
+        for message in sandbox.sent:
+            out.append(_indent(json.dumps(message.shown, indent=2)))
+        status = await sandbox.report_delivered(http, gateway_url, TENANT, sandbox.sent[0])
+        if status is not None:
+            out.append(f"4. {sandbox.name} -> gateway: delivery status 'delivered' answered {status}")
+    return answer.status == 200 and status in (None, 200)
+
+
+async def _all_media_sent(sandbox: Sandbox, media_count: int) -> bool:
+    """True once the echo reply's messages carry every media of the sample (the provider may split them)."""
+    while True:
+        sandbox.arrived.clear()  # before counting: a message arriving after the count sets it again
+        if sandbox.sent and sum(len(m.media_urls) for m in sandbox.sent) >= media_count:
+            return True
+        await sandbox.arrived.wait()
 
 
 def _indent(text: str) -> str:
     return "\n".join("   " + line for line in text.splitlines())
 
 
-def run_demo(show_logs: bool = True) -> int:
+def run_demo(kind: str = DEFAULT_KIND, show_logs: bool = True) -> int:
     configure_logging("info" if show_logs else "critical", redact_numbers=True, stream=sys.stderr)
     out: list[str] = []
-    ok = asyncio.run(_demo(out))
+    ok = asyncio.run(_demo(kind, out))
     print("\n".join(out))
     print("demo round trip: OK" if ok else "demo round trip: FAILED")
     return 0 if ok else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from sms_gateway.jobs import JobWorker
 from sms_gateway.metrics import Metrics
 from sms_gateway.outbox import Outbox
 from sms_gateway.pipes import PipeRelay
+from sms_gateway.providers.base import Provider
 from sms_gateway.store.base import Store
 from sms_gateway.worker import InboundWorker
 
@@ -21,8 +23,8 @@ from sms_gateway.worker import InboundWorker
 class RuntimeState:
     """Facts learned while running."""
 
-    # Base URL Twilio reached us on, learned from verified webhooks when no public URL is configured;
-    # used to build StatusCallback URLs.
+    # Base URL a provider reached us on, learned from verified webhooks when no public URL is configured;
+    # used to build the callback URLs of messages sent.
     learned_public_base: str | None = None
     shutting_down: bool = False
 
@@ -37,3 +39,4 @@ WORKER = web.AppKey("worker", InboundWorker)
 JOBS = web.AppKey("jobs", JobWorker)
 OUTBOX = web.AppKey("outbox", Outbox)
 PIPES = web.AppKey("pipes", PipeRelay)
+PROVIDERS = web.AppKey("providers", dict[str, Provider[Any, Any]])

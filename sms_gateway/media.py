@@ -1,4 +1,4 @@
-"""Twilio's MMS limits, enforced before anything is sent (SPEC §2.5).
+"""The provider's message limits, enforced before anything is sent, and the one check of a media URL.
 
 `plan_outbound` turns one reply (text + media URLs) into the messages that fit the provider's limits:
 at most `max_media_per_message` media and `max_total_bytes` per message, bodies of at most `max_body_chars`,
@@ -18,8 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from sms_gateway.config.model import MediaPolicy
-from sms_gateway.model import OutboundMessage
+from sms_gateway.model import MessageLimits, OutboundMessage
 
 MEDIA_URL_INVALID = "mediaURLInvalid"
 MEDIA_URL_NOT_PUBLIC = "mediaURLNotPublic"
@@ -50,7 +49,7 @@ class MediaPlan:
 
 
 def check_media_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
-    """None when Twilio could fetch `url`, else (code, reason). Never does DNS lookups."""
+    """None when a provider could fetch `url`, else (code, reason). Never does DNS lookups."""
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return MEDIA_URL_INVALID, "URL contains whitespace or control characters"
     try:
@@ -72,6 +71,11 @@ def check_media_url(url: str, allow_private: bool = False) -> tuple[str, str] | 
 
 def is_public_http_url(url: str, allow_private: bool) -> bool:
     return check_media_url(url, allow_private) is None
+
+
+def is_http_url(url: str) -> bool:
+    """An absolute http(s) URL with a host, wherever it points (a provider's own media links)."""
+    return check_media_url(url, allow_private=True) is None
 
 
 def _canonical_host(host: str) -> str:
@@ -198,9 +202,9 @@ def _plus_digits(number: str) -> str:
     return "+" + "".join(ch for ch in number if ch.isascii() and ch.isdigit())
 
 
-def mms_available(user_number: str, policy: MediaPolicy) -> bool:
+def mms_available(user_number: str, limits: MessageLimits) -> bool:
     user = _plus_digits(user_number)
-    return any(user.startswith(_plus_digits(prefix)) for prefix in policy.mms_country_prefixes)
+    return any(user.startswith(_plus_digits(prefix)) for prefix in limits.mms_country_prefixes)
 
 
 def _group_media(media: Sequence[tuple[str, int | None]], max_items: int, max_bytes: int) -> list[tuple[str, ...]]:
@@ -227,7 +231,8 @@ async def plan_outbound(
     tenant_number: str,
     user_number: str,
     session_id: str | None,
-    policy: MediaPolicy,
+    limits: MessageLimits,
+    allow_private_hosts: bool = False,
     size_of: SizeOf | None,
     new_id: Callable[[], str],
 ) -> MediaPlan:
@@ -236,26 +241,27 @@ async def plan_outbound(
     The first message has the first text chunk and the first media group; later chunks and groups pair up
     in order, then the leftover text-only or media-only messages follow. Where MMS is not available the media
     links are appended to the text instead. Rejected media are reported, in input order, with a code and reason.
+    `size_of` learns a media's size (None: sizes are not checked).
     """
-    problems = [check_media_url(url, policy.allow_private_hosts) for url in media_urls]
+    problems = [check_media_url(url, allow_private_hosts) for url in media_urls]
     accepted = [index for index, problem in enumerate(problems) if problem is None]
 
     groups: list[tuple[str, ...]] = []
-    if accepted and not mms_available(user_number, policy):
+    if accepted and not mms_available(user_number, limits):
         links = [media_urls[index] for index in accepted]
         text = "\n".join([text.strip(), *links]) if text.strip() else "\n".join(links)
     elif accepted:
-        sizes = await _sizes([media_urls[index] for index in accepted], policy, size_of)
+        sizes = await _sizes([media_urls[index] for index in accepted], size_of)
         kept: list[tuple[str, int | None]] = []
         for index, size in zip(accepted, sizes, strict=True):
-            if size is not None and size > policy.max_total_bytes:
-                problems[index] = (MEDIA_TOO_LARGE, f"{size} bytes is over the {policy.max_total_bytes}-byte limit")
+            if size is not None and size > limits.max_total_bytes:
+                problems[index] = (MEDIA_TOO_LARGE, f"{size} bytes is over the {limits.max_total_bytes}-byte limit")
             else:
                 kept.append((media_urls[index], size))
-        groups = _group_media(kept, max(1, policy.max_media_per_message), policy.max_total_bytes)
+        groups = _group_media(kept, max(1, limits.max_media_per_message), limits.max_total_bytes)
 
     plan = MediaPlan(rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem])
-    chunks = split_text(text, policy.max_body_chars)
+    chunks = split_text(text, limits.max_body_chars)
     for chunk, group in zip_longest(chunks, groups, fillvalue=None):
         plan.messages.append(
             OutboundMessage(
@@ -270,7 +276,7 @@ async def plan_outbound(
     return plan
 
 
-async def _sizes(urls: list[str], policy: MediaPolicy, size_of: SizeOf | None) -> list[int | None]:
-    if size_of is None or not policy.check_size:
+async def _sizes(urls: list[str], size_of: SizeOf | None) -> list[int | None]:
+    if size_of is None:
         return [None] * len(urls)
     return list(await asyncio.gather(*(_safe_size(size_of, url) for url in urls)))

@@ -6,6 +6,7 @@ function call taking and returning these; none of them knows about HTTP or stora
 
 from __future__ import annotations
 
+import enum
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -81,37 +82,57 @@ class OutboundMessage:
     session_id: str | None = None
 
 
+class SendOutcome(enum.Enum):
+    """What became of one attempt to hand a message to the provider."""
+
+    SENT = "sent"  # accepted: the provider's id is known
+    RETRY = "retry"  # not sent, and sending again later may work (throttled, provider busy)
+    FAILED = "failed"  # not sent, and sending again can only fail again (bad number, opted out, bad credentials)
+    UNKNOWN = "unknown"  # may have been sent (a timeout, a 5xx): ask the provider before sending again
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    ok: bool
+    outcome: SendOutcome
     provider_message_id: str | None = None
-    status: str | None = None
+    status: str | None = None  # the provider's status of an accepted message ("queued", ...)
     error_code: str | None = None
     error_message: str | None = None
-    retryable: bool = False
     http_status: int | None = None
     retry_after: float | None = None  # the provider's Retry-After, in seconds
 
-    def to_sms_error(self) -> JSON:
-        return {"code": self.error_code or "sendFailed", "message": self.error_message or "send failed"}
+    @property
+    def ok(self) -> bool:
+        return self.outcome is SendOutcome.SENT
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome in (SendOutcome.RETRY, SendOutcome.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """What one outgoing message may carry at a provider; replies are split and checked to fit before sending."""
+
+    max_media_per_message: int
+    max_total_bytes: int  # of all the media of one message
+    max_body_chars: int
+    mms_country_prefixes: tuple[str, ...]  # users whose numbers start so can get MMS; others get the links as text
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryStatus:
-    """A provider's status callback for a message we sent."""
+    """A provider's report on a message we sent."""
 
     provider: str
     provider_message_id: str
-    status: str
+    status: str  # the provider's own status name, lower case ("delivered", "undelivered", "switching_channel")
+    failed: bool = False  # the message will not reach the user: the engine hears it as smsError
     our_message_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     tenant_number: str | None = None
     user_number: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status in ("failed", "undelivered")
 
 
 @dataclass(frozen=True, slots=True)

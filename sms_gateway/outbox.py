@@ -14,7 +14,7 @@ from sms_gateway.config.model import normalise_number
 from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
 from sms_gateway.metrics import Metrics, warn_if_slow
 from sms_gateway.model import JSON, OutboundMessage
-from sms_gateway.providers.base import Sender
+from sms_gateway.providers.base import TIMEOUT, Sender
 from sms_gateway.ratelimit import SenderRate, sender_rate
 from sms_gateway.store.base import Job, OutboundRecord, Store
 
@@ -46,19 +46,22 @@ def send_job(message: OutboundMessage, error_to: tuple[str, str] | None, extra: 
     return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time())
 
 
-# Errors after which Twilio certainly did not create the message; after any other (a timeout, a 5xx, a
-# lost connection, a crash mid-attempt) it may have, and the next attempt asks Twilio first.
-# (A lookup that failed answers nothing, so after "lookupFailed" the next attempt asks again.)
-_NOT_SENT_CODES = frozenset({"429", "20429", "14107", "rateLimited", "unknownTenant", "invalidURL"})
+# The outbox's own retry reasons: after these nothing was sent.
+RATE_LIMITED = "rateLimited"
+UNKNOWN_TENANT = "unknownTenant"
+# A look-up at the provider that answered nothing: the attempt before it is still unknown.
+LOOKUP_FAILED = "lookupFailed"
 
 
-def may_have_been_sent(last_error: str | None) -> bool:
+def may_have_been_sent(last_error: str | None, sender: Sender) -> bool:
+    """Whether the attempt that ended with `last_error` may have left the message at the provider, so the next
+    attempt must ask the provider before sending it again."""
     if last_error is None:
         return True  # the attempt never finished: the process died during it
     code = error_parts(last_error)[0]
-    if code in _NOT_SENT_CODES:
+    if code in (RATE_LIMITED, UNKNOWN_TENANT):
         return False
-    return not (code.isdigit() and (400 <= int(code) < 500 or code.startswith("21")))
+    return code == LOOKUP_FAILED or sender.may_have_sent(code)
 
 
 def _record(message: OutboundMessage, provider_id: str | None, pipe: JSON | None, first_attempt_at: float
@@ -78,7 +81,7 @@ class Outbox:
         store: Store,
         senders: Mapping[str, Sender],
         metrics: Metrics,
-        status_callback_url: Callable[[str], str | None],
+        callback_base: Callable[[], str | None],
         *,
         max_attempts: Mapping[str, int] | None = None,
         rates: dict[str, SenderRate] | None = None,
@@ -89,7 +92,8 @@ class Outbox:
         self.store = store
         self.senders = senders
         self.metrics = metrics
-        self.status_callback_url = status_callback_url
+        # The gateway's public base URL when known: providers address delivery statuses of a message to it.
+        self.callback_base = callback_base
         self.max_attempts = dict(max_attempts or {})
         self.rates = rates
         self.backoff_base = backoff_base
@@ -112,17 +116,17 @@ class Outbox:
         tenant_key = normalise_number(message.tenant_number)
         sender = self.senders.get(tenant_key)
         if sender is None:
-            return Outcome.failed(f"unknownTenant: no tenant is configured for {message.tenant_number}")
+            return Outcome.failed(f"{UNKNOWN_TENANT}: no tenant is configured for {message.tenant_number}")
         limit = self.max_attempts.get(tenant_key)
         pipe = {k: v for k, v in p.items() if k.startswith("pipe")} or None
         previous = await self.store.find_outbound(message.message_id) if job.attempts > 1 else None
         if previous is not None and previous.provider_message_id is not None:
             return Outcome.done()  # sent and recorded, the process died before the job was marked done
-        if previous is not None and may_have_been_sent(job.last_error):
+        if previous is not None and may_have_been_sent(job.last_error, sender):
             try:
                 sid = await sender.find_sent(message, since=previous.first_attempt_at or 0.0)
             except LookupError as exc:
-                return Outcome.retry(f"lookupFailed: {exc}")
+                return Outcome.retry(f"{LOOKUP_FAILED}: {exc}")
             if sid is not None:
                 log.info("send_found_at_provider", message_id=message.message_id, provider_id=sid,
                          reason="an earlier attempt's outcome was unknown; not sending it twice")
@@ -130,38 +134,40 @@ class Outbox:
         rate = sender_rate(message.tenant_number, self.rates)
         now = time.time()
         first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else now
-        # Recorded with the rate-limit slot, before the request leaves: a status callback can arrive before
-        # Twilio's answer, and a crash from here on is an unknown outcome that the next attempt checks at Twilio
-        # before sending again (after a "rateLimited" retry it knows nothing was sent).
+        # Recorded with the rate-limit slot, before the request leaves: a delivery status can arrive before the
+        # provider's answer, and a crash from here on is an unknown outcome that the next attempt checks at the
+        # provider before sending again (after a "rateLimited" retry it knows nothing was sent).
         wait = await self.store.begin_send(f"send:{tenant_key}", rate.per_second, rate.burst, now,
                                            _record(message, None, pipe, first_attempt_at))
         if wait > MAX_INLINE_WAIT_SECONDS:
-            return Outcome.retry("rateLimited: waiting for the sender's rate-limit slot", retry_after=wait)
+            return Outcome.retry(f"{RATE_LIMITED}: waiting for the sender's rate-limit slot", retry_after=wait)
         if wait > 0:
             await asyncio.sleep(wait)
         started = time.perf_counter()
-        result = await sender.send(message, self.status_callback_url(message.message_id))
+        result = await sender.send(message, self.callback_base())
         elapsed = time.perf_counter() - started
-        self.metrics.provider_latency.labels("twilio").observe(elapsed)
+        self.metrics.provider_latency.labels(sender.kind).observe(elapsed)
         warn_if_slow("provider", elapsed, self.latency_threshold_ms, message.session_id)
         kind = "mms" if message.media_urls else "sms"
         if result.ok:
             self.metrics.sends.labels("sent", kind).inc()
-            log.info("message_sent", message_id=message.message_id, provider_id=result.provider_message_id,
-                     session_id=message.session_id, media=len(message.media_urls), user=message.user_number)
+            log.info("message_sent", message_id=message.message_id, provider=sender.kind,
+                     provider_id=result.provider_message_id, session_id=message.session_id,
+                     media=len(message.media_urls), user=message.user_number)
             # Recorded with the job's completion, in one write: a crash before it leaves the job leased and the
             # record without the provider's id, so the next attempt asks the provider before sending again.
             return Outcome.done(sent=_record(message, result.provider_message_id, pipe, first_attempt_at))
         self.metrics.sends.labels("failed", kind).inc()
         self.metrics.errors.labels("send").inc()
         error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
-        log.warning("send_failed", message_id=message.message_id, code=result.error_code, error=result.error_message,
-                    retryable=result.retryable, attempt=job.attempts, session_id=message.session_id)
+        log.warning("send_failed", message_id=message.message_id, provider=sender.kind, code=result.error_code,
+                    error=result.error_message, outcome=result.outcome.value, http_status=result.http_status,
+                    attempt=job.attempts, session_id=message.session_id)
         if result.retryable and (limit is None or job.attempts < limit):
             retry_after = result.retry_after
-            if result.error_code == "timeout":
-                # Twilio may still be creating the message: wait until it surely has, so the next attempt's
-                # look-up finds it instead of sending it again.
+            if result.error_code == TIMEOUT:
+                # The provider may still be creating the message: wait until it surely has, so the next
+                # attempt's look-up finds it instead of sending it again.
                 retry_after = max(retry_after or 0.0, self.settle_seconds.get(tenant_key, 0.0))
             return Outcome.retry(error, retry_after=retry_after)
         return Outcome.failed(error)

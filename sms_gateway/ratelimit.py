@@ -1,5 +1,5 @@
-"""Per-sender throughput, as the provider allows it (Twilio: long code 1 segment/s, toll-free 3/s, short code
-100/s): bursts wait for their slot instead of being rejected by the provider."""
+"""Per-sender throughput, as North American numbers are allowed to send (long code 1 segment/s, toll-free 3/s,
+short code 100/s): bursts wait for their slot instead of being rejected by the provider."""
 
 from __future__ import annotations
 

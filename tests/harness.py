@@ -1,15 +1,18 @@
 """An end-to-end harness: the real gateway app on a local port, fake Twilio and fake Watson over real HTTP.
 
-Tenants, one per engine kind:
+Twilio tenants, one per engine kind:
     V1      +15005550001  Watson Assistant v1 workspace WS1
     SOE     +15005550002  an SOE at /soe/orchestrate (v1 API, URL as given)
     V2      +15005550003  Watson Assistant v2, environment paths (ibm-watson 11.x)
     V2OLD   +15005550004  Watson Assistant v2, legacy paths (no environment segment)
+With `sinch=True`, a fake Sinch too and its tenant:
+    SINCH   +15005550011  Watson Assistant v1 workspace WS1, Sinch's Conversation API (the fake's app)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 import socket
@@ -24,9 +27,10 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from sms_gateway.app import create_app
-from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, TenantConfig
+from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
 from sms_gateway.keys import JOBS, STORE, WORKER
 from sms_gateway.store.base import Store
+from tests.fakes.sinch import FakeSinch, serve_fake_sinch
 from tests.fakes.twilio import FakeTwilio, SentMessage, serve_fake_twilio
 from tests.fakes.watson import FakeWatson, serve
 
@@ -34,6 +38,7 @@ V1 = "+15005550001"
 SOE = "+15005550002"
 V2 = "+15005550003"
 V2OLD = "+15005550004"
+SINCH = "+15005550011"
 USER = "+15551230001"
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 
@@ -89,6 +94,7 @@ class Harness:
     twilio: FakeTwilio
     watson: FakeWatson
     watson_url: str
+    sinch: FakeSinch | None = None
 
     @property
     def store(self) -> Store:
@@ -151,22 +157,25 @@ class Harness:
             return response.status
 
 
-def tenants(twilio: FakeTwilio, watson_url: str, **overrides: Any) -> tuple[TenantConfig, ...]:
-    def tenant(number: str, engine: EngineConfig) -> TenantConfig:
+def tenants(twilio: FakeTwilio, watson_url: str, sinch: FakeSinch | None = None,
+            **overrides: Any) -> tuple[TenantConfig, ...]:
+    def tenant(number: str, engine: EngineConfig, provider: ProviderConfig | None = None) -> TenantConfig:
         base = TenantConfig(
             phone_number=number,
             engine=dataclasses.replace(engine, connect_timeout_ms=2000, read_timeout_ms=2000, max_retries=1),
-            provider=twilio.provider_config(max_retries=2),
+            provider=provider or twilio.provider_config(max_retries=2),
             allow_session_create_via_sms=True,
             conversation_failed_reply_message="Sorry, we can't answer right now.",
         )
         return dataclasses.replace(base, **overrides)
 
+    v1 = EngineConfig(kind="watson_v1", url=watson_url, workspace_id="WS1")
     return (
-        tenant(V1, EngineConfig(kind="watson_v1", url=watson_url, workspace_id="WS1")),
+        tenant(V1, v1),
         tenant(SOE, EngineConfig(kind="soe", url=f"{watson_url}/soe/orchestrate")),
         tenant(V2, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", environment_id="E1")),
         tenant(V2OLD, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", v2_path_style="legacy")),
+        *([tenant(SINCH, v1, sinch.settings(max_retries=2))] if sinch is not None else []),
     )
 
 
@@ -179,15 +188,17 @@ async def running_gateway(
     tenant_overrides: Mapping[str, Any] | None = None,
     configure: Callable[[Config], Config] | None = None,
     sweep_interval: float = 0.05,
+    sinch: bool = False,
 ) -> AsyncIterator[Harness]:
     watson = FakeWatson()
     watson_runner, watson_url = await serve(watson)
     try:
-        async with serve_fake_twilio() as twilio:
+        async with serve_fake_twilio() as twilio, contextlib.AsyncExitStack() as stack:
+            fake_sinch = await stack.enter_async_context(serve_fake_sinch()) if sinch else None
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             config = Config(
-                tenants=tenants(twilio, watson_url, **(tenant_overrides or {})),
+                tenants=tenants(twilio, watson_url, fake_sinch, **(tenant_overrides or {})),
                 public_url=url if public_url else None,
                 store_url=store_url or f"sqlite:///{tmp_path / 'gateway.db'}",
                 media=MediaPolicy(check_size=False),
@@ -202,7 +213,7 @@ async def running_gateway(
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
                 async with aiohttp.ClientSession() as http:
-                    yield Harness(config, app, url, http, twilio, watson, watson_url)
+                    yield Harness(config, app, url, http, twilio, watson, watson_url, fake_sinch)
             finally:
                 await runner.cleanup()
     finally:

@@ -31,6 +31,22 @@ def test_demo_round_trip_in_a_real_process() -> None:
     assert "delivery status 'delivered' answered 200" in out
 
 
+@pytest.mark.slow
+def test_demo_round_trip_through_sinch_in_a_real_process() -> None:
+    result = run("demo", "--provider", "sinch", "--quiet-logs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "1. Sinch -> gateway: POST" in out and "answered 200" in out and '"status": "accepted"' in out
+    assert '"mediaContentType": "image/jpeg"' in out
+    assert '"card_message"' in out and '"MMS_SENDER"' in out and '"channel_priority_order"' in out
+    assert "delivery status 'delivered' answered 200" in out and "demo round trip: OK" in out
+
+
+def test_demo_names_the_providers_it_can_play() -> None:
+    result = run("demo", "--provider", "carrier-pigeon")
+    assert result.returncode == 2 and "sinch" in result.stderr and "twilio" in result.stderr
+
+
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     env = {
         "TENANT_PHONE_NUMBER": "+15005550006",

@@ -19,9 +19,14 @@ from sms_gateway.config.model import (
     Config,
     Credentials,
     EngineConfig,
-    ProviderConfig,
+    MediaPolicy,
     ProxyConfig,
 )
+from sms_gateway.model import MessageLimits
+from sms_gateway.providers.sinch import LIMITS as SINCH_LIMITS
+from sms_gateway.providers.sinch import SinchConfig
+from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
+from sms_gateway.providers.twilio import TwilioConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,7 +185,7 @@ workerConcurrency: 8
     assert tenant.engine == EngineConfig(
         kind="watson_v1", url="https://wa.example.com", workspace_id="ws-yaml", auth="iam", apikey="yaml-key"
     )
-    assert tenant.provider == ProviderConfig(username="AC999", password="yaml-token")
+    assert tenant.provider == TwilioConfig(username="AC999", password="yaml-token")
     assert config.tenant_for("1 (555) 555-0199") is tenant
 
 
@@ -207,7 +212,7 @@ def test_env_single_tenant_uses_ibm_defaults() -> None:
         max_retries=2,
     )
     assert tenant.engine.version_date == V1_DEFAULT_VERSION
-    assert tenant.provider == ProviderConfig(url="https://api.twilio.com", username="AC123", password="twilio-token")
+    assert tenant.provider == TwilioConfig(url="https://api.twilio.com", username="AC123", password="twilio-token")
     assert tenant.provider.send_url == "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
     assert (tenant.allow_session_create_via_sms, tenant.timeout_for_session) == (False, 3600)
     assert tenant.notify_on_session_timeout is False
@@ -673,7 +678,8 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
 
 def test_shipped_example_yaml_loads() -> None:
     config = load_config(str(REPO / "config" / "sms-gateway.example.yaml"), {})
-    assert [t.engine.kind for t in config.tenants] == ["watson_v1", "watson_v2"]
+    assert [t.engine.kind for t in config.tenants] == ["watson_v1", "watson_v2", "watson_v2"]
+    assert [t.provider.kind for t in config.tenants] == ["twilio", "twilio", "sinch"]
 
 
 def test_shipped_example_tenant_json_loads() -> None:
@@ -765,3 +771,79 @@ def test_ibm_json_values_round_trip(
     (loaded,) = load_config(None, environ).tenants
     assert (loaded.allow_session_create_via_sms, loaded.notify_on_session_timeout) == (allow, notify)
     assert (loaded.timeout_for_session, loaded.engine.read_timeout_ms) == (session, read)
+
+
+# --- providers -------------------------------------------------------------------------------------------
+
+SINCH_PROVIDER = {"type": "sinch", "projectId": "proj-1", "appId": "01APP", "keyId": "key-1",
+                  "keySecret": "s-key-secret", "webhookSecret": "s-hook-secret"}
+
+
+def test_sinch_tenant_from_yaml_with_defaults(tmp_path: Path) -> None:
+    tenant = {"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"}, "smsProvider": SINCH_PROVIDER}
+    config = load_config(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})), {})
+    settings = config.tenants[0].provider
+    assert settings == SinchConfig(project_id="proj-1", app_id="01APP", key_id="key-1", key_secret="s-key-secret",
+                                   webhook_secret="s-hook-secret")
+    assert settings.kind == "sinch" and settings.api_base == "https://us.conversation.api.sinch.com"
+    assert settings.auth_url == "https://auth.sinch.com/oauth2/token"
+    eu = load_config(write(tmp_path, "eu.yaml", json.dumps({"tenants": [
+        {**tenant, "smsProvider": {**SINCH_PROVIDER, "region": "eu"}}]})), {})
+    assert eu.tenants[0].provider.api_base == "https://eu.conversation.api.sinch.com"  # type: ignore[attr-defined]
+
+
+def test_sinch_tenant_from_ibm_tenant_json_with_string_values(tmp_path: Path) -> None:
+    provider = {**SINCH_PROVIDER, "region": "br", "connectTimeout": "2000", "mmsSender": "15555550100",
+                "url": "https://conversation.example.com"}
+    config = load_config(None, tenant_json(tmp_path, ibm_tenant(smsProvider=provider, smsProviderReadTimeout="4000")))
+    settings = config.tenants[0].provider
+    assert isinstance(settings, SinchConfig)
+    assert (settings.region, settings.connect_timeout_ms, settings.read_timeout_ms) == ("br", 2000, 4000)
+    assert settings.api_base == "https://conversation.example.com" and settings.mms_sender == "15555550100"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        ({"keySecret": None}, "keySecret", "is required"),
+        ({"appId": ""}, "appId", "must not be empty"),
+        ({"region": "ap"}, "region", "must be one of us, eu, br"),
+        ({"username": "AC1"}, "username", "unknown key"),
+        ({"mmsSender": "+15555550999"}, "mmsSender", "must be the tenant's phone number"),
+        ({"type": "nexmo"}, "type", "must be one of twilio, sinch"),
+    ],
+)
+def test_sinch_settings_errors_name_the_key(tmp_path: Path, change: dict[str, Any], key: str, reason: str) -> None:
+    provider = {k: v for k, v in {**SINCH_PROVIDER, **change}.items() if v is not None}
+    tenant = {"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"}, "smsProvider": provider}
+    errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})))
+    assert reason in errors[f"tenants[0].smsProvider.{key}"]
+
+
+def test_a_twilio_key_on_a_sinch_tenant_and_the_reverse_are_unknown(tmp_path: Path) -> None:
+    tenants = [{"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"},
+                "smsProvider": {**SINCH_PROVIDER, "validateSignature": False}},
+               {"tenantPhoneNumber": "+15555550103", "conversation": {"type": "echo"},
+                "smsProvider": {"username": "AC1", "password": "tok", "appId": "01APP"}}]
+    errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": tenants})))
+    assert errors["tenants[0].smsProvider.validateSignature"].startswith("unknown key")
+    assert errors["tenants[1].smsProvider.appId"].startswith("unknown key")
+
+
+def test_sinch_secrets_are_masked_and_never_in_errors(tmp_path: Path) -> None:
+    tenant = {"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"}, "smsProvider": SINCH_PROVIDER}
+    config = load_config(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})), {})
+    shown = json.dumps(effective_config_dict(config))
+    assert "s-key-secret" not in shown and "s-hook-secret" not in shown and shown.count("****") == 2
+    assert "s-key-secret" not in repr(config) and "s-hook-secret" not in repr(config)
+    assert build_config(native_dict(config)) == config
+    bad = {**tenant, "smsProvider": {**SINCH_PROVIDER, "keySecret": 12345, "webhookSecret": ["s-hook-secret"]}}
+    errors = errors_of(write(tmp_path, "bad.yaml", json.dumps({"tenants": [bad]})))
+    assert "12345" not in json.dumps(errors) and "s-hook-secret" not in json.dumps(errors)
+
+
+def test_operator_media_limits_narrow_the_providers_but_never_widen_them() -> None:
+    policy = MediaPolicy(max_media_per_message=5, max_total_bytes=2_000_000, mms_country_prefixes=("+1", "+44"))
+    assert policy.limits(TWILIO_LIMITS) == MessageLimits(5, 2_000_000, 1600, ("+1", "+44"))
+    assert policy.limits(SINCH_LIMITS) == MessageLimits(1, 1_000_000, 1600, ("+1", "+44"))
+    assert MediaPolicy().limits(SINCH_LIMITS) == SINCH_LIMITS

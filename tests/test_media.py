@@ -28,6 +28,7 @@ from sms_gateway.media import (
     plan_outbound,
     split_text,
 )
+from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
 
 MB = 1024 * 1024
 TENANT = "+15005550001"
@@ -60,14 +61,16 @@ async def plan(
     policy: MediaPolicy = POLICY,
     size_of: Callable[[str], Any] | None = None,
 ) -> MediaPlan:
+    """With Twilio's limits, narrowed by `policy` as the gateway does."""
     return await plan_outbound(
         text,
         media,
         tenant_number=TENANT,
         user_number=user,
         session_id="sess-1",
-        policy=policy,
-        size_of=size_of,
+        limits=policy.limits(TWILIO_LIMITS),
+        allow_private_hosts=policy.allow_private_hosts,
+        size_of=size_of if policy.check_size else None,
         new_id=ids(),
     )
 
@@ -374,7 +377,7 @@ async def test_links_in_text_are_split_too() -> None:
     ],
 )
 def test_mms_countries(number: str, prefixes: tuple[str, ...], expected: bool) -> None:
-    assert mms_available(number, MediaPolicy(mms_country_prefixes=prefixes)) is expected
+    assert mms_available(number, MediaPolicy(mms_country_prefixes=prefixes).limits(TWILIO_LIMITS)) is expected
 
 
 async def test_custom_limits() -> None:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
@@ -22,23 +24,26 @@ from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 from yarl import URL
 
-from sms_gateway.config.model import ProviderConfig, ProxyConfig
-from sms_gateway.model import InboundMessage, Media, OutboundMessage, SendResult
+from sms_gateway.config.model import ProxyConfig
+from sms_gateway.http_client import basic_authorization
+from sms_gateway.model import InboundMessage, Media, OutboundMessage, SendOutcome
 from sms_gateway.providers.base import InvalidRequest, Sender
+from sms_gateway.providers.transport import proxy_authorization
 from sms_gateway.providers.twilio import (
     MESSAGE_STATUSES,
     SIGNATURE_HEADER,
     TWIML_CONTENT_TYPE,
+    TwilioConfig,
     TwilioSender,
-    basic_auth_header,
     build_form,
     empty_twiml,
     parse_inbound,
     parse_status,
-    signature_url,
     twilio_status_is_final,
     verify_signature,
 )
+from sms_gateway.providers.twilio.errors import may_have_sent
+from sms_gateway.web.webhooks import public_request_url
 from tests.fakes.twilio import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
@@ -159,15 +164,15 @@ def test_get_request_signs_url_only() -> None:
     assert verify_signature(url, None, signature, "tok")
 
 
-# ------------------------------------------------------------------------------ signature_url
+# ------------------------------------------------------------------------------ the URL Twilio signed
 
 RAW = "/sms.receiver/SmsRecv?msg=Couldn%27t+find&n=%2B1555&x=a%20b"
 
 
 def test_signature_url_uses_public_url_and_raw_path() -> None:
     request = make_mocked_request("POST", RAW, headers={"Host": "internal:9080"})
-    assert signature_url("https://sms.example.com/", request) == "https://sms.example.com" + RAW
-    assert signature_url("https://example.com/gw", request) == "https://example.com/gw" + RAW
+    assert public_request_url("https://sms.example.com/", request) == "https://sms.example.com" + RAW
+    assert public_request_url("https://example.com/gw", request) == "https://example.com/gw" + RAW
 
 
 def test_signature_url_honours_forwarded_headers() -> None:
@@ -177,14 +182,14 @@ def test_signature_url_honours_forwarded_headers() -> None:
         "X-Forwarded-Host": "sms.example.com, proxy.internal",
     }
     request = make_mocked_request("POST", RAW, headers=headers)
-    assert signature_url(None, request) == "https://sms.example.com" + RAW
+    assert public_request_url(None, request) == "https://sms.example.com" + RAW
 
 
 def test_signature_url_falls_back_to_request() -> None:
     request = make_mocked_request("POST", RAW, headers={"Host": "gw.example.com:8443"})
-    assert signature_url(None, request) == "http://gw.example.com:8443" + RAW
+    assert public_request_url(None, request) == "http://gw.example.com:8443" + RAW
     odd = make_mocked_request("POST", "/x", headers={"Host": "h.example.com", "X-Forwarded-Proto": "gopher"})
-    assert signature_url(None, odd) == "http://h.example.com/x"
+    assert public_request_url(None, odd) == "http://h.example.com/x"
 
 
 async def test_signed_webhook_through_a_real_aiohttp_server(
@@ -195,7 +200,7 @@ async def test_signed_webhook_through_a_real_aiohttp_server(
 
     async def handler(request: web.Request) -> web.Response:
         form = await request.post()
-        url = signature_url(None, request)
+        url = public_request_url(None, request)
         if not verify_signature(url, form, request.headers.get(SIGNATURE_HEADER), token):
             return web.Response(status=403)
         message = parse_inbound(form)
@@ -486,23 +491,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self.attempts: list[tuple[int, SendResult]] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    def on_attempt(self, number: int, result: SendResult) -> None:
-        self.attempts.append((number, result))
-
-
-def sender_for(config: ProviderConfig, http: aiohttp.ClientSession, recorder: Recorder, **kwargs: Any) -> TwilioSender:
-    kwargs.setdefault("jitter", lambda: 1.0)
-    return TwilioSender(config, http, sleep=recorder.sleep, on_attempt=recorder.on_attempt, **kwargs)
-
-
 def outbound(text: str = "Hello", media: tuple[str, ...] = (), to: str = USER) -> OutboundMessage:
     return OutboundMessage(
         message_id="m-1", tenant_number=TENANT, user_number=to, text=text, media_urls=media, session_id="s-1"
@@ -510,7 +498,7 @@ def outbound(text: str = "Hello", media: tuple[str, ...] = (), to: str = USER) -
 
 
 def test_sender_implements_protocol(http: aiohttp.ClientSession) -> None:
-    sender: Sender = TwilioSender(ProviderConfig(username="AC1", password="tok"), http)
+    sender: Sender = TwilioSender(TwilioConfig(username="AC1", password="tok"), http)
     assert "tok" not in repr(sender)
 
 
@@ -525,9 +513,8 @@ def test_build_form_repeats_media_and_omits_empty_body() -> None:
 
 
 async def test_send_sms(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    result = await sender_for(fake.provider_config(), http, recorder).send(outbound("Hi there"), None)
-    assert result.ok
+    result = await TwilioSender(fake.provider_config(), http).send(outbound("Hi there"), None)
+    assert result.ok and result.outcome is SendOutcome.SENT
     assert result.status == "queued"
     assert result.http_status == 201
     assert result.provider_message_id is not None and result.provider_message_id.startswith("SM")
@@ -541,20 +528,19 @@ async def test_send_sms(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     )
     assert sent.status_callback is None
     assert sent.auth == (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
-    assert [n for n, _ in recorder.attempts] == [1]
-    assert recorder.sleeps == []
+    assert fake.request_count == 1
 
 
 async def test_send_mms_form_matches_create_message_request(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     media = tuple(f"https://cdn.example.com/{n}.jpg" for n in range(3))
-    callback = "https://sms.example.com/sms.receiver/twilio/status?mid=m-1"
-    result = await TwilioSender(fake.provider_config(), http).send(outbound("Look", media), callback)
+    result = await TwilioSender(fake.provider_config(), http).send(outbound("Look", media), "https://sms.example.com/")
     assert result.ok
     assert result.provider_message_id is not None and result.provider_message_id.startswith("MM")
     [sent] = fake.messages
     assert sent.media_urls == list(media)
     assert [v for k, v in sent.form if k == "MediaUrl"] == list(media)
-    assert sent.status_callback == callback
+    # Statuses come back to our route with our own message id.
+    assert sent.status_callback == "https://sms.example.com/sms.receiver/twilio/status?mid=m-1"
     _, error = validate_create_message(MultiDictProxy(MultiDict(sent.form)))
     assert error is None
     jsonschema.Draft7Validator(message_schema()).validate(sent.response)
@@ -567,71 +553,40 @@ async def test_media_only_message(fake: FakeTwilio, http: aiohttp.ClientSession)
     assert "Body" not in dict(fake.messages[0].form)
 
 
-async def test_bad_credentials_are_not_retried(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    config = fake.provider_config(password="wrong", max_retries=3)
-    result = await sender_for(config, http, recorder).send(outbound(), None)
-    assert not result.ok
-    assert (result.error_code, result.http_status, result.retryable) == ("20003", 401, False)
+async def test_bad_credentials_fail_for_good(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+    result = await TwilioSender(fake.provider_config(password="wrong"), http).send(outbound(), None)
+    assert (result.outcome, result.error_code, result.http_status, result.retryable) == (
+        SendOutcome.FAILED, "20003", 401, False)
     assert fake.request_count == 1
     assert fake.messages == []
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-async def test_retry_then_success(fake: FakeTwilio, http: aiohttp.ClientSession, status: int) -> None:
-    recorder = Recorder()
-    fake.fail_next(2, status=status)
-    result = await sender_for(fake.provider_config(max_retries=2), http, recorder).send(outbound(), None)
-    assert result.ok
-    assert fake.request_count == 3
-    assert len(fake.messages) == 1
-    assert [(n, r.ok, r.retryable) for n, r in recorder.attempts] == [
-        (1, False, True),
-        (2, False, True),
-        (3, True, False),
-    ]
-    assert recorder.sleeps == [0.5, 1.0]  # backoff_base 0.5 doubling, jitter pinned to the top of the range
+@pytest.mark.parametrize(("status", "outcome"), [(429, SendOutcome.RETRY), (500, SendOutcome.UNKNOWN),
+                                                 (503, SendOutcome.UNKNOWN)])
+async def test_throttling_and_server_errors_are_retryable(
+    fake: FakeTwilio, http: aiohttp.ClientSession, status: int, outcome: SendOutcome
+) -> None:
+    """A 429 was refused before anything was created; after a 5xx Twilio may have the message."""
+    sender = TwilioSender(fake.provider_config(), http)
+    fake.fail_next(1, status=status)
+    result = await sender.send(outbound(), None)
+    assert (result.outcome, result.retryable, result.http_status) == (outcome, True, status)
+    assert result.error_code is not None and may_have_sent(result.error_code) is (outcome is SendOutcome.UNKNOWN)
+    assert (await sender.send(outbound(), None)).ok  # the outbox's next attempt
+    assert fake.request_count == 2 and len(fake.messages) == 1
 
 
-async def test_retries_run_out(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    fake.fail_next(10, status=500)
-    result = await sender_for(fake.provider_config(max_retries=3), http, recorder).send(outbound(), None)
-    assert not result.ok
-    assert (result.error_code, result.http_status, result.retryable) == ("20500", 500, True)
-    assert fake.request_count == 4
-    assert recorder.sleeps == [0.5, 1.0, 2.0]
-
-
-async def test_backoff_jitter_and_cap(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    fake.fail_next(10, status=500)
-    sender = sender_for(
-        fake.provider_config(max_retries=4),
-        http,
-        recorder,
-        jitter=lambda: 0.0,
-        backoff_base=1.0,
-        backoff_cap=4.0,
-    )
-    await sender.send(outbound(), None)
-    assert recorder.sleeps == [0.5, 1.0, 2.0, 2.0]
-
-
-async def test_no_retry_on_invalid_to(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    result = await sender_for(fake.provider_config(max_retries=3), http, recorder).send(outbound(to="12"), None)
-    assert not result.ok
-    assert (result.error_code, result.http_status, result.retryable) == ("21211", 400, False)
+async def test_invalid_to_fails_for_good(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(to="12"), None)
+    assert (result.outcome, result.error_code, result.http_status) == (SendOutcome.FAILED, "21211", 400)
     assert result.error_message is not None and "not a valid phone number" in result.error_message
     assert fake.request_count == 1
-    assert recorder.sleeps == []
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, 21610), (400, 21614), (404, 20404), (400, None), (500, 21211)])
 async def test_non_retryable_errors(fake: FakeTwilio, http: aiohttp.ClientSession, status: int, code: int) -> None:
     fake.fail_next(1, status=status, code=code)
-    result = await TwilioSender(fake.provider_config(max_retries=3), http).send(outbound(), None)
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
     assert not result.ok and not result.retryable
     assert result.error_code == str(code or status)
     assert fake.request_count == 1
@@ -639,61 +594,46 @@ async def test_non_retryable_errors(fake: FakeTwilio, http: aiohttp.ClientSessio
 
 async def test_throttling_code_on_a_400_is_retried(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     fake.fail_next(1, status=400, code=14107)
-    result = await sender_for(fake.provider_config(max_retries=1), http, Recorder()).send(outbound(), None)
-    assert result.ok
-    assert fake.request_count == 2
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
+    assert (result.outcome, result.error_code) == (SendOutcome.RETRY, "14107")
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [("7", 7.0), ("0", 0.0), ("2.5", 2.5), ("3600", 30.0)])
-async def test_retry_after_is_honoured_and_capped(
-    fake: FakeTwilio, http: aiohttp.ClientSession, retry_after: str, expected: float
+@pytest.mark.parametrize(("retry_after", "expected"), [("7", 7.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600.0),
+                                                       ("soon", None), ("-3", None)])
+async def test_retry_after_is_read(
+    fake: FakeTwilio, http: aiohttp.ClientSession, retry_after: str, expected: float | None
 ) -> None:
-    recorder = Recorder()
+    """Read as Twilio sent it; how long the outbox waits at most is its retry policy's cap."""
     fake.fail_next(1, status=429, retry_after=retry_after)
-    result = await sender_for(fake.provider_config(), http, recorder).send(outbound(), None)
-    assert result.ok
-    assert recorder.sleeps == [expected]
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
+    assert result.retry_after == expected
 
 
-async def test_unparseable_retry_after_falls_back_to_backoff(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    fake.fail_next(1, status=503, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
-    assert (await sender_for(fake.provider_config(), http, recorder).send(outbound(), None)).ok
-    assert recorder.sleeps == [0.5]
+async def test_retry_after_as_an_http_date(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+    fake.fail_next(1, status=503, retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=30),
+                                                             usegmt=True))
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
+    assert result.retry_after is not None and 25 <= result.retry_after <= 30
+    fake.fail_next(1, status=503, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")  # in the past: now
+    assert (await TwilioSender(fake.provider_config(), http).send(outbound(), None)).retry_after == 0.0
 
 
 async def test_non_json_error_body(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     fake.fail_next(1, status=502, raw_body="<html><body>Bad Gateway</body></html>")
-    result = await TwilioSender(fake.provider_config(max_retries=0), http).send(outbound(), None)
+    result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
     assert not result.ok and result.retryable
     assert result.error_code == "502"
     assert result.error_message is not None and result.error_message.startswith("HTTP 502")
 
 
-async def test_timeout_then_success(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
+async def test_timeout_is_an_unknown_outcome(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     fake.delay_next(1, 0.5)
-    config = fake.provider_config(read_timeout_ms=100, connect_timeout_ms=1000, max_retries=1)
-    result = await sender_for(config, http, recorder).send(outbound(), None)
-    assert result.ok
-    first = recorder.attempts[0][1]
-    assert (first.ok, first.error_code, first.retryable) == (False, "timeout", True)
-
-
-async def test_timeouts_run_out(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    fake.delay_next(3, 0.4)
-    config = fake.provider_config(read_timeout_ms=50, connect_timeout_ms=1000, max_retries=2)
+    config = fake.provider_config(read_timeout_ms=100, connect_timeout_ms=1000)
     started = time.monotonic()
-    result = await sender_for(config, http, recorder).send(outbound(), None)
-    assert time.monotonic() - started < 1.0
-    assert (result.ok, result.error_code, result.retryable, result.http_status) == (
-        False,
-        "timeout",
-        True,
-        None,
-    )
-    assert len(recorder.attempts) == 3
+    result = await TwilioSender(config, http).send(outbound(), None)
+    assert time.monotonic() - started < 0.45
+    assert (result.outcome, result.error_code, result.http_status) == (SendOutcome.UNKNOWN, "timeout", None)
+    assert may_have_sent("timeout")
 
 
 def _closed_port() -> int:
@@ -704,17 +644,27 @@ def _closed_port() -> int:
 
 
 async def test_connection_refused(http: aiohttp.ClientSession) -> None:
-    recorder = Recorder()
-    config = ProviderConfig(url=f"http://127.0.0.1:{_closed_port()}", username="AC1", password="tok", max_retries=1)
-    result = await sender_for(config, http, recorder).send(outbound(), None)
+    config = TwilioConfig(url=f"http://127.0.0.1:{_closed_port()}", username="AC1", password="tok")
+    result = await TwilioSender(config, http).send(outbound(), None)
     assert (result.ok, result.error_code, result.retryable) == (False, "connectionError", True)
-    assert len(recorder.attempts) == 2
 
 
 async def test_invalid_send_url(http: aiohttp.ClientSession) -> None:
-    config = ProviderConfig(explicit_url="http://[bad", username="AC1", password="tok")
+    config = TwilioConfig(explicit_url="http://[bad", username="AC1", password="tok")
     result = await TwilioSender(config, http).send(outbound(), None)
     assert (result.ok, result.error_code, result.retryable) == (False, "invalidURL", False)
+    assert not may_have_sent("invalidURL")
+
+
+@pytest.mark.parametrize(
+    ("code", "maybe"),
+    [("429", False), ("20429", False), ("14107", False), ("21610", False), ("400", False), ("20003", False),
+     ("invalidURL", False), ("500", True), ("20500", True), ("30001", True), ("timeout", True),
+     ("connectionError", True), ("httpError", True)],
+)
+def test_which_failures_may_have_created_the_message(code: str, maybe: bool) -> None:
+    """After these the outbox asks Twilio (ListMessage) before sending again; after the others it just sends."""
+    assert may_have_sent(code) is maybe
 
 
 async def test_send_through_a_proxy(fake: FakeTwilio, http: aiohttp.ClientSession, aiohttp_server: Any) -> None:
@@ -742,15 +692,14 @@ async def test_auth_token_never_logged(
     fake: FakeTwilio, http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.fail_next(1, status=500)
-    config = fake.provider_config(max_retries=1)
-    await sender_for(config, http, Recorder()).send(outbound(), None)
-    await sender_for(fake.provider_config(password="wrong-secret"), http, Recorder()).send(outbound(), None)
+    await TwilioSender(fake.provider_config(), http).send(outbound(), None)
+    await TwilioSender(fake.provider_config(password="wrong-secret"), http).send(outbound(), None)
     captured = capsys.readouterr()
     assert DEFAULT_AUTH_TOKEN not in captured.out + captured.err
     assert "wrong-secret" not in captured.out + captured.err
 
 
-async def test_on_attempt_and_concurrent_sends(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+async def test_concurrent_sends(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     sender = TwilioSender(fake.provider_config(), http)
     results = await asyncio.gather(*(sender.send(outbound(f"n{i}"), None) for i in range(20)))
     assert all(r.ok for r in results)
@@ -762,7 +711,7 @@ async def test_on_attempt_and_concurrent_sends(fake: FakeTwilio, http: aiohttp.C
 
 
 async def post_raw(fake: FakeTwilio, form: list[tuple[str, str]], *, password: str | None = None) -> tuple[int, Any]:
-    auth = basic_auth_header(fake.account_sid, password or fake.auth_token)
+    auth = basic_authorization(fake.account_sid, password or fake.auth_token)
     async with aiohttp.ClientSession() as session:
         async with session.post(fake.send_url, data=form, headers={"Authorization": auth}) as response:
             return response.status, await response.json()
@@ -816,7 +765,7 @@ async def test_fake_rejects_bad_auth(fake: FakeTwilio) -> None:
 async def test_fake_fetch_and_control_routes(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     result = await TwilioSender(fake.provider_config(), http).send(outbound("one"), None)
     base = fake.base_url
-    headers = {"Authorization": basic_auth_header(fake.account_sid, fake.auth_token)}
+    headers = {"Authorization": basic_authorization(fake.account_sid, fake.auth_token)}
     fetch = f"{base}/2010-04-01/Accounts/{fake.account_sid}/Messages/{result.provider_message_id}.json"
     async with http.get(fetch, headers=headers) as response:
         assert response.status == 200
@@ -827,7 +776,7 @@ async def test_fake_fetch_and_control_routes(fake: FakeTwilio, http: aiohttp.Cli
         assert DEFAULT_AUTH_TOKEN not in json.dumps(listed)
     async with http.post(f"{base}/_fake/failures", json={"count": 1, "status": 429}) as response:
         assert response.status == 204
-    failed = await TwilioSender(fake.provider_config(max_retries=0), http).send(outbound("two"), None)
+    failed = await TwilioSender(fake.provider_config(), http).send(outbound("two"), None)
     assert (failed.error_code, failed.retryable) == ("20429", True)
     async with http.delete(f"{base}/_fake/messages") as response:
         assert response.status == 204
@@ -858,8 +807,10 @@ def test_fake_runs_standalone() -> None:
             process.stdout.close()
 
 
-def test_proxy_credentials_go_on_the_connect_for_https(http: aiohttp.ClientSession) -> None:
-    proxy = ProxyConfig(url="http://proxy.example.com:3128", username="pu", password="pp")
-    https = TwilioSender(ProviderConfig(username="AC1", password="tok", proxy=proxy), http)
-    assert https._proxy_headers == {"Proxy-Authorization": "Basic cHU6cHA="}
-    assert "Proxy-Authorization" not in https._headers  # never sent through the tunnel to Twilio
+def test_proxy_credentials_go_on_the_connect_for_https() -> None:
+    """Through an https tunnel the credentials go on the CONNECT only, never through the tunnel to Twilio; a
+    plain-http request goes to the proxy as is and carries them itself."""
+    assert proxy_authorization("https://api.twilio.com/x", "Basic cHU6cHA=") == (
+        {}, {"Proxy-Authorization": "Basic cHU6cHA="})
+    assert proxy_authorization("http://fake.example.com/x", "Basic cHU6cHA=") == (
+        {"Proxy-Authorization": "Basic cHU6cHA="}, {})

@@ -15,14 +15,15 @@ from sms_gateway.config.model import (
     Config,
     Credentials,
     EngineConfig,
+    KeyPath,
     MediaPolicy,
     ProviderConfig,
     ProxyConfig,
     TenantConfig,
     normalise_number,
 )
+from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES, settings_type
 
-KeyPath = tuple[str | int, ...]
 PathProblem = tuple[KeyPath, str]
 
 GLOBAL_FIELDS: dict[tuple[str, ...], str] = {
@@ -72,16 +73,11 @@ ENGINE_FIELDS = {
     "convReadTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
 }
+# The keys every provider's settings have; each provider's own are its settings type's KEYS.
 PROVIDER_FIELDS = {
-    "type": "kind",
-    "url": "url",
-    "explicitURL": "explicit_url",
-    "username": "username",
-    "password": "password",
     "connectTimeout": "connect_timeout_ms",
     "readTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
-    "validateSignature": "validate_signature",
 }
 PROXY_FIELDS = {"url": "url", "username": "username", "password": "password"}
 CREDENTIAL_FIELDS = {"username": "username", "password": "password"}
@@ -155,8 +151,16 @@ def _normalise_engine(conv: dict[str, Any]) -> list[PathProblem]:
 
 
 def semantic_problems(native: Mapping[str, Any]) -> list[PathProblem]:
-    """What the schema cannot say: tenant numbers must differ in their digits."""
+    """What the schema cannot say: tenant numbers must differ in their digits; each provider's own rules."""
     problems: list[PathProblem] = []
+    by_kind: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for i, tenant in _tenants(native):
+        section = tenant.get("smsProvider")
+        kind = section.get("type", DEFAULT_KIND) if isinstance(section, dict) else None
+        if isinstance(kind, str) and kind in PROVIDER_TYPES:
+            by_kind.setdefault(kind, []).append((i, tenant))
+    for kind, tenants in by_kind.items():
+        problems += settings_type(kind).config_problems(tenants)
     first_with: dict[str, int] = {}
     for i, tenant in _tenants(native):
         number = tenant.get("tenantPhoneNumber")
@@ -212,11 +216,16 @@ def _rate_limits(section: Mapping[str, Any]) -> dict[str, float]:
 def _tenant(tenant: Mapping[str, Any]) -> TenantConfig:
     return TenantConfig(
         engine=EngineConfig(**_pick(tenant["conversation"], ENGINE_FIELDS), proxy=_proxy(tenant["conversation"])),
-        provider=ProviderConfig(**_pick(tenant["smsProvider"], PROVIDER_FIELDS), proxy=_proxy(tenant["smsProvider"])),
+        provider=_provider(tenant["smsProvider"]),
         webhook_credentials=_credentials(tenant.get("webHookCredentials")),
         control_credentials=_credentials(tenant.get("controlCredentials")),
         **_pick(tenant, TENANT_FIELDS),
     )
+
+
+def _provider(section: Mapping[str, Any]) -> ProviderConfig:
+    settings = settings_type(section.get("type", DEFAULT_KIND))
+    return settings(**_pick(section, PROVIDER_FIELDS), **_pick(section, settings.KEYS), proxy=_proxy(section))
 
 
 def _proxy(section: Mapping[str, Any]) -> ProxyConfig | None:

@@ -19,10 +19,10 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from sms_gateway.config import env
-from sms_gateway.config.build import KeyPath, build_config, normalise, semantic_problems
+from sms_gateway.config.build import build_config, normalise, semantic_problems
 from sms_gateway.config.ibm_json import read_tenant_json
 from sms_gateway.config.mask import SECRET_KEYS, mask_url
-from sms_gateway.config.model import Config
+from sms_gateway.config.model import Config, KeyPath
 from sms_gateway.config.yaml_file import read_yaml
 
 TenantNamer = Callable[[int, KeyPath], str]  # (tenant index, key path inside it) -> name

@@ -17,9 +17,10 @@ from sms_gateway.config.build import (
     TENANT_FIELDS,
 )
 from sms_gateway.config.model import Config, ProxyConfig, TenantConfig
+from sms_gateway.providers import provider_secrets
 
 MASK = "****"
-SECRET_KEYS = frozenset({"password", "apikey", "bearerToken"})
+SECRET_KEYS = frozenset({"password", "apikey", "bearerToken"}) | provider_secrets()
 _URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@]*)@")
 
 
@@ -38,7 +39,8 @@ def native_dict(config: Config) -> dict[str, Any]:
             section = section.setdefault(parent, {})
         section[key] = getattr(config, field)
     out["media"] = _unpick(config.media, MEDIA_FIELDS)
-    out["media"]["mmsCountryPrefixes"] = list(config.media.mms_country_prefixes)
+    if config.media.mms_country_prefixes is not None:
+        out["media"]["mmsCountryPrefixes"] = list(config.media.mms_country_prefixes)
     out["rateLimits"] = _rate_limits(config.rate_limits)
     out["tenants"] = [_tenant(t) for t in config.tenants]
     cleaned: dict[str, Any] = _without_none(out)
@@ -68,7 +70,9 @@ def mask_url(text: str) -> str:
 def _tenant(tenant: TenantConfig) -> dict[str, Any]:
     out = _unpick(tenant, TENANT_FIELDS)
     out["conversation"] = _unpick(tenant.engine, ENGINE_FIELDS) | _proxy(tenant.engine.proxy)
-    out["smsProvider"] = _unpick(tenant.provider, PROVIDER_FIELDS) | _proxy(tenant.provider.proxy)
+    provider = tenant.provider
+    out["smsProvider"] = {"type": provider.kind, **_unpick(provider, PROVIDER_FIELDS),
+                          **_unpick(provider, provider.KEYS), **_proxy(provider.proxy)}
     for key, credentials in (
         ("webHookCredentials", tenant.webhook_credentials),
         ("controlCredentials", tenant.control_credentials),

@@ -7,9 +7,13 @@ Times are kept in the units IBM uses for them (milliseconds for timeouts, second
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+from sms_gateway.model import MessageLimits
+
+KeyPath = tuple[str | int, ...]
 EngineKind = Literal["watson_v1", "soe", "watson_v2", "echo"]
 AuthKind = Literal["none", "basic", "iam", "bearer"]
 V2PathStyle = Literal["environments", "legacy"]
@@ -23,14 +27,14 @@ DEFAULT_FAILED_REPLY = "We're sorry, but we can't respond to your message."
 @dataclass(frozen=True, slots=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)  # secrets stay out of reprs, logs and tracebacks
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
     url: str  # http://host:port
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +48,9 @@ class EngineConfig:
     api_version: str | None = None  # the ?version= date; None = the kind's default
     auth: AuthKind = "none"
     username: str | None = None
-    password: str | None = None
-    apikey: str | None = None
-    bearer_token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    apikey: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
     token_url: str = IAM_DEFAULT_TOKEN_URL
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
@@ -62,22 +66,28 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
-    kind: Literal["twilio"] = "twilio"
-    url: str = "https://api.twilio.com"
-    explicit_url: str | None = None
-    username: str = ""  # Twilio Account SID
-    password: str = ""  # Twilio Auth Token (also the webhook signing key)
+    """The settings every SMS/MMS provider has; each provider's own settings subclass it (`KIND` names it)."""
+
+    KIND: ClassVar[str] = ""
+    # Native key -> field, for the provider's own fields (the common ones are in COMMON_KEYS).
+    KEYS: ClassVar[Mapping[str, str]] = {}
+    # Native keys whose values are secrets: masked in check-config and in configuration errors.
+    SECRETS: ClassVar[frozenset[str]] = frozenset()
+
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
     max_retries: int = 2
-    validate_signature: bool = True
     proxy: ProxyConfig | None = None
 
     @property
-    def send_url(self) -> str:
-        if self.explicit_url:
-            return self.explicit_url
-        return f"{self.url.rstrip('/')}/2010-04-01/Accounts/{self.username}/Messages.json"
+    def kind(self) -> str:
+        return self.KIND
+
+    @classmethod
+    def config_problems(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
+        """What the schema cannot say about this provider's tenants (index, native tenant dict), as (key path,
+        reason); the tenants passed the schema's checks of their shape only loosely: check types before use."""
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +106,29 @@ class TenantConfig:
 
 @dataclass(frozen=True, slots=True)
 class MediaPolicy:
-    """Twilio's MMS limits, enforced before anything is sent (SPEC 2.5)."""
+    """How outgoing media are checked, and the operator's own limits where stricter than the provider's."""
 
-    max_media_per_message: int = 10
-    max_total_bytes: int = 5 * 1024 * 1024
-    max_body_chars: int = 1600
-    allow_private_hosts: bool = False  # only for local testing: Twilio cannot fetch them
+    max_media_per_message: int | None = None
+    max_total_bytes: int | None = None
+    max_body_chars: int | None = None
+    mms_country_prefixes: tuple[str, ...] | None = None  # replaces the provider's list
+    allow_private_hosts: bool = False  # only for local testing: a provider cannot fetch them
     check_size: bool = True  # HEAD each media URL to learn its size
     size_check_timeout_ms: int = 3000
-    mms_country_prefixes: tuple[str, ...] = ("+1",)
+
+    def limits(self, provider: MessageLimits) -> MessageLimits:
+        """The provider's limits, narrowed by the operator's: a provider's maximum is never exceeded."""
+        return MessageLimits(
+            max_media_per_message=_narrower(provider.max_media_per_message, self.max_media_per_message),
+            max_total_bytes=_narrower(provider.max_total_bytes, self.max_total_bytes),
+            max_body_chars=_narrower(provider.max_body_chars, self.max_body_chars),
+            mms_country_prefixes=provider.mms_country_prefixes if self.mms_country_prefixes is None
+            else self.mms_country_prefixes,
+        )
+
+
+def _narrower(provider: int, operator: int | None) -> int:
+    return provider if operator is None else min(provider, operator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +136,7 @@ class Config:
     tenants: tuple[TenantConfig, ...] = ()
     http_host: str = "0.0.0.0"
     http_port: int = 9080
-    public_url: str | None = None  # the base URL Twilio calls us on, e.g. https://sms.example.com
+    public_url: str | None = None  # the base URL providers call us on, e.g. https://sms.example.com
     store_url: str = "sqlite:///sms-gateway.db"
     log_level: str = "info"
     redact_phone_numbers: bool = True

@@ -156,7 +156,7 @@ def _json_type(value: Any) -> str:
 
 
 def user_number(value: str) -> str:
-    """User numbers are kept as providers send them, E.164 with '+' (Twilio's `From`)."""
+    """User numbers are kept in E.164 with '+', as providers' inbound messages carry them."""
     return "+" + normalise_number(value)
 
 

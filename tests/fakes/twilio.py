@@ -44,7 +44,8 @@ import jsonschema
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from sms_gateway.config.model import ProviderConfig
+from sms_gateway.providers.twilio import TwilioConfig
+from tests.fakes.serving import served
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "twilio_create_message_request.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
@@ -297,8 +298,8 @@ class FakeTwilio:
     def send_url(self) -> str:
         return f"{self._require_base_url()}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
 
-    def provider_config(self, **overrides: Any) -> ProviderConfig:
-        config = ProviderConfig(url=self._require_base_url(), username=self.account_sid, password=self.auth_token)
+    def provider_config(self, **overrides: Any) -> TwilioConfig:
+        config = TwilioConfig(url=self._require_base_url(), username=self.account_sid, password=self.auth_token)
         return replace(config, **overrides)
 
     def _require_base_url(self) -> str:
@@ -493,17 +494,12 @@ async def serve_fake_twilio(
 ) -> AsyncIterator[FakeTwilio]:
     """Serve a FakeTwilio on `host:port` (0 = a free port) for the duration of the block."""
     fake = fake or FakeTwilio()
-    runner = web.AppRunner(fake.make_app(), shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        fake.base_url = f"http://{bound_host}:{bound_port}"
-        yield fake
-    finally:
-        fake.base_url = None
-        await runner.cleanup()
+    async with served(fake.make_app(), host, port) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.base_url = None
 
 
 def main(argv: list[str] | None = None) -> None:

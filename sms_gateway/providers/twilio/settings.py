@@ -1,0 +1,34 @@
+"""A Twilio tenant's settings (`smsProvider.type: twilio`, the default; IBM's SMS_PROVIDER_* variables)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from sms_gateway.config.model import ProviderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioConfig(ProviderConfig):
+    KIND: ClassVar[str] = "twilio"
+    KEYS: ClassVar[Mapping[str, str]] = {
+        "url": "url",
+        "explicitURL": "explicit_url",
+        "username": "username",
+        "password": "password",
+        "validateSignature": "validate_signature",
+    }
+    SECRETS: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    url: str = "https://api.twilio.com"
+    explicit_url: str | None = None
+    username: str = ""  # Twilio Account SID
+    password: str = field(default="", repr=False)  # Twilio Auth Token (also the webhook signing key)
+    validate_signature: bool = True
+
+    @property
+    def send_url(self) -> str:
+        if self.explicit_url:
+            return self.explicit_url
+        return f"{self.url.rstrip('/')}/2010-04-01/Accounts/{self.username}/Messages.json"
