@@ -1,4 +1,4 @@
-"""What the engine's commands mean for this turn (SPEC 2.4), decided without doing any I/O.
+"""What the engine's commands mean for this turn, decided without doing any I/O.
 
 `interpret` turns an EngineReply into a TurnPlan: the text and media to send as this turn's answer, extra
 sends (`vgwActSendSMS`), and the session changes the conversation layer must carry out.

@@ -1,4 +1,4 @@
-"""IBM's state variables for one turn (SPEC 2.3).
+"""IBM's state variables for one turn.
 
 The engines place them (v1: top-level context keys, v2: main skill user_defined); this module only decides
 their values. A key set to None means "remove it from the stored context" (e.g. smsError once reported).

@@ -1,10 +1,10 @@
 """Voice Gateway SMS pipes: ids, the relay of the caller's messages and the failure events.
 
 While a pipe is open, each inbound SMS/MMS of its (tenant, user) becomes a `pipe_relay` job that POSTs the
-SPEC's relay body to the pipe's `callbackURL`; a message sent through the pipe that the outbox gives up on
-becomes a `pipe_event` job that POSTs a failure event there. Both are durable jobs: retried with backoff while
-Voice Gateway is down, dead-lettered (and replayable) after the last attempt, never dropped, never given to the
-engine. Jobs of one pipe pair run in order.
+relay body (the caller's message, its media and ids) to the pipe's `callbackURL`; a message sent through the
+pipe that the outbox gives up on becomes a `pipe_event` job that POSTs a failure event there. Both are durable
+jobs: retried with backoff while Voice Gateway is down, dead-lettered (and replayable) after the last attempt,
+never dropped, never given to the engine. Jobs of one pipe pair run in order.
 """
 
 from __future__ import annotations

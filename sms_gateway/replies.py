@@ -3,7 +3,7 @@
 Engines answer with arbitrary JSON, so every accessor here checks types and nothing may raise: a malformed
 answer yields a (possibly empty) reply, never an exception.
 
-Commands are collected from every place IBM's products put them (SPEC 2.4), in this order:
+Commands are collected from every place IBM's products put them, in this order:
 `output.smsAction`, `context.smsAction` (v2: main skill user_defined), `output.user_defined.smsAction`, the
 `output.generic[]` items in order (`user_defined` items' smsAction/vgwAction/vgwActionSequence, `image` items
 as `smsActSendMedia`), then the Voice Gateway forms on `output`, `context` and `output.user_defined`.

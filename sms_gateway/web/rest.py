@@ -1,4 +1,4 @@
-"""The session-control and pipe REST API under `/sms.gateway/` (SPEC 2.2): JSON in and out, HTTP Basic auth.
+"""The session-control and pipe REST API under `/sms.gateway/`: JSON in and out, HTTP Basic auth.
 
 Auth: a tenant with `controlCredentials` (or the global `CTRL_TENANT_*`, mapped onto every tenant) accepts only
 those; a tenant without any is open, as IBM's API was (a warning is logged at startup). A tenant's credentials
