@@ -69,7 +69,7 @@ class ProviderConfig:
     """The settings every SMS/MMS provider has; each provider's own settings subclass it (`KIND` names it)."""
 
     KIND: ClassVar[str] = ""
-    # Native key -> field, for the provider's own fields (the common ones are in COMMON_KEYS).
+    # Native key -> field, for the provider's own fields (the common ones: config.build.PROVIDER_FIELDS).
     KEYS: ClassVar[Mapping[str, str]] = {}
     # Native keys whose values are secrets: masked in check-config and in configuration errors.
     SECRETS: ClassVar[frozenset[str]] = frozenset()
