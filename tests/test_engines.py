@@ -4,7 +4,7 @@ import asyncio
 import base64
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -55,12 +55,6 @@ def fake() -> FakeWatson:
 async def base_url(fake: FakeWatson, aiohttp_server: ServerFactory) -> str:
     server = await aiohttp_server(fake.app())
     return str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

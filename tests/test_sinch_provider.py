@@ -597,12 +597,6 @@ async def fake() -> AsyncIterator[FakeSinch]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 class Clock:
     """A monotonic clock the test moves."""
 

@@ -485,12 +485,6 @@ async def fake() -> AsyncIterator[FakeTwilio]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def outbound(text: str = "Hello", media: tuple[str, ...] = (), to: str = USER) -> OutboundMessage:
     return OutboundMessage(
         message_id="m-1", tenant_number=TENANT, user_number=to, text=text, media_urls=media, session_id="s-1"
