@@ -90,6 +90,18 @@ class ProviderConfig:
         return []
 
 
+def sender_is_tenant_number(tenants: Sequence[tuple[int, Mapping[str, Any]]], key: str) -> list[tuple[KeyPath, str]]:
+    """For a provider whose sender setting `key` names the tenant's own number (the number its users text and its
+    replies come from): a problem for each tenant where it names another."""
+    problems: list[tuple[KeyPath, str]] = []
+    for i, tenant in tenants:
+        sender, number = tenant["smsProvider"].get(key), tenant.get("tenantPhoneNumber")
+        if isinstance(sender, str) and isinstance(number, str) and normalise_number(sender) != normalise_number(number):
+            problems.append((("tenants", i, "smsProvider", key),
+                             f"must be the tenant's phone number ({number}), the number its users text"))
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class TenantConfig:
     phone_number: str

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from sms_gateway.config.model import KeyPath, ProviderConfig, normalise_number
+from sms_gateway.config.model import KeyPath, ProviderConfig, sender_is_tenant_number
 
 Region = Literal["us", "eu", "br"]
 DEFAULT_AUTH_URL = "https://auth.sinch.com/oauth2/token"
@@ -42,15 +42,8 @@ class SinchConfig(ProviderConfig):
 
     @classmethod
     def config_problems(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
-        """The MMS sender is the tenant's phone number: the number its users text and its replies come from."""
-        problems: list[tuple[KeyPath, str]] = []
-        for i, tenant in tenants:
-            sender, number = tenant["smsProvider"].get("mmsSender"), tenant.get("tenantPhoneNumber")
-            if isinstance(sender, str) and isinstance(number, str) and \
-                    normalise_number(sender) != normalise_number(number):
-                problems.append((("tenants", i, "smsProvider", "mmsSender"),
-                                 f"must be the tenant's phone number ({number}), the number its users text"))
-        return problems
+        """The MMS sender is the tenant's phone number."""
+        return sender_is_tenant_number(tenants, "mmsSender")
 
     @property
     def api_base(self) -> str:
