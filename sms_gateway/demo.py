@@ -26,7 +26,6 @@ from sms_gateway.logs import configure_logging
 from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
 from sms_gateway.providers.sandbox import Sandbox
 
-TENANT = "+15005550006"
 USER = "+15551234567"
 
 
@@ -36,9 +35,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def demo_config(gateway_url: str, provider: ProviderConfig, db_path: Path) -> Config:
+def demo_config(gateway_url: str, tenant_number: str, provider: ProviderConfig, db_path: Path) -> Config:
     tenant = TenantConfig(
-        phone_number=TENANT,
+        phone_number=tenant_number,
         description="demo tenant (echo engine)",
         engine=EngineConfig(kind="echo"),
         provider=provider,
@@ -60,7 +59,8 @@ async def _demo(kind: str, out: list[str]) -> bool:
     gateway_port, api_port = free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     with tempfile.TemporaryDirectory(prefix="sms-gateway-demo-") as tmp:
-        config = demo_config(gateway_url, sandbox.settings(f"http://127.0.0.1:{api_port}"), Path(tmp) / "demo.db")
+        config = demo_config(gateway_url, sandbox.tenant_number, sandbox.settings(f"http://127.0.0.1:{api_port}"),
+                             Path(tmp) / "demo.db")
         api_runner = web.AppRunner(sandbox.api())
         gateway_runner = web.AppRunner(create_app(config, engine_factory=lambda cfg, http: echo))
         await api_runner.setup()
@@ -77,7 +77,7 @@ async def _demo(kind: str, out: list[str]) -> bool:
 async def _round_trip(gateway_url: str, sandbox: Sandbox, echo: EchoEngine, out: list[str]) -> bool:
     async with aiohttp.ClientSession() as http:
         started = time.perf_counter()
-        answer = await sandbox.send_sample_mms(http, gateway_url, TENANT, USER)
+        answer = await sandbox.send_sample_mms(http, gateway_url, sandbox.tenant_number, USER)
         ack_ms = (time.perf_counter() - started) * 1000
         out.append(f"1. {sandbox.name} -> gateway: {answer.description}")
         out.append(f"   answered {answer.status} in {ack_ms:.1f} ms: {answer.body}")
@@ -99,7 +99,7 @@ async def _round_trip(gateway_url: str, sandbox: Sandbox, echo: EchoEngine, out:
                    " that would have gone to the phone")
         for message in sandbox.sent:
             out.append(_indent(json.dumps(message.shown, indent=2)))
-        status = await sandbox.report_delivered(http, gateway_url, TENANT, sandbox.sent[0])
+        status = await sandbox.report_delivered(http, gateway_url, sandbox.tenant_number, sandbox.sent[0])
         if status is not None:
             out.append(f"4. {sandbox.name} -> gateway: delivery status 'delivered' answered {status}")
     return answer.status == 200 and status in (None, 200)

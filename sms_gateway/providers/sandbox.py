@@ -38,6 +38,7 @@ class WebhookAnswer:
 class Sandbox(Protocol):
     name: str  # the provider as a user would say it
     api_name: str  # its send API, as its documentation names it
+    tenant_number: str  # the demo tenant's number: one this provider can send MMS from
     sent: list[SandboxMessage]
     arrived: asyncio.Event  # set whenever a message reaches the stand-in
 

@@ -91,6 +91,7 @@ def delivered_report(message: SandboxMessage) -> JSON:
 class SinchSandbox:
     name: str = "Sinch"
     api_name: str = "Sinch Conversation API"
+    tenant_number: str = "+15005550006"
     sent: list[SandboxMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _tokens: set[str] = field(default_factory=set)

@@ -49,6 +49,7 @@ def sample_mms(message_sid: str, tenant_number: str, user_number: str) -> dict[s
 class TwilioSandbox:
     name: str = "Twilio"
     api_name: str = "Twilio Messages API"
+    tenant_number: str = "+15005550006"  # Twilio's magic test number
     sent: list[SandboxMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _callbacks: dict[str, str] = field(default_factory=dict)  # sid -> StatusCallback
