@@ -15,7 +15,7 @@ import structlog
 
 from sms_gateway.actions import TurnPlan, chosen_option, interpret
 from sms_gateway.config.model import Config, EngineConfig, TenantConfig
-from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build_state
+from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build_state, media_fallback_notice
 from sms_gateway.engines.base import EngineError, TurnRequest
 from sms_gateway.engines.override import InvalidOverride, apply_override
 from sms_gateway.engines.registry import EngineRegistry
@@ -31,6 +31,7 @@ log = structlog.get_logger("sms_gateway.conversation")
 # A dialog that keeps asking for no-input turns or keeps switching engines must not loop forever.
 MAX_CHAINED_TURNS = 5
 MAX_ENGINE_SWITCHES = 3
+MMS_UNAVAILABLE = "mmsUnavailable"
 
 
 @dataclass(slots=True)
@@ -322,6 +323,13 @@ class Conversations:
                 d.metrics.sends.labels("rejected", "media").inc()
                 log.warning("media_rejected", code=code, reason=reason, session_id=session_id)
                 errors.append({"code": code, "message": reason, "mediaURL": url})
+            if media_plan.links_as_text and media_plan.messages:
+                d.metrics.mms_fallbacks.labels(tenant.provider.kind).inc()
+                log.info("media_sent_as_links", session_id=session_id, reason="no MMS to this user from this sender")
+                if error_to is not None:
+                    await d.store.push_sms_error(error_to[0], error_to[1], media_fallback_notice(
+                        MMS_UNAVAILABLE, "MMS is not available to this user from this number: the media were sent "
+                        "as links", media_plan.messages[0].message_id))
             for message in media_plan.messages:
                 if into is not None:
                     into.append(send_job(message, error_to, job_extra))

@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from urllib.parse import urljoin, urlsplit
@@ -45,6 +45,7 @@ SizeOf = Callable[[str], Awaitable[int | None]]
 class MediaPlan:
     messages: list[OutboundMessage] = field(default_factory=list)
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (url, code, reason)
+    links_as_text: bool = False  # MMS is not available to this user: the media went as links in the text
 
 
 # ------------------------------------------------------------------------------ URL checks
@@ -241,15 +242,17 @@ async def plan_outbound(
     """The messages that carry `text` and `media_urls` within the provider's limits, in sending order.
 
     The first message has the first text chunk and the first media group; later chunks and groups pair up
-    in order, then the leftover text-only or media-only messages follow. Where MMS is not available the media
-    links are appended to the text instead. Rejected media are reported, in input order, with a code and reason.
-    `size_of` learns a media's size (None: sizes are not checked).
+    in order, then the leftover text-only or media-only messages follow (where an MMS carries no text,
+    `limits.media_with_text` false, the text chunks go first and every media group alone). Where MMS is not
+    available the media links are appended to the text instead. Rejected media are reported, in input order, with
+    a code and reason. `size_of` learns a media's size (None: sizes are not checked).
     """
     problems = [check_media_url(url, allow_private_hosts) for url in media_urls]
     accepted = [index for index, problem in enumerate(problems) if problem is None]
 
     groups: list[tuple[str, ...]] = []
-    if accepted and not mms_available(user_number, limits):
+    links_as_text = bool(accepted) and not mms_available(user_number, limits)
+    if links_as_text:
         links = [media_urls[index] for index in accepted]
         text = "\n".join([text.strip(), *links]) if text.strip() else "\n".join(links)
     elif accepted:
@@ -262,9 +265,15 @@ async def plan_outbound(
                 kept.append((media_urls[index], size))
         groups = _group_media(kept, max(1, limits.max_media_per_message), limits.max_total_bytes)
 
-    plan = MediaPlan(rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem])
+    plan = MediaPlan(rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem],
+                     links_as_text=links_as_text)
     chunks = split_text(text, limits.max_body_chars)
-    for chunk, group in zip_longest(chunks, groups, fillvalue=None):
+    pairs: Iterable[tuple[str | None, tuple[str, ...] | None]]
+    if limits.media_with_text:
+        pairs = zip_longest(chunks, groups, fillvalue=None)
+    else:  # the text first, in messages of its own, then each media group alone
+        pairs = [*((chunk, None) for chunk in chunks), *((None, group) for group in groups)]
+    for chunk, group in pairs:
         plan.messages.append(
             OutboundMessage(
                 message_id=new_id(),

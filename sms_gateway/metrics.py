@@ -26,6 +26,10 @@ class Metrics:
         self.statuses = Counter(
             "smsgw_delivery_statuses", "Delivery status callbacks, by status", ["status"], registry=r
         )
+        self.mms_fallbacks = Counter(
+            "smsgw_mms_fallbacks", "Media sent as SMS instead of MMS (by the gateway or the provider), by provider",
+            ["provider"], registry=r,
+        )
         self.engine_latency = Histogram(
             "smsgw_engine_latency_seconds", "Engine turn latency", ["engine"], buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -118,6 +118,7 @@ class MessageLimits:
     max_total_bytes: int  # of all the media of one message
     max_body_chars: int
     mms_country_prefixes: tuple[str, ...]  # users whose numbers start so can get MMS; others get the links as text
+    media_with_text: bool = True  # False: an MMS carries no text, so text goes in messages of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class DeliveryStatus:
     provider_message_id: str
     status: str  # the provider's own status name, lower case ("delivered", "undelivered", "switching_channel")
     failed: bool = False  # the message will not reach the user: the engine hears it as smsError
+    fallback: bool = False  # the provider gave up on MMS and sends (or sent) the message as SMS instead
     our_message_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None

@@ -6,7 +6,7 @@ import pytest
 
 from sms_gateway.actions import chosen_option, interpret, media_url_list, render_choices
 from sms_gateway.config.model import EngineConfig
-from sms_gateway.context import build_state
+from sms_gateway.context import build_state, media_fallback_notice
 from sms_gateway.engines.override import InvalidOverride, apply_override
 from sms_gateway.model import Choice, Command, EngineReply, Media, Session
 
@@ -112,12 +112,26 @@ def test_state_variables() -> None:
         "smsSessionID": s.session_id,
         "smsMedia": [{"mediaURL": "https://e.com/a.jpg", "mediaContentType": "image/jpeg"}],
         "smsError": None,
+        "smsMediaFallback": None,
+        "smsMediaFallbackInfo": None,
     }
     assert build_state(s, [])["smsMedia"] == []
     s.user_data, s.rest_timeout = {"acct": 7}, 120
     state = build_state(s, [], [{"code": "a", "message": "first"}, {"code": "b", "message": "last"}])
     assert state["smsUserData"] == {"acct": 7} and state["smsSessionTimeoutCount"] == 120
     assert state["smsError"] == {"code": "b", "message": "last"}
+
+
+def test_a_media_fallback_is_told_apart_from_an_error() -> None:
+    notices = [{"code": "21610", "message": "unsubscribed"},
+               media_fallback_notice("3056", "MMS timed out; sent by SMS", "mg1")]
+    state = build_state(session(), [], notices)
+    assert state["smsError"] == {"code": "21610", "message": "unsubscribed"}
+    assert state["smsMediaFallback"] is True
+    assert state["smsMediaFallbackInfo"] == {"code": "3056", "message": "MMS timed out; sent by SMS",
+                                             "messageID": "mg1"}
+    only_fallback = build_state(session(), [], notices[1:])
+    assert only_fallback["smsError"] is None and only_fallback["smsMediaFallback"] is True
 
 
 BASE = EngineConfig(kind="watson_v1", url="https://wa.example.com", workspace_id="ws1", auth="basic",

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -344,3 +345,22 @@ async def test_a_timed_out_send_twilio_did_accept_is_not_sent_again(tmp_path: Pa
         assert [m.body for m in gw.twilio.messages] == ["You said: hello"]
         assert gw.twilio.list_count >= 1, "the retry asked Twilio (ListMessage) before sending again"
         assert gw.twilio.request_count == 1
+
+
+async def test_a_delivery_status_proves_a_timed_out_send_was_sent(tmp_path: Path) -> None:
+    """A status for our message that arrives before the retry (the send's answer was lost) is proof enough: the
+    retry neither asks the provider nor sends again."""
+    def slow_reads(config: Config) -> Config:
+        tenants = tuple(dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=500))
+                        for t in config.tenants)
+        return dataclasses.replace(config, tenants=tenants)
+
+    async with running_gateway(tmp_path, configure=slow_reads) as gw:
+        gw.twilio.delay_next(1, seconds=0.7)  # accepted, but answered after the gateway gave up
+        await gw.sms("hello")
+        [sent] = await gw.wait_sent(1)
+        assert await gw.post_status(sent, "sent") == 200  # before the retry (1 s after the timeout)
+        await gw.settle(timeout=15)
+        assert gw.twilio.request_count == 1 and gw.twilio.list_count == 0
+        record = await gw.store.find_outbound(parse_qs(urlsplit(sent.status_callback or "").query)["mid"][0])
+        assert record is not None and record.provider_message_id == sent.sid

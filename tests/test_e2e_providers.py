@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sms_gateway.keys import METRICS
 from tests.fakes.watson import text_output
 from tests.harness import USER, Harness, running_gateway
 from tests.phones import Phone, inbound_sid, phone, wait_sent
@@ -108,3 +109,23 @@ async def test_an_undelivered_reply_reaches_the_engine_as_sms_error(gw: Harness,
     await p.send("third")
     await wait_sent(p, 3)
     assert contexts(gw)[2].get("smsError") is None, "an error is told once"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_media_to_a_user_without_mms_go_as_links_and_the_engine_hears_of_it(gw: Harness, provider: str) -> None:
+    p = phone(gw, provider)
+    uk_user = "+447700900123"  # outside every provider's MMS countries
+    await p.send("Here is the damage", [PHOTO], user=uk_user)
+    [reply] = await wait_sent(p, 1)
+    assert reply.media_urls == () and reply.text == "\n".join(["Thanks, 1 photo received.", *REPLY_MEDIA])
+    registry = gw.app[METRICS].registry
+    assert registry.get_sample_value("smsgw_mms_fallbacks_total", {"provider": provider}) == 1
+    await p.send("ok", user=uk_user)
+    await wait_sent(p, 2)
+    second = contexts(gw)[1]
+    assert second["smsMediaFallback"] is True and second.get("smsError") is None
+    assert second["smsMediaFallbackInfo"]["code"] == "mmsUnavailable"
+    assert second["smsMediaFallbackInfo"]["messageID"] == reply.our_id
+    await p.send("and again", user=uk_user)
+    await wait_sent(p, 3)
+    assert "smsMediaFallback" not in contexts(gw)[2], "told once, then removed from the context"

@@ -96,18 +96,24 @@ async def test_a_stale_or_future_signature_is_refused(gw: Harness, age: int) -> 
     assert await gw.store.pending_inbound_count() == 0 and gw.watson.requests == []
 
 
-async def test_mms_falling_back_to_sms_is_counted_not_reported_as_an_error(gw: Harness) -> None:
+async def test_mms_falling_back_to_sms_is_counted_and_told_not_reported_as_an_error(gw: Harness) -> None:
     sinch = SinchPhone(gw)
     await sinch.send("hi")
     [reply] = await wait_sent(sinch, 1)
-    event = sinch.fake.deliver(reply.raw, "SWITCHING_CHANNEL", reason_code="RECIPIENT_NOT_REACHABLE")
+    event = sinch.fake.deliver(reply.raw, "SWITCHING_CHANNEL", reason_code="RECIPIENT_NOT_REACHABLE",
+                               reason_description="MMS not reachable")
     assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200
+    assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200  # Sinch's retry: counted once
     assert (await sinch.report(reply, delivered=True)) == 200
     assert metric(gw, "smsgw_delivery_statuses_total", status="switching_channel") == 1
     assert metric(gw, "smsgw_delivery_statuses_total", status="delivered") == 1
+    assert metric(gw, "smsgw_mms_fallbacks_total", provider="sinch") == 1
     await sinch.send("still there?")
     await wait_sent(sinch, 2)
-    assert gw.watson.of_kind("v1")[1].json["context"].get("smsError") is None
+    context = gw.watson.of_kind("v1")[1].json["context"]
+    assert context.get("smsError") is None and context["smsMediaFallback"] is True
+    assert context["smsMediaFallbackInfo"] == {"code": "RECIPIENT_NOT_REACHABLE", "message": "MMS not reachable",
+                                               "messageID": reply.our_id}
 
 
 async def test_a_reply_sinch_refuses_reaches_the_engine_as_sms_error(gw: Harness) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -354,8 +355,11 @@ async def test_non_mms_destination_gets_links_in_text() -> None:
     assert message.text == "See these\n" + "\n".join(media)
     assert [code for _, code, _ in result.rejected] == [MEDIA_URL_NOT_PUBLIC]
     assert calls == []
+    assert result.links_as_text
     only_links = await plan("", media, user=UK_USER)
-    assert [m.text for m in only_links.messages] == ["\n".join(media)]
+    assert [m.text for m in only_links.messages] == ["\n".join(media)] and only_links.links_as_text
+    assert not (await plan("See these", media)).links_as_text
+    assert not (await plan("See these", [], user=UK_USER)).links_as_text, "no media, nothing fell back"
 
 
 async def test_links_in_text_are_split_too() -> None:
@@ -538,3 +542,18 @@ async def test_head_never_raises(public_http: aiohttp.ClientSession) -> None:
         port = sock.getsockname()[1]
     assert await head_content_length(public_http, f"http://closed.example.com:{port}/x", 500) is None
     assert await head_content_length(public_http, "not a url", 500) is None
+
+
+async def test_where_an_mms_carries_no_text_the_text_goes_first_and_each_media_alone() -> None:
+    """As TeleSign's MMS: the text in SMS of its own, then one MMS per media (each within the limits)."""
+    limits = dataclasses.replace(TWILIO_LIMITS, max_media_per_message=1, max_body_chars=10, media_with_text=False)
+    result = await plan_outbound("one two three four", urls(3), tenant_number=TENANT, user_number=US_USER,
+                                 session_id="s", limits=limits, size_of=None, new_id=ids())
+    assert [(m.text, m.media_urls) for m in result.messages] == [
+        ("one two", ()), ("three four", ()), ("", (urls(3)[0],)), ("", (urls(3)[1],)), ("", (urls(3)[2],))]
+    media_only = await plan_outbound("", urls(1), tenant_number=TENANT, user_number=US_USER, session_id="s",
+                                     limits=limits, size_of=None, new_id=ids())
+    assert [(m.text, m.media_urls) for m in media_only.messages] == [("", (urls(1)[0],))]
+    no_mms = await plan_outbound("hi", urls(1), tenant_number=TENANT, user_number=UK_USER, session_id="s",
+                                 limits=dataclasses.replace(limits, max_body_chars=1600), size_of=None, new_id=ids())
+    assert [(m.text, m.media_urls) for m in no_mms.messages] == [(f"hi\n{urls(1)[0]}", ())]

@@ -404,7 +404,7 @@ PARSE_TABLE: list[tuple[str, dict[str, Any], list[Event]]] = [
              error_message="The underlying channel reported: Message failed to send because more than 24 hours "
                            "have passed since the customer last replied to this number")]),
     ("switching channel", fixture("message_delivery_switching_channel"),
-     [status("switching_channel", error_code="RECIPIENT_NOT_REACHABLE",
+     [status("switching_channel", fallback=True, error_code="RECIPIENT_NOT_REACHABLE",
              error_message="The underlying channel reported: Recipient not reachable")]),
     ("failed with a sub-code",
      delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "FAILED", metadata="our-7",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from sms_gateway.config.model import Config, TenantConfig
+from sms_gateway.context import media_fallback_notice
 from sms_gateway.keys import CONFIG, METRICS, PIPES, PROVIDERS, STATE, STORE, WORKER
 from sms_gateway.model import DeliveryStatus, InboundMessage
 from sms_gateway.providers.base import (
@@ -163,12 +164,23 @@ async def _accept_status(app: web.Application, status: DeliveryStatus) -> str:
     if not await store.claim_status(status.provider_message_id, status.status):
         return "duplicate"
     app[METRICS].statuses.labels(status.status).inc()
+    if status.fallback:
+        app[METRICS].mms_fallbacks.labels(status.provider).inc()
     log.info("delivery_status", provider_id=status.provider_message_id, status=status.status,
-             message_id=status.our_message_id, code=status.error_code)
-    if status.failed and status.our_message_id:
-        outbound = await store.find_outbound(status.our_message_id)
-        if outbound is not None:
-            await report_failed_delivery(app, outbound, status)
+             message_id=status.our_message_id, code=status.error_code, fallback=status.fallback)
+    outbound = await store.find_outbound(status.our_message_id) if status.our_message_id else None
+    if outbound is None:
+        return "accepted"
+    if outbound.provider_message_id is None:
+        # The send's answer was lost (or has not come yet): the provider's report proves it has the message, so
+        # the outbox's next attempt does not send it again.
+        await store.record_outbound(replace(outbound, provider_message_id=status.provider_message_id))
+    if status.failed:
+        await report_failed_delivery(app, outbound, status)
+    elif status.fallback and outbound.session_id is not None:
+        await store.push_sms_error(outbound.tenant_number, outbound.user_number, media_fallback_notice(
+            status.error_code or status.status, status.error_message or "the media were sent by SMS instead of MMS",
+            outbound.message_id))
     return "accepted"
 
 

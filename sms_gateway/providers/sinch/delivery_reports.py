@@ -11,6 +11,7 @@ from sms_gateway.providers.sinch.settings import SinchConfig
 
 PROVIDER = SinchConfig.KIND
 FAILED = "FAILED"  # no channel left to try; SWITCHING_CHANNEL (MMS failed, SMS is tried next) is not a failure
+SWITCHING_CHANNEL = "SWITCHING_CHANNEL"  # the MMS channel gave up: the message goes by SMS (the next channel)
 # Sinch's statuses are upper-case words (QUEUED_ON_CHANNEL, DELIVERED, READ, FAILED, SWITCHING_CHANNEL); it may
 # add more, which pass on as statuses that are not failures.
 _STATUS = re.compile(r"[A-Z][A-Z_]{0,63}")
@@ -40,6 +41,7 @@ def parse_delivery_report(envelope: Fields, tenant_number: str) -> DeliveryStatu
         provider_message_id=message_id,
         status=status.lower(),
         failed=status == FAILED,
+        fallback=status == SWITCHING_CHANNEL,
         our_message_id=our_id,
         error_code=code,
         error_message=description,
