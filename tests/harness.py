@@ -5,8 +5,9 @@ Twilio tenants, one per engine kind:
     SOE     +15005550002  an SOE at /soe/orchestrate (v1 API, URL as given)
     V2      +15005550003  Watson Assistant v2, environment paths (ibm-watson 11.x)
     V2OLD   +15005550004  Watson Assistant v2, legacy paths (no environment segment)
-With `sinch=True`, a fake Sinch too and its tenant:
-    SINCH   +15005550011  Watson Assistant v1 workspace WS1, Sinch's Conversation API (the fake's app)
+With `sinch=True`, a fake Sinch too and its tenant; with `telesign=True`, a fake TeleSign and its tenant:
+    SINCH     +15005550011  Watson Assistant v1 workspace WS1, Sinch's Conversation API (the fake's app)
+    TELESIGN  12345         Watson Assistant v1 workspace WS1, TeleSign from a US short code (the fake's account)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, Provider
 from sms_gateway.keys import JOBS, STORE, WORKER
 from sms_gateway.store.base import Store
 from tests.fakes.sinch import FakeSinch, serve_fake_sinch
+from tests.fakes.telesign import FakeTeleSign, serve_fake_telesign
 from tests.fakes.twilio import FakeTwilio, SentMessage, serve_fake_twilio
 from tests.fakes.watson import FakeWatson, serve
 
@@ -39,6 +41,7 @@ SOE = "+15005550002"
 V2 = "+15005550003"
 V2OLD = "+15005550004"
 SINCH = "+15005550011"
+TELESIGN = "12345"
 USER = "+15551230001"
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 
@@ -95,6 +98,7 @@ class Harness:
     watson: FakeWatson
     watson_url: str
     sinch: FakeSinch | None = None
+    telesign: FakeTeleSign | None = None
 
     @property
     def store(self) -> Store:
@@ -158,7 +162,7 @@ class Harness:
 
 
 def tenants(twilio: FakeTwilio, watson_url: str, sinch: FakeSinch | None = None,
-            **overrides: Any) -> tuple[TenantConfig, ...]:
+            telesign: FakeTeleSign | None = None, **overrides: Any) -> tuple[TenantConfig, ...]:
     def tenant(number: str, engine: EngineConfig, provider: ProviderConfig | None = None) -> TenantConfig:
         base = TenantConfig(
             phone_number=number,
@@ -176,6 +180,7 @@ def tenants(twilio: FakeTwilio, watson_url: str, sinch: FakeSinch | None = None,
         tenant(V2, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", environment_id="E1")),
         tenant(V2OLD, EngineConfig(kind="watson_v2", url=watson_url, assistant_id="A1", v2_path_style="legacy")),
         *([tenant(SINCH, v1, sinch.settings(max_retries=2))] if sinch is not None else []),
+        *([tenant(TELESIGN, v1, telesign.settings(max_retries=2))] if telesign is not None else []),
     )
 
 
@@ -189,16 +194,18 @@ async def running_gateway(
     configure: Callable[[Config], Config] | None = None,
     sweep_interval: float = 0.05,
     sinch: bool = False,
+    telesign: bool = False,
 ) -> AsyncIterator[Harness]:
     watson = FakeWatson()
     watson_runner, watson_url = await serve(watson)
     try:
         async with serve_fake_twilio() as twilio, contextlib.AsyncExitStack() as stack:
             fake_sinch = await stack.enter_async_context(serve_fake_sinch()) if sinch else None
+            fake_telesign = await stack.enter_async_context(serve_fake_telesign()) if telesign else None
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             config = Config(
-                tenants=tenants(twilio, watson_url, fake_sinch, **(tenant_overrides or {})),
+                tenants=tenants(twilio, watson_url, fake_sinch, fake_telesign, **(tenant_overrides or {})),
                 public_url=url if public_url else None,
                 store_url=store_url or f"sqlite:///{tmp_path / 'gateway.db'}",
                 media=MediaPolicy(check_size=False),
@@ -213,7 +220,7 @@ async def running_gateway(
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
                 async with aiohttp.ClientSession() as http:
-                    yield Harness(config, app, url, http, twilio, watson, watson_url, fake_sinch)
+                    yield Harness(config, app, url, http, twilio, watson, watson_url, fake_sinch, fake_telesign)
             finally:
                 await runner.cleanup()
     finally:

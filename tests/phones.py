@@ -13,8 +13,10 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.sinch import FakeSinch, SinchSent, inbound_event, new_ulid, serialize, sign_webhook
+from tests.fakes.telesign import FakeTeleSign, TeleSignSent, mo_mms, mo_sms, new_reference_id, sign_callback
+from tests.fakes.telesign import serialize as telesign_serialize
 from tests.fakes.twilio import SentMessage
-from tests.harness import SINCH, USER, V1, Harness, inbound_form, new_sid
+from tests.harness import SINCH, TELESIGN, USER, V1, Harness, inbound_form, new_sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,10 @@ class Sent:
 class Phone(Protocol):
     provider: str
     tenant: str  # the tenant number this phone texts
-    media_per_message: int  # how many media one inbound message of this provider carries at most
+    inbound_media: int  # how many media one inbound message of this provider carries at most
+    # How the provider's messages carry a reply: media per message, and whether an MMS also carries text.
+    outbound_media: int
+    outbound_media_with_text: bool
 
     async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
                    message_id: str | None = None) -> str:
@@ -63,7 +68,8 @@ async def wait_sent(phone: Phone, count: int, timeout: float = 10.0) -> list[Sen
 
 class TwilioPhone:
     provider = "twilio"
-    media_per_message = 10
+    inbound_media = outbound_media = 10
+    outbound_media_with_text = True
 
     def __init__(self, gw: Harness, tenant: str = V1) -> None:
         self.gw = gw
@@ -107,7 +113,9 @@ class TwilioPhone:
 
 class SinchPhone:
     provider = "sinch"
-    media_per_message = 1  # Sinch delivers one media per inbound message (media_message / media_card_message)
+    inbound_media = 1  # Sinch delivers one media per inbound message (media_message / media_card_message)
+    outbound_media = 1
+    outbound_media_with_text = True  # a card: its description and one media
 
     def __init__(self, gw: Harness) -> None:
         assert gw.sinch is not None, "running_gateway(sinch=True)"
@@ -156,10 +164,68 @@ class SinchPhone:
         return (await self.fake.post_webhook(self.gw.http, self.url, event))[0]
 
 
+class TeleSignPhone:
+    provider = "telesign"
+    inbound_media = 10
+    outbound_media = 1
+    outbound_media_with_text = False  # TeleSign's MMS carries no text: the text goes by SMS of its own
+
+    def __init__(self, gw: Harness) -> None:
+        assert gw.telesign is not None, "running_gateway(telesign=True)"
+        self.gw = gw
+        self.fake: FakeTeleSign = gw.telesign
+        self.tenant = TELESIGN
+        self.url = f"{gw.url}/sms.receiver/telesign/{TELESIGN}"
+
+    def callback(self, text: str, media: list[tuple[str, str]] | None, user: str,
+                 message_id: str | None = None) -> dict[str, Any]:
+        """The MO callback TeleSign posts for a user's message (mo_sms, or mo_mms with media)."""
+        number = user.lstrip("+")
+        if not media:
+            return mo_sms(number, text, reference_id=message_id or new_reference_id())
+        images = [url for url, content_type in media if content_type.startswith("image/")]
+        videos = [url for url, content_type in media if content_type.startswith("video/")]
+        return mo_mms(number, texts=[text] if text else [], images=images, videos=videos,
+                      reference_id=message_id or new_reference_id())
+
+    async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
+                   message_id: str | None = None) -> str:
+        callback = self.callback(text, media, user, message_id)
+        status, body = await self.fake.post_callback(self.gw.http, self.url, callback)
+        assert status == 200, body
+        return str(callback["reference_id"])
+
+    async def post(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *,
+                   message_id: str | None = None, tamper: bool = False, to_unknown: bool = False) -> int:
+        callback = self.callback(text, media, USER, message_id)
+        url = f"{self.gw.url}/sms.receiver/telesign/19998887777" if to_unknown else self.url
+        signature = sign_callback(self.fake.api_key, telesign_serialize(callback)) if tamper else None
+        if tamper:
+            callback["user_response"]["mo_message"] = text + " (changed)"
+        return (await self.fake.post_callback(self.gw.http, url, callback, signature=signature))[0]
+
+    def sent(self) -> list[Sent]:
+        return [self._neutral(m) for m in self.fake.messages]
+
+    @staticmethod
+    def _neutral(m: TeleSignSent) -> Sent:
+        media = (m.mms_url,) if m.mms_url else ()
+        # A media message's SMS text is only its fallback (the link): what it carries is the media.
+        return Sent("+" + m.phone_number, m.sender_id or "", "" if media else (m.sms_text or ""), media,
+                    m.external_id, m)
+
+    async def report(self, sent: Sent, *, delivered: bool, code: str = "", message: str = "") -> int:
+        callback = self.fake.deliver(sent.raw, "delivered" if delivered else "failed",
+                                     failure_code=int(code) if code else 3031)
+        return (await self.fake.post_callback(self.gw.http, self.url, callback))[0]
+
+
 def phone(gw: Harness, provider: str) -> Phone:
-    return TwilioPhone(gw) if provider == "twilio" else SinchPhone(gw)
+    phones: dict[str, type[TwilioPhone | SinchPhone | TeleSignPhone]] = {
+        "twilio": TwilioPhone, "sinch": SinchPhone, "telesign": TeleSignPhone}
+    return phones[provider](gw)
 
 
 def inbound_sid(provider: str) -> str:
     """A fresh provider message id of the provider's own shape."""
-    return new_sid() if provider == "twilio" else new_ulid()
+    return {"twilio": new_sid, "sinch": new_ulid, "telesign": new_reference_id}[provider]()

@@ -42,9 +42,21 @@ def test_demo_round_trip_through_sinch_in_a_real_process() -> None:
     assert "delivery status 'delivered' answered 200" in out and "demo round trip: OK" in out
 
 
+@pytest.mark.slow
+def test_demo_round_trip_through_telesign_in_a_real_process() -> None:
+    result = run("demo", "--provider", "telesign", "--quiet-logs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "1. TeleSign -> gateway: POST" in out and "answered 200" in out
+    assert '"mediaContentType": "image/jpeg"' in out
+    # TeleSign's MMS carries no text: the text by SMS, then the media by MMS with its SMS fallback.
+    assert '"channel": "mms"' in out and '"fallback_time": 300' in out and '"sender_id": "12345"' in out
+    assert "delivery status 'delivered' answered 200" in out and "demo round trip: OK" in out
+
+
 def test_demo_names_the_providers_it_can_play() -> None:
     result = run("demo", "--provider", "carrier-pigeon")
-    assert result.returncode == 2 and "sinch" in result.stderr and "twilio" in result.stderr
+    assert result.returncode == 2 and all(name in result.stderr for name in ("sinch", "telesign", "twilio"))
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sms_gateway.config.model import (
 from sms_gateway.model import MessageLimits
 from sms_gateway.providers.sinch import LIMITS as SINCH_LIMITS
 from sms_gateway.providers.sinch import SinchConfig
+from sms_gateway.providers.telesign import TeleSignConfig
 from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
 from sms_gateway.providers.twilio import TwilioConfig
 
@@ -678,8 +680,8 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
 
 def test_shipped_example_yaml_loads() -> None:
     config = load_config(str(REPO / "config" / "sms-gateway.example.yaml"), {})
-    assert [t.engine.kind for t in config.tenants] == ["watson_v1", "watson_v2", "watson_v2"]
-    assert [t.provider.kind for t in config.tenants] == ["twilio", "twilio", "sinch"]
+    assert [t.engine.kind for t in config.tenants] == ["watson_v1", "watson_v2", "watson_v2", "watson_v1"]
+    assert [t.provider.kind for t in config.tenants] == ["twilio", "twilio", "sinch", "telesign"]
 
 
 def test_shipped_example_tenant_json_loads() -> None:
@@ -847,3 +849,53 @@ def test_operator_media_limits_narrow_the_providers_but_never_widen_them() -> No
     assert policy.limits(TWILIO_LIMITS) == MessageLimits(5, 2_000_000, 1600, ("+1", "+44"))
     assert policy.limits(SINCH_LIMITS) == MessageLimits(1, 1_000_000, 1600, ("+1", "+44"))
     assert MediaPolicy().limits(SINCH_LIMITS) == SINCH_LIMITS
+    text_apart = dataclasses.replace(SINCH_LIMITS, media_with_text=False)
+    assert policy.limits(text_apart).media_with_text is False, "what the operator cannot set is the provider's"
+
+
+TELESIGN_PROVIDER = {"type": "telesign", "customerId": "CUST-1", "apiKey": "czNjcjN0LWtleQ=="}
+
+
+def telesign_tenant(**provider: Any) -> dict[str, Any]:
+    return {"tenantPhoneNumber": "12345", "conversation": {"type": "echo"},
+            "smsProvider": {**TELESIGN_PROVIDER, **provider}}
+
+
+def test_telesign_tenant_with_defaults_and_from_ibm_tenant_json(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "gw.yaml", json.dumps({"tenants": [telesign_tenant()]})), {})
+    assert config.tenants[0].provider == TeleSignConfig(customer_id="CUST-1", api_key="czNjcjN0LWtleQ==")
+    settings = config.tenants[0].provider
+    assert isinstance(settings, TeleSignConfig)
+    assert (settings.url, settings.auth_method, settings.fallback_seconds, settings.message_type) == (
+        "https://rest-ww.telesign.com", "basic", 300, "ARN")
+    tenant = ibm_tenant(tenantPhoneNumber="12345", smsProvider={
+        **TELESIGN_PROVIDER, "authMethod": "digest", "fallbackTime": "600", "messageType": "MKT", "senderId": "12345"})
+    from_json = load_config(None, tenant_json(tmp_path, tenant)).tenants[0].provider
+    assert isinstance(from_json, TeleSignConfig)
+    assert (from_json.auth_method, from_json.fallback_seconds, from_json.message_type) == ("digest", 600, "MKT")
+    assert "czNjcjN0LWtleQ==" not in json.dumps(effective_config_dict(load_config(None, tenant_json(tmp_path, tenant))))
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        ({"apiKey": None}, "smsProvider.apiKey", "is required"),
+        ({"fallbackTime": 10}, "smsProvider.fallbackTime", "must be at least 30"),
+        ({"fallbackTime": 7200}, "smsProvider.fallbackTime", "must be at most 3600"),
+        ({"authMethod": "hmac"}, "smsProvider.authMethod", "must be one of basic, digest"),
+        ({"messageType": "SPAM"}, "smsProvider.messageType", "must be one of ARN, MKT, OTP"),
+        ({"senderId": "54321"}, "smsProvider.senderId", "must be the tenant's phone number"),
+    ],
+)
+def test_telesign_settings_errors_name_the_key(tmp_path: Path, change: dict[str, Any], key: str, reason: str) -> None:
+    tenant = telesign_tenant(**change)
+    tenant["smsProvider"] = {k: v for k, v in tenant["smsProvider"].items() if v is not None}
+    errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})))
+    assert reason in errors[f"tenants[0].{key}"]
+
+
+def test_telesign_tenant_cannot_take_basic_webhook_credentials(tmp_path: Path) -> None:
+    """TeleSign signs its callbacks in the Authorization header, which Basic credentials would also need."""
+    tenant = {**telesign_tenant(), "webHookCredentials": {"username": "hook", "password": "s-hook"}}
+    errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})))
+    assert "Authorization header" in errors["tenants[0].webHookCredentials"]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,12 @@ from typing import Any
 import pytest
 
 from sms_gateway.keys import METRICS
+from tests.fakes.telesign import description as telesign_description
 from tests.fakes.watson import text_output
 from tests.harness import USER, Harness, running_gateway
 from tests.phones import Phone, inbound_sid, phone, wait_sent
 
-PROVIDERS = ["twilio", "sinch"]
+PROVIDERS = ["twilio", "sinch", "telesign"]
 PHOTO = ("https://media.example.com/claims/4711/photo-front.jpg", "image/jpeg")
 REPLY_MEDIA = ["https://cdn.example.com/claim/receipt.png", "https://cdn.example.com/claim/next-steps.gif"]
 
@@ -31,7 +31,7 @@ def send_media_dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_gateway(tmp_path, sinch=True) as harness:
+    async with running_gateway(tmp_path, sinch=True, telesign=True) as harness:
         harness.watson.v1_dialog = send_media_dialog
         yield harness
 
@@ -50,12 +50,15 @@ async def nothing_stored(gw: Harness, p: Phone) -> None:
 async def test_mms_in_and_mms_out(gw: Harness, provider: str) -> None:
     p = phone(gw, provider)
     await p.send("Here is the damage", [PHOTO])
-    # The reply's two media go out within the provider's limits: text with the first media, in order.
-    per_message = p.media_per_message
-    sent = await wait_sent(p, math.ceil(len(REPLY_MEDIA) / per_message))
-    assert [m.media_urls for m in sent] == [tuple(REPLY_MEDIA[i:i + per_message])
-                                            for i in range(0, len(REPLY_MEDIA), per_message)]
-    assert sent[0].text == "Thanks, 1 photo received." and all(m.text == "" for m in sent[1:])
+    # The reply's two media go out within the provider's limits, in order: the text with the first media, or
+    # (where an MMS carries no text) in a message of its own before them.
+    per_message = p.outbound_media
+    groups = [tuple(REPLY_MEDIA[i:i + per_message]) for i in range(0, len(REPLY_MEDIA), per_message)]
+    text = "Thanks, 1 photo received."
+    expected = ([(text, groups[0]), *(("", g) for g in groups[1:])] if p.outbound_media_with_text
+                else [(text, ()), *(("", g) for g in groups)])
+    sent = await wait_sent(p, len(expected))
+    assert [(m.text, m.media_urls) for m in sent] == expected
     assert {(m.to, m.from_) for m in sent} == {(USER, p.tenant)}
     assert all(m.our_id for m in sent), "the provider echoes our id back with delivery statuses"
 
@@ -95,17 +98,23 @@ async def test_forged_or_misaddressed_webhooks_are_403_and_store_nothing(gw: Har
     await nothing_stored(gw, p)
 
 
-@pytest.mark.parametrize(("provider", "code"), [("twilio", "30003"), ("sinch", "RECIPIENT_NOT_REACHABLE")])
-async def test_an_undelivered_reply_reaches_the_engine_as_sms_error(gw: Harness, provider: str, code: str) -> None:
+@pytest.mark.parametrize(("provider", "code", "message"), [
+    ("twilio", "30003", "handset unreachable"),
+    ("sinch", "RECIPIENT_NOT_REACHABLE", "handset unreachable"),
+    ("telesign", "3031", telesign_description(3031)),  # TeleSign's callbacks carry its own descriptions
+])
+async def test_an_undelivered_reply_reaches_the_engine_as_sms_error(
+    gw: Harness, provider: str, code: str, message: str
+) -> None:
     p = phone(gw, provider)
     await p.send("hi")
     [reply] = await wait_sent(p, 1)
-    assert await p.report(reply, delivered=False, code=code, message="handset unreachable") == 200
-    assert await p.report(reply, delivered=False, code=code, message="handset unreachable") == 200  # repeated
+    assert await p.report(reply, delivered=False, code=code, message=message) == 200
+    assert await p.report(reply, delivered=False, code=code, message=message) == 200  # repeated
     await p.send("are you there?")
     await wait_sent(p, 2)
     second = contexts(gw)[1]
-    assert second["smsError"] == {"code": code, "message": "handset unreachable", "messageID": reply.our_id}
+    assert second["smsError"] == {"code": code, "message": message, "messageID": reply.our_id}
     await p.send("third")
     await wait_sent(p, 3)
     assert contexts(gw)[2].get("smsError") is None, "an error is told once"

@@ -11,6 +11,7 @@ import re
 from typing import Any, NamedTuple
 
 from sms_gateway.config.build import split_workspace_url
+from sms_gateway.providers import provider_integer_keys
 
 Problem = tuple[str, str]
 
@@ -138,7 +139,7 @@ def _coerce(obj: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             value = _coerce(value)
-        elif isinstance(value, str) and key in BOOL_KEYS | INT_KEYS:
+        elif isinstance(value, str) and key in BOOL_KEYS | INT_KEYS | provider_integer_keys():
             parsed = parse_bool(value) if key in BOOL_KEYS else parse_int(value)
             value = value if parsed is None else parsed
         out[key] = value

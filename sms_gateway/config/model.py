@@ -6,6 +6,7 @@ Times are kept in the units IBM uses for them (milliseconds for timeouts, second
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,8 @@ class MediaPolicy:
 
     def limits(self, provider: MessageLimits) -> MessageLimits:
         """The provider's limits, narrowed by the operator's: a provider's maximum is never exceeded."""
-        return MessageLimits(
+        return dataclasses.replace(
+            provider,
             max_media_per_message=_narrower(provider.max_media_per_message, self.max_media_per_message),
             max_total_bytes=_narrower(provider.max_total_bytes, self.max_total_bytes),
             max_body_chars=_narrower(provider.max_body_chars, self.max_body_chars),
