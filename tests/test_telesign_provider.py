@@ -38,6 +38,7 @@ from sms_gateway.providers.base import (
     WebhookRequest,
     WebhookRoute,
 )
+from sms_gateway.providers.media_types import content_type_of
 from sms_gateway.providers.sandbox import Sandbox, SandboxMessage
 from sms_gateway.providers.sinch import SinchConfig
 from sms_gateway.providers.telesign import (
@@ -53,9 +54,8 @@ from sms_gateway.providers.telesign import (
 )
 from sms_gateway.providers.telesign.auth import callback_signature, decode_api_key, digest_headers, verify_callback
 from sms_gateway.providers.telesign.delivery import FAILURES, HANDOVER, PROGRESS
-from sms_gateway.providers.telesign.media_types import content_type_of, mms_template
 from sms_gateway.providers.telesign.sandbox import delivered_callback, sample_mms
-from sms_gateway.providers.telesign.send_request import encode, send_request
+from sms_gateway.providers.telesign.send_request import encode, mms_template, send_request
 from tests.fakes.telesign import (
     DEFAULT_CUSTOMER_ID,
     DEFAULT_SHORT_CODE,

@@ -6,7 +6,8 @@ import re
 
 from sms_gateway.model import DeliveryStatus
 from sms_gateway.providers.base import InvalidRequest
-from sms_gateway.providers.sinch.fields import MAX_ID_CHARS, Fields
+from sms_gateway.providers.json_fields import Fields, blank_to_none
+from sms_gateway.providers.sinch.inbound import MAX_ID_CHARS
 from sms_gateway.providers.sinch.settings import SinchConfig
 
 PROVIDER = SinchConfig.KIND
@@ -23,7 +24,7 @@ _UNSPECIFIED_SUB_CODE = "UNSPECIFIED_SUB_CODE"
 
 def parse_delivery_report(envelope: Fields, tenant_number: str) -> DeliveryStatus:
     report = envelope.required_object("message_delivery_report")
-    message_id = report.identifier("message_id")
+    message_id = report.identifier("message_id", max_chars=MAX_ID_CHARS)
     status = report.required_text("status", max_chars=64).strip()
     if not _STATUS.fullmatch(status):
         raise InvalidRequest(f"{report.where('status')} is not a Sinch delivery status (an upper-case word)")
@@ -31,11 +32,11 @@ def parse_delivery_report(envelope: Fields, tenant_number: str) -> DeliveryStatu
     reason = report.object("reason")
     code = description = None
     if reason is not None:
-        code = _blank_to_none(reason.text("code", max_chars=MAX_REASON_CODE_CHARS))
+        code = blank_to_none(reason.text("code", max_chars=MAX_REASON_CODE_CHARS))
         description = _reason_description(reason)
     # Our id went out as message_metadata (echoed as the report's metadata) and as correlation_id.
-    our_id = (_blank_to_none(report.text("metadata", max_chars=MAX_METADATA_CHARS))
-              or _blank_to_none(envelope.text("correlation_id", max_chars=MAX_ID_CHARS)))
+    our_id = (blank_to_none(report.text("metadata", max_chars=MAX_METADATA_CHARS))
+              or blank_to_none(envelope.text("correlation_id", max_chars=MAX_ID_CHARS)))
     return DeliveryStatus(
         provider=PROVIDER,
         provider_message_id=message_id,
@@ -46,20 +47,14 @@ def parse_delivery_report(envelope: Fields, tenant_number: str) -> DeliveryStatu
         error_code=code,
         error_message=description,
         tenant_number=tenant_number,
-        user_number=identity.phone_number("identity") if identity is not None else None,
+        user_number=identity.required_phone_number("identity") if identity is not None else None,
     )
 
 
 def _reason_description(reason: Fields) -> str | None:
     """The reason's description, with its sub-code when that says more (ATTACHMENT_REJECTED, INACTIVE_SENDER)."""
-    description = _blank_to_none(reason.text("description", max_chars=MAX_REASON_DESCRIPTION_CHARS))
-    sub_code = _blank_to_none(reason.text("sub_code", max_chars=MAX_REASON_CODE_CHARS))
+    description = blank_to_none(reason.text("description", max_chars=MAX_REASON_DESCRIPTION_CHARS))
+    sub_code = blank_to_none(reason.text("sub_code", max_chars=MAX_REASON_CODE_CHARS))
     if sub_code is None or sub_code == _UNSPECIFIED_SUB_CODE:
         return description
     return f"{description} ({sub_code})" if description else sub_code
-
-
-def _blank_to_none(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return value.strip() or None

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import structlog
 
 from sms_gateway.model import InboundMessage, Media
-from sms_gateway.providers.sinch.fields import Fields, guess_content_type
+from sms_gateway.providers.json_fields import Fields
+from sms_gateway.providers.media_types import content_type_of
 from sms_gateway.providers.sinch.settings import SinchConfig
 
 log = structlog.get_logger("sms_gateway.providers.sinch")
@@ -15,6 +16,7 @@ log = structlog.get_logger("sms_gateway.providers.sinch")
 PROVIDER = SinchConfig.KIND
 # Channels whose identities are phone numbers we answer on. Plain-text replies to an MMS arrive on SMS.
 CHANNELS = frozenset({"MMS", "SMS"})
+MAX_ID_CHARS = 128  # Sinch's ids (messages, apps) are 26-character ULIDs
 MAX_TEXT_CHARS = 10_000
 MAX_FILENAME_CHARS = 255
 
@@ -32,7 +34,7 @@ def parse_inbound(envelope: Fields, tenant_number: str, received_at: float) -> I
     contact message with neither text nor media, an empty message)."""
     message = envelope.required_object("message")
     direction = message.text("direction", max_chars=32)
-    message_id = message.identifier("id")
+    message_id = message.identifier("id", max_chars=MAX_ID_CHARS)
     if direction not in (None, "TO_APP"):
         log.info("sinch.webhook.ignored", reason="direction", direction=direction, sinch_message_id=message_id)
         return None
@@ -41,7 +43,7 @@ def parse_inbound(envelope: Fields, tenant_number: str, received_at: float) -> I
     if channel not in CHANNELS:
         log.info("sinch.webhook.ignored", reason="channel", channel=channel, sinch_message_id=message_id)
         return None
-    user = identity.phone_number("identity")
+    user = identity.required_phone_number("identity")
     content = contact_content(message.required_object("contact_message"))
     if content is None or (not content.text and not content.media):
         log.info("sinch.webhook.ignored", reason="no text or media", sinch_message_id=message_id)
@@ -70,4 +72,4 @@ def contact_content(contact: Fields) -> Content | None:
 def _media(fields: Fields) -> Media:
     url = fields.http_url("url")
     filename = fields.text("filename_override", max_chars=MAX_FILENAME_CHARS)
-    return Media(url=url, content_type=guess_content_type(url, filename))
+    return Media(url=url, content_type=content_type_of(url, filename=filename))

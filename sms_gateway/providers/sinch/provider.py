@@ -23,6 +23,7 @@ from sms_gateway.providers.base import (
     WebhookRequest,
     WebhookRoute,
 )
+from sms_gateway.providers.json_fields import decode_json_object
 from sms_gateway.providers.sinch import signature
 from sms_gateway.providers.sinch.sandbox import SinchSandbox
 from sms_gateway.providers.sinch.sender import MAX_MEDIA_PER_MESSAGE, SinchSender
@@ -31,7 +32,6 @@ from sms_gateway.providers.sinch.tokens import ClientCredentials, TokenCache
 from sms_gateway.providers.sinch.webhooks import (
     CALLBACK_PATH,
     app_id_of,
-    decode_callback,
     our_message_id_of,
     parse_callback,
     sender_id_of,
@@ -69,7 +69,7 @@ class SinchProvider(Provider[JSON, SinchConfig]):
 
     # Webhooks -------------------------------------------------------------------------------------
     async def address(self, hook: WebhookRequest, tenants: TenantDirectory) -> Addressed[JSON]:
-        payload = decode_callback(hook)
+        payload = decode_json_object(hook)
         app_id = app_id_of(payload)
         candidates = self._tenants_by_app.get(app_id, ())
         if not candidates:

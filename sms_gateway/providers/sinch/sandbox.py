@@ -16,10 +16,11 @@ from aiohttp import web
 
 from sms_gateway.http_client import basic_authorization
 from sms_gateway.model import JSON
+from sms_gateway.providers.json_fields import JSON_CONTENT_TYPE
 from sms_gateway.providers.sandbox import SandboxMessage, WebhookAnswer
 from sms_gateway.providers.sinch.settings import SinchConfig
 from sms_gateway.providers.sinch.signature import signature_headers
-from sms_gateway.providers.sinch.webhooks import CALLBACK_PATH, JSON_CONTENT_TYPE
+from sms_gateway.providers.sinch.webhooks import CALLBACK_PATH
 
 PROJECT_ID = "demo-project"
 APP_ID = "01DEMOAPP000000000000000000"

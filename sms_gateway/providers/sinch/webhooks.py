@@ -7,22 +7,19 @@ contact, conversation and submit notifications, which the gateway ignores).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from sms_gateway.model import JSON
-from sms_gateway.providers.base import Event, InvalidRequest, WebhookRequest
+from sms_gateway.providers.base import Event
+from sms_gateway.providers.json_fields import Fields
 from sms_gateway.providers.sinch.delivery_reports import parse_delivery_report
-from sms_gateway.providers.sinch.fields import Fields
-from sms_gateway.providers.sinch.inbound import parse_inbound
+from sms_gateway.providers.sinch.inbound import MAX_ID_CHARS, parse_inbound
 
 log = structlog.get_logger("sms_gateway.providers.sinch")
 
 CALLBACK_PATH = "/sms.receiver/sinch"  # every callback of every Sinch app the gateway serves
-JSON_CONTENT_TYPE = "application/json"
 INBOUND_KEY = "message"
 DELIVERY_KEY = "message_delivery_report"
 # Keys of every callback, beside the one naming its event.
@@ -30,23 +27,9 @@ _ENVELOPE_KEYS = frozenset({"app_id", "project_id", "accepted_time", "event_time
                             "correlation_id"})
 
 
-def decode_callback(hook: WebhookRequest) -> JSON:
-    """The body as a JSON object; InvalidRequest when it is not one."""
-    media_type = hook.content_type.split(";", 1)[0].strip().lower()
-    if media_type != JSON_CONTENT_TYPE:
-        raise InvalidRequest(f"expected a body of type {JSON_CONTENT_TYPE}, got {hook.content_type[:64]!r}")
-    try:
-        payload = json.loads(hook.body)
-    except (ValueError, RecursionError) as exc:  # ValueError includes bytes that are not UTF-8
-        raise InvalidRequest("the body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("the body is not a JSON object")
-    return payload
-
-
 def app_id_of(payload: Mapping[str, Any]) -> str:
     """The Sinch app the callback is for."""
-    return Fields(payload).identifier("app_id")
+    return Fields(payload).identifier("app_id", max_chars=MAX_ID_CHARS)
 
 
 def sender_id_of(payload: Mapping[str, Any]) -> str | None:

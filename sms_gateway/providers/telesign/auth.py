@@ -19,7 +19,6 @@ from sms_gateway.http_client import basic_authorization
 from sms_gateway.providers.base import WebhookRefused
 
 HMAC_SHA256 = "HMAC-SHA256"
-JSON_CONTENT_TYPE = "application/json"
 # TeleSign signs each callback in both; Authorization first, as TeleSign's docs name it.
 CALLBACK_SIGNATURE_HEADERS = ("Authorization", "X-TS-Authorization")
 TSA_SCHEME = "TSA"

@@ -7,17 +7,14 @@ one without is a delivery callback.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from sms_gateway.model import JSON
-from sms_gateway.providers.base import Event, InvalidRequest, WebhookRequest
-from sms_gateway.providers.telesign.auth import JSON_CONTENT_TYPE
+from sms_gateway.providers.base import Event
+from sms_gateway.providers.json_fields import Fields, blank_to_none
 from sms_gateway.providers.telesign.delivery import parse_delivery
-from sms_gateway.providers.telesign.fields import Fields, blank_to_none
 from sms_gateway.providers.telesign.inbound import parse_mo_mms, parse_mo_sms
 
 log = structlog.get_logger("sms_gateway.providers.telesign")
@@ -26,20 +23,6 @@ CALLBACK_PATH = "/sms.receiver/telesign/{tenant}"  # {tenant}: the digits of the
 MO_MMS = "mo_mms"
 MO_SMS = "mo_sms"
 MAX_SUB_RESOURCE_CHARS = 64
-
-
-def decode_callback(hook: WebhookRequest) -> JSON:
-    """The body as a JSON object; InvalidRequest when it is not one."""
-    media_type = hook.content_type.split(";", 1)[0].strip().lower()
-    if media_type != JSON_CONTENT_TYPE:
-        raise InvalidRequest(f"expected a body of type {JSON_CONTENT_TYPE}, got {hook.content_type[:64]!r}")
-    try:
-        payload = json.loads(hook.body)
-    except (ValueError, RecursionError) as exc:  # ValueError includes bytes that are not UTF-8
-        raise InvalidRequest("the body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("the body is not a JSON object")
-    return payload
 
 
 def parse_callback(payload: Mapping[str, Any], tenant_number: str, received_at: float) -> Sequence[Event]:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 
 from sms_gateway.model import DeliveryStatus
 from sms_gateway.providers.base import InvalidRequest
-from sms_gateway.providers.telesign.fields import MAX_ID_CHARS, Fields, blank_to_none
+from sms_gateway.providers.json_fields import Fields, blank_to_none
+from sms_gateway.providers.telesign.fields import MAX_ID_CHARS, read_reference_id, status_code
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 
 PROVIDER = TeleSignConfig.KIND
@@ -69,9 +70,9 @@ class ChannelStatus:
 def parse_delivery(callback: Fields, tenant_number: str) -> list[DeliveryStatus]:
     """The callback's statuses: the message's, after "mms_fallback" when `channel_status` shows the MMS leg
     gave up and the message has not failed."""
-    reference_id = callback.identifier("reference_id")
+    reference_id = read_reference_id(callback)
     status = callback.required_object("status")
-    code = status.code("code")
+    code = status_code(status)
     description = blank_to_none(status.text("description", max_chars=MAX_DESCRIPTION_CHARS))
     channels = channel_statuses(callback)
     leg = _channel_name(status, "last_channel") or (channels[-1].channel if channels else "")
@@ -110,7 +111,7 @@ def channel_statuses(callback: Fields) -> list[ChannelStatus]:
             raise InvalidRequest(f"{entry.path} does not name a channel")
         details = entry.required_object(channel)
         details.text("reference_id", max_chars=MAX_ID_CHARS)
-        entries.append(ChannelStatus(channel.strip().lower(), details.code("code"),
+        entries.append(ChannelStatus(channel.strip().lower(), status_code(details),
                                      blank_to_none(details.text("description", max_chars=MAX_DESCRIPTION_CHARS))))
     return entries
 

@@ -14,8 +14,9 @@ import structlog
 
 from sms_gateway.model import InboundMessage, Media
 from sms_gateway.providers.base import InvalidRequest
-from sms_gateway.providers.telesign.fields import Fields
-from sms_gateway.providers.telesign.media_types import KINDS, content_type_of
+from sms_gateway.providers.json_fields import Fields
+from sms_gateway.providers.media_types import KINDS, content_type_of
+from sms_gateway.providers.telesign.fields import read_reference_id
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 
 log = structlog.get_logger("sms_gateway.providers.telesign")
@@ -29,7 +30,7 @@ _NUMBERED = re.compile(r"(text|url_image|url_video|url_audio)_([0-9]{1,4})")
 
 def parse_mo_mms(callback: Fields, tenant_number: str, received_at: float) -> InboundMessage | None:
     """The user's MMS; None for one with neither text nor media (logged)."""
-    reference_id = callback.identifier("reference_id")
+    reference_id = read_reference_id(callback)
     user = callback.required_phone_number("phone_number")
     content = callback.required_object("content")
     numbered = _numbered_parts(content)
@@ -45,7 +46,7 @@ def parse_mo_mms(callback: Fields, tenant_number: str, received_at: float) -> In
 def parse_mo_sms(callback: Fields, tenant_number: str, received_at: float) -> InboundMessage | None:
     """The user's SMS; None for an empty one (logged). The user is `user_response.phone_number`, else the
     callback's `phone_number`."""
-    reference_id = callback.identifier("reference_id")
+    reference_id = read_reference_id(callback)
     response = callback.required_object("user_response")
     text = response.text("mo_message", max_chars=MAX_TEXT_CHARS) or ""
     user = response.phone_number("phone_number") or callback.phone_number("phone_number")

@@ -23,8 +23,9 @@ from sms_gateway.providers.base import (
     WebhookRequest,
     WebhookRoute,
 )
+from sms_gateway.providers.json_fields import decode_json_object
 from sms_gateway.providers.telesign.auth import new_nonce, verify_callback
-from sms_gateway.providers.telesign.callbacks import CALLBACK_PATH, decode_callback, parse_callback
+from sms_gateway.providers.telesign.callbacks import CALLBACK_PATH, parse_callback
 from sms_gateway.providers.telesign.sandbox import TeleSignSandbox
 from sms_gateway.providers.telesign.send_request import sender_id_of
 from sms_gateway.providers.telesign.sender import MAX_MEDIA_PER_MESSAGE, TeleSignSender
@@ -76,7 +77,7 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
         tenant = tenants.by_number(digits) if _TENANT_DIGITS.fullmatch(digits) else None
         if tenant is None or not isinstance(tenant.provider, TeleSignConfig):
             raise UnknownTenant("the callback URL does not name a TeleSign tenant's number")
-        return Addressed(tenant, decode_callback(hook))
+        return Addressed(tenant, decode_json_object(hook))
 
     def verify(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Verified:
         # Always checked: TeleSign signs every callback with the API key. There is no nonce or timestamp to

@@ -17,8 +17,9 @@ from aiohttp import web
 from sms_gateway.config.model import normalise_number
 from sms_gateway.http_client import basic_authorization
 from sms_gateway.model import JSON
+from sms_gateway.providers.json_fields import JSON_CONTENT_TYPE
 from sms_gateway.providers.sandbox import SandboxMessage, WebhookAnswer
-from sms_gateway.providers.telesign.auth import JSON_CONTENT_TYPE, callback_headers
+from sms_gateway.providers.telesign.auth import callback_headers
 from sms_gateway.providers.telesign.callbacks import CALLBACK_PATH, MO_MMS
 from sms_gateway.providers.telesign.send_request import SEND_PATH
 from sms_gateway.providers.telesign.settings import TeleSignConfig

@@ -12,10 +12,11 @@ import json
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.model import JSON, OutboundMessage
-from sms_gateway.providers.telesign.media_types import mms_template
+from sms_gateway.providers.media_types import MediaKind, kind_of
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 
 SEND_PATH = "/v1/omnichannel"
+DEFAULT_TEMPLATE: MediaKind = "image"  # a URL that does not say what it is: pictures are most MMS
 MAX_EXTERNAL_ID_CHARS = 100  # TeleSign's limit (printable ASCII); a longer id would refuse the message (3103)
 
 
@@ -42,6 +43,11 @@ def send_request(message: OutboundMessage, settings: TeleSignConfig, sender_id: 
     if _fits_external_id(message.message_id):
         body["external_id"] = message.message_id
     return body
+
+
+def mms_template(url: str) -> MediaKind:
+    """TeleSign's MMS template for the media at `url`: its kind by the extension, else DEFAULT_TEMPLATE."""
+    return kind_of(url) or DEFAULT_TEMPLATE
 
 
 def sender_id_of(settings: TeleSignConfig, tenant_number: str) -> str:

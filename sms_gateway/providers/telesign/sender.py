@@ -14,8 +14,9 @@ import aiohttp
 
 from sms_gateway.http_client import TransportError
 from sms_gateway.model import OutboundMessage, SendResult
+from sms_gateway.providers.json_fields import JSON_CONTENT_TYPE
 from sms_gateway.providers.telesign import errors
-from sms_gateway.providers.telesign.auth import JSON_CONTENT_TYPE, basic_headers, digest_headers, new_nonce
+from sms_gateway.providers.telesign.auth import basic_headers, digest_headers, new_nonce
 from sms_gateway.providers.telesign.send_request import SEND_PATH, encode, send_request
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 from sms_gateway.providers.transport import ProviderTransport

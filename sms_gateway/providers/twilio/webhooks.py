@@ -13,6 +13,7 @@ from yarl import query_to_pairs
 from sms_gateway.media import is_http_url
 from sms_gateway.model import DeliveryStatus, InboundMessage, Media
 from sms_gateway.providers.base import InvalidRequest
+from sms_gateway.providers.json_fields import blank_to_none
 
 PROVIDER = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -110,15 +111,9 @@ def _message_sid(form: Mapping[str, object]) -> str:
     return sid
 
 
-def _blank_to_none(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return value.strip() or None
-
-
 def address(form: Mapping[str, object], name: str) -> str | None:
     """A phone-number field (`To`, `From`), None when absent or blank."""
-    return _blank_to_none(_text(form, name, max_chars=MAX_ADDRESS_CHARS))
+    return blank_to_none(_text(form, name, max_chars=MAX_ADDRESS_CHARS))
 
 
 def _required_address(form: Mapping[str, object], name: str) -> str:
@@ -155,7 +150,7 @@ def _media(form: Mapping[str, object]) -> tuple[Media, ...]:
         if not is_http_url(url):
             raise InvalidRequest(f"MediaUrl{n} is not an http(s) URL")
         content_type = _text(form, f"MediaContentType{n}", max_chars=MAX_CONTENT_TYPE_CHARS)
-        media.append(Media(url=url, content_type=_blank_to_none(content_type)))
+        media.append(Media(url=url, content_type=blank_to_none(content_type)))
     return tuple(media)
 
 
@@ -195,7 +190,7 @@ def parse_status(form: Mapping[str, object], our_message_id: str | None = None) 
         status=status,
         failed=status in FAILED_STATUSES,
         our_message_id=our_message_id or None,
-        error_code=_blank_to_none(error_code),
+        error_code=blank_to_none(error_code),
         error_message=error_message or None,
         # On an outbound message From is our (tenant) number and To is the user.
         tenant_number=address(form, "From"),

@@ -1,8 +1,6 @@
-"""Media types by a URL's file extension: the content type of a user's media, the template of ours.
-
-TeleSign names neither: an inbound MMS gives each media as `url_image_N`, `url_video_N` or `url_audio_N`, and an
-outbound MMS names only the template ("image", "video" or "audio") beside the URL.
-"""
+"""Media types by a file's extension, for providers that give a media's URL without its content type (Sinch,
+TeleSign: an inbound MMS gives each media as `url_image_N`, `url_video_N` or `url_audio_N`), or want its kind
+("image", "video" or "audio", TeleSign's MMS template) beside the URL."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from urllib.parse import urlsplit
 
 MediaKind = Literal["image", "video", "audio"]
 KINDS: tuple[MediaKind, ...] = ("image", "video", "audio")
-DEFAULT_TEMPLATE: MediaKind = "image"  # a URL that does not say what it is: pictures are most MMS
 
 # Python's built-in table only, so a guess does not depend on the machine's /etc/mime.types; with the MMS
 # formats it lacks, and 3GPP as video (the built-in table says audio/3gpp; MMS clips are mostly video).
@@ -24,14 +21,15 @@ for _type, _extension in (("audio/amr", ".amr"), ("audio/mp4", ".m4a"), ("audio/
 _AUDIO_OR_VIDEO = frozenset({"audio", "video"})
 
 
-def content_type_of(url: str, kind: MediaKind | None = None) -> str | None:
-    """The media type of the file at `url` by its path's extension, None when unknown; `kind` is what the
-    message says it is, which decides between audio and video for containers of either."""
+def content_type_of(url: str, kind: MediaKind | None = None, *, filename: str | None = None) -> str | None:
+    """The media type of the file at `url` by its path's extension, else by `filename`'s, None when unknown;
+    `kind` is what the message says it is, which decides between audio and video for containers of either."""
     try:
         path = urlsplit(url).path
     except ValueError:  # a URL that cannot be parsed has no extension to go by
-        return None
-    content_type, _ = _MIME_TYPES.guess_type(path, strict=False)
+        path = ""
+    content_type = next((found for name in (path, filename or "")
+                         if (found := _MIME_TYPES.guess_type(name, strict=False)[0]) is not None), None)
     if content_type is None:
         return None
     major, _, subtype = content_type.partition("/")
@@ -40,8 +38,8 @@ def content_type_of(url: str, kind: MediaKind | None = None) -> str | None:
     return content_type
 
 
-def mms_template(url: str) -> MediaKind:
-    """TeleSign's MMS template for the media at `url`: its kind by the extension, else DEFAULT_TEMPLATE."""
+def kind_of(url: str) -> MediaKind | None:
+    """The kind of the media at `url` by its extension, None when it does not say."""
     content_type = content_type_of(url)
     major = content_type.partition("/")[0] if content_type else ""
-    return next((kind for kind in KINDS if kind == major), DEFAULT_TEMPLATE)
+    return next((kind for kind in KINDS if kind == major), None)
