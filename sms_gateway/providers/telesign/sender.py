@@ -69,7 +69,8 @@ class TeleSignSender:
     async def find_sent(self, message: OutboundMessage, since: float) -> str | None:
         """Always None: TeleSign finds a message only by its own reference id (`GET /v1/omnichannel/{reference_id}`),
         never by our external_id, so a send whose answer was lost (a timeout, a 5xx, a crash after the request
-        left) is sent again, and the user may get it twice."""
+        left) is sent again, and the user may get it twice, unless its delivery callback (which carries our id)
+        came first and recorded it as sent."""
         return None
 
     def headers(self, body: bytes) -> dict[str, str]:
