@@ -36,8 +36,8 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -49,7 +49,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from sms_gateway.providers.sinch.settings import SinchConfig
-from tests.fakes.serving import served
+from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
 
@@ -1043,18 +1043,11 @@ def delivery_report(
 # ------------------------------------------------------------------------------ running it
 
 
-@asynccontextmanager
-async def serve_fake_sinch(
+def serve_fake_sinch(
     fake: FakeSinch | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[FakeSinch]:
+) -> AbstractAsyncContextManager[FakeSinch]:
     """Serve a FakeSinch on `host:port` (0 = a free port) for the duration of the block."""
-    fake = fake or FakeSinch()
-    async with served(fake.make_app(), host, port) as base_url:
-        fake.base_url = base_url
-        try:
-            yield fake
-        finally:
-            fake.base_url = None
+    return serving(fake or FakeSinch(), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

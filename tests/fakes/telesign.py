@@ -59,8 +59,8 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
@@ -74,7 +74,7 @@ import jsonschema
 from aiohttp import web
 
 from sms_gateway.providers.telesign.settings import TeleSignConfig
-from tests.fakes.serving import served
+from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
 
@@ -1096,18 +1096,11 @@ def _lenient_json(raw: bytes) -> tuple[Any, str | None]:
 # ------------------------------------------------------------------------------ running it
 
 
-@asynccontextmanager
-async def serve_fake_telesign(
+def serve_fake_telesign(
     fake: FakeTeleSign | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[FakeTeleSign]:
+) -> AbstractAsyncContextManager[FakeTeleSign]:
     """Serve a FakeTeleSign on `host:port` (0 = a free port) for the duration of the block."""
-    fake = fake or FakeTeleSign()
-    async with served(fake.make_app(), host, port) as base_url:
-        fake.base_url = base_url
-        try:
-            yield fake
-        finally:
-            fake.base_url = None
+    return serving(fake or FakeTeleSign(), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

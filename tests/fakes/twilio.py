@@ -30,8 +30,8 @@ import math
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -45,7 +45,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from sms_gateway.providers.twilio import TwilioConfig
-from tests.fakes.serving import served
+from tests.fakes.serving import serving
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "twilio_create_message_request.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
@@ -488,18 +488,11 @@ def _segments(body: str) -> int:
 # ------------------------------------------------------------------------------ running it
 
 
-@asynccontextmanager
-async def serve_fake_twilio(
+def serve_fake_twilio(
     fake: FakeTwilio | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[FakeTwilio]:
+) -> AbstractAsyncContextManager[FakeTwilio]:
     """Serve a FakeTwilio on `host:port` (0 = a free port) for the duration of the block."""
-    fake = fake or FakeTwilio()
-    async with served(fake.make_app(), host, port) as base_url:
-        fake.base_url = base_url
-        try:
-            yield fake
-        finally:
-            fake.base_url = None
+    return serving(fake or FakeTwilio(), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:
