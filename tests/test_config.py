@@ -899,3 +899,25 @@ def test_telesign_tenant_cannot_take_basic_webhook_credentials(tmp_path: Path) -
     tenant = {**telesign_tenant(), "webHookCredentials": {"username": "hook", "password": "s-hook"}}
     errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})))
     assert "Authorization header" in errors["tenants[0].webHookCredentials"]
+
+
+def test_security_settings_from_yaml_and_env(tmp_path: Path) -> None:
+    path = write(tmp_path, "gw.yaml", """
+http: {trustForwardedHeaders: true, headerTimeout: 5, bodyTimeout: 20.5, keepAliveTimeout: 0}
+controlAPI: {allowAnonymous: true}
+pipes: {allowedCallbackHosts: [vgw.internal, 10.1.0.0/16], allowPrivateCallbacks: true}
+""")
+    config = load_config(path, {})
+    assert (config.trust_forwarded_headers, config.header_timeout_s, config.body_timeout_s,
+            config.keepalive_timeout_s) == (True, 5, 20.5, 0)
+    assert config.allow_anonymous_control and config.allow_private_callbacks
+    assert config.pipe_allowed_callback_hosts == ("vgw.internal", "10.1.0.0/16")
+    assert build_config(native_dict(config)) == config
+    defaults = load_config(None, {})
+    assert not (defaults.trust_forwarded_headers or defaults.allow_anonymous_control
+                or defaults.allow_private_callbacks), "secure by default"
+    from_env = load_config(None, {"HTTP_TRUST_FORWARDED_HEADERS": "true", "CTRL_TENANT_ALLOW_ANONYMOUS": "yes",
+                                  "PIPE_ALLOW_PRIVATE_CALLBACKS": "1"})
+    assert from_env.trust_forwarded_headers and from_env.allow_anonymous_control and from_env.allow_private_callbacks
+    assert errors_of(write(tmp_path, "bad.yaml", "http: {headerTimeout: 0}"))["http.headerTimeout"] == (
+        "must be at least 0.1 (got 0)")

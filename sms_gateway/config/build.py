@@ -37,6 +37,13 @@ GLOBAL_FIELDS: dict[tuple[str, ...], str] = {
     ("latencyReportingThreshold",): "latency_reporting_threshold_ms",
     ("workerConcurrency",): "worker_concurrency",
     ("store", "leaseSeconds"): "lease_seconds",
+    ("http", "trustForwardedHeaders"): "trust_forwarded_headers",
+    ("http", "headerTimeout"): "header_timeout_s",
+    ("http", "bodyTimeout"): "body_timeout_s",
+    ("http", "keepAliveTimeout"): "keepalive_timeout_s",
+    ("controlAPI", "allowAnonymous"): "allow_anonymous_control",
+    ("pipes", "allowedCallbackHosts"): "pipe_allowed_callback_hosts",
+    ("pipes", "allowPrivateCallbacks"): "allow_private_callbacks",
 }
 MEDIA_FIELDS = {
     "maxMediaPerMessage": "max_media_per_message",
@@ -192,6 +199,8 @@ def build_config(native: Mapping[str, Any]) -> Config:
             settings[field] = section[key]
     if "log_level" in settings:
         settings["log_level"] = LOG_LEVELS[settings["log_level"]]
+    if "pipe_allowed_callback_hosts" in settings:
+        settings["pipe_allowed_callback_hosts"] = tuple(settings["pipe_allowed_callback_hosts"])
     media = _pick(native.get("media", {}), MEDIA_FIELDS)
     if "mms_country_prefixes" in media:
         media["mms_country_prefixes"] = tuple(media["mms_country_prefixes"])

@@ -24,6 +24,9 @@ GLOBAL_VARS: Table = {
     "LOG_REDACT_PHONE_NUMBERS": (("logging", "redactPhoneNumbers"), "bool"),
     "ENABLE_TRANSCRIPTION_MESSAGES": (("logging", "transcriptionMessages"), "bool"),
     "LATENCY_REPORTING_THRESHOLD": (("latencyReportingThreshold",), "int"),
+    "HTTP_TRUST_FORWARDED_HEADERS": (("http", "trustForwardedHeaders"), "bool"),
+    "CTRL_TENANT_ALLOW_ANONYMOUS": (("controlAPI", "allowAnonymous"), "bool"),
+    "PIPE_ALLOW_PRIVATE_CALLBACKS": (("pipes", "allowPrivateCallbacks"), "bool"),
 }
 
 # The single tenant, read when TENANT_PHONE_NUMBER is set.

@@ -37,7 +37,8 @@ def native_dict(config: Config) -> dict[str, Any]:
         section = out
         for parent in parents:
             section = section.setdefault(parent, {})
-        section[key] = getattr(config, field)
+        value = getattr(config, field)
+        section[key] = list(value) if isinstance(value, tuple) else value
     out["media"] = _unpick(config.media, MEDIA_FIELDS)
     if config.media.mms_country_prefixes is not None:
         out["media"]["mmsCountryPrefixes"] = list(config.media.mms_country_prefixes)

@@ -163,6 +163,17 @@ class Config:
     lease_seconds: float = 30.0
     # Messages per second per sending number: keys "long_code", "toll_free", "short_code" or a number's digits.
     rate_limits: dict[str, float] = field(default_factory=dict)
+    # X-Forwarded-Proto/-Host are believed only behind a proxy the operator says they trust.
+    trust_forwarded_headers: bool = False
+    # Seconds a client has to send a request's head, its body; how long an idle keep-alive connection stays open.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 30.0
+    # The session-control API refuses calls without credentials unless the operator opts in.
+    allow_anonymous_control: bool = False
+    # Where a pipe's callbackURL may point besides public addresses: host names or CIDRs, and private networks.
+    pipe_allowed_callback_hosts: tuple[str, ...] = ()
+    allow_private_callbacks: bool = False
     _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
