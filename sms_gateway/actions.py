@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from sms_gateway.config.model import normalise_number
 from sms_gateway.model import JSON, Command, EngineReply, Session
 
 log = structlog.get_logger("sms_gateway.actions")
@@ -41,7 +42,8 @@ VOICE_ONLY_COMMANDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ExtraSend:
-    """A `vgwActSendSMS`: a message of its own, possibly to other numbers than the session's."""
+    """A `vgwActSendSMS`: a message of its own, possibly to another user than the session's, always from the
+    session's tenant."""
 
     text: str
     media_urls: tuple[str, ...]
@@ -162,7 +164,12 @@ def _vgw_send_sms(params: JSON, session: Session, plan: TurnPlan) -> None:
     if not message and not urls:
         _ignore(plan, "vgwActSendSMS", "nothing to send")
         return
-    plan.extra_sends.append(ExtraSend(message, tuple(urls), tenant, user))
+    if normalise_number(tenant) != normalise_number(session.tenant_number):
+        # Another tenant's number would send on that tenant's account, in its name: an engine speaks only for
+        # the tenant whose conversation it runs.
+        _ignore(plan, "vgwActSendSMS", "tenantPhoneNumber must be this session's own tenant number")
+        return
+    plan.extra_sends.append(ExtraSend(message, tuple(urls), session.tenant_number, user))
 
 
 def _positive_int(value: Any) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from sms_gateway.config.model import Config, normalise_number
 from sms_gateway.conversation import ConversationDeps, Conversations
@@ -29,10 +30,12 @@ from sms_gateway.keys import (
     WORKER,
     RuntimeState,
 )
+from sms_gateway.media import media_destinations
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import MessageLimits
+from sms_gateway.netguard import GuardedHttp
 from sms_gateway.outbox import SEND, Outbox
-from sms_gateway.pipes import PipeRelay
+from sms_gateway.pipes import PipeRelay, callback_destinations
 from sms_gateway.providers import PROVIDER_TYPES
 from sms_gateway.providers.base import Provider, Sender
 from sms_gateway.ratelimit import rates_from_config
@@ -56,7 +59,10 @@ def create_app(
     store: Store | None = None,
     engine_factory: EngineFactory = create_engine,
     sweep_interval: float = 1.0,
+    resolver: AbstractResolver | None = None,
 ) -> web.Application:
+    """`resolver` resolves the hosts of caller-chosen URLs (media, pipe callbacks), whose addresses are checked
+    before any connection; default: the system's (tests give one that knows their names)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[CONFIG] = config
     app[METRICS] = Metrics()
@@ -67,7 +73,7 @@ def create_app(
     webhooks.setup(app)
     rest.setup(app)
     app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_make_services_ctx(engine_factory, sweep_interval))
+    app.cleanup_ctx.append(_make_services_ctx(engine_factory, sweep_interval, resolver))
     app.on_shutdown.append(_mark_shutting_down)
     return app
 
@@ -78,11 +84,21 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].close()
 
 
-def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> CleanupContext:
+def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
+                       resolver: AbstractResolver | None) -> CleanupContext:
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         store, metrics = app[STORE], app[METRICS]
-        async with aiohttp.ClientSession() as http:
+        # `http` reaches what the operator configured (engines, providers: private hosts are fine); the guarded
+        # sessions reach hosts that callers name (media, pipe callbacks) and only where their policy allows.
+        async with (
+            aiohttp.ClientSession() as http,
+            _system_resolver(resolver) as dns,
+            # A media host is looked up within the time a media's size may take to learn.
+            GuardedHttp(media_destinations(config.media), dns,
+                        lookup_seconds=config.media.size_check_timeout_ms / 1000) as media_http,
+            GuardedHttp(callback_destinations(config), dns) as callback_http,
+        ):
             engines = EngineRegistry(http, engine_factory)
             providers = app[PROVIDERS]
             senders: dict[str, Sender] = {
@@ -90,25 +106,23 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             }
             limits = _limits(config, providers)
 
-            def callback_base() -> str | None:
-                return config.public_url or app[STATE].learned_public_base
-
             outbox = Outbox(
-                store, senders, metrics, callback_base,
+                # Status callbacks go to PUBLIC_URL only, never to a URL a request claimed: without it, none.
+                store, senders, metrics, lambda: config.public_url,
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
                 settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
                                 for t in config.tenants},
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
-            relay = PipeRelay(store, http)
+            relay = PipeRelay(store, callback_http)
             jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
                              concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds)
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             app[PIPES] = relay
             conversations = Conversations(ConversationDeps(
-                config, store, engines, metrics, http, lambda t: limits[normalise_number(t.phone_number)],
+                config, store, engines, metrics, media_http, lambda t: limits[normalise_number(t.phone_number)],
                 jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
                                    lease_seconds=config.lease_seconds)
@@ -137,6 +151,19 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float) -> 
             await engines.close()
 
     return services_ctx
+
+
+@contextlib.asynccontextmanager
+async def _system_resolver(given: AbstractResolver | None) -> AsyncIterator[AbstractResolver]:
+    """`given`, or aiohttp's default resolver (closed afterwards)."""
+    if given is not None:
+        yield given
+        return
+    resolver = aiohttp.DefaultResolver()
+    try:
+        yield resolver
+    finally:
+        await resolver.close()
 
 
 def _limits(config: Config, providers: dict[str, Provider[Any, Any]]) -> dict[str, MessageLimits]:

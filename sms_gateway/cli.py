@@ -9,10 +9,11 @@ import sys
 from collections.abc import Sequence
 
 from sms_gateway.config.load import ConfigError, load_config
-from sms_gateway.config.mask import effective_config_dict
+from sms_gateway.config.mask import effective_config_dict, mask_urls_in_text
 from sms_gateway.logs import configure_logging
 from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
 from sms_gateway.store.base import StoreUnavailable
+from sms_gateway.store.factory import store_url_problem
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, os.environ)
+        # The schema checks the store URL's scheme; its options are read by the store, so checked here.
+        store_problem = store_url_problem(config.store_url)
+        if store_problem is not None:
+            raise ConfigError([("store.url (STORE_URL)", store_problem)])
     except ConfigError as exc:
         print("configuration errors:", file=sys.stderr)
         for key, reason in exc.errors:
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(effective_config_dict(config), indent=2, sort_keys=True))
         return 0
 
-    from sms_gateway.serve import run
+    from sms_gateway.serve import CannotListen, run
 
     configure_logging(config.log_level, config.redact_phone_numbers)
     if not config.tenants:
@@ -70,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(config, drain_seconds=float(os.environ.get("SHUTDOWN_DRAIN_SECONDS", "2")))
     except StoreUnavailable as exc:
-        print(f"store unavailable: {exc}", file=sys.stderr)
+        print(f"store unavailable: {mask_urls_in_text(str(exc))}", file=sys.stderr)
+        return 3
+    except CannotListen as exc:
+        print(str(exc), file=sys.stderr)
         return 3
     return 0
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from sms_gateway.actions import TurnPlan, chosen_option, interpret
@@ -19,9 +18,10 @@ from sms_gateway.context import NO_INPUT_TURN_TEXT, RESPONSE_TIMEOUT_TEXT, build
 from sms_gateway.engines.base import EngineError, TurnRequest
 from sms_gateway.engines.override import InvalidOverride, apply_override
 from sms_gateway.engines.registry import EngineRegistry
-from sms_gateway.media import head_content_length, plan_outbound
+from sms_gateway.media import HostRefusal, SizeOf, head_content_length, plan_outbound
 from sms_gateway.metrics import Metrics, warn_if_slow
 from sms_gateway.model import JSON, EngineReply, InboundMessage, Media, MessageLimits, Session, new_id
+from sms_gateway.netguard import GuardedHttp
 from sms_gateway.outbox import message_id_for, send_job
 from sms_gateway.pipes import relay_job
 from sms_gateway.store.base import Job, Store
@@ -40,7 +40,7 @@ class ConversationDeps:
     store: Store
     engines: EngineRegistry
     metrics: Metrics
-    http: aiohttp.ClientSession
+    media_http: GuardedHttp  # reaches only the media hosts its policy allows; resolves their names
     limits: Callable[[TenantConfig], MessageLimits]  # what one message of the tenant's provider may carry
     notify_outbox: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
@@ -306,18 +306,12 @@ class Conversations:
         if tenant is None:
             errors.append({"code": "unknownTenant", "message": f"no tenant is configured for {tenant_number}"})
         else:
-            policy = d.config.media
-            size_of: Callable[[str], Awaitable[int | None]] | None = None
-            if policy.check_size:
-                def size_of(url: str) -> Awaitable[int | None]:
-                    return head_content_length(d.http, url, policy.size_check_timeout_ms,
-                                               allow_private=policy.allow_private_hosts)
-
             counter = itertools.count()
+            host_refusal, size_of = self._media_lookups()
             media_plan = await plan_outbound(
                 text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,
-                limits=d.limits(tenant), allow_private_hosts=policy.allow_private_hosts, size_of=size_of,
-                new_id=lambda: message_id_for(prefix, next(counter)),
+                limits=d.limits(tenant), allow_private_hosts=d.config.media.allow_private_hosts,
+                host_refusal=host_refusal, size_of=size_of, new_id=lambda: message_id_for(prefix, next(counter)),
             )
             for url, code, reason in media_plan.rejected:
                 d.metrics.sends.labels("rejected", "media").inc()
@@ -344,6 +338,21 @@ class Conversations:
             for error in errors:
                 await d.store.push_sms_error(error_to[0], error_to[1], error)
         return queued, errors
+
+    def _media_lookups(self) -> tuple[HostRefusal | None, SizeOf | None]:
+        """How planning learns about media: their hosts' addresses (unless private hosts are allowed, for local
+        testing) and their sizes (unless the size check is off)."""
+        http, policy = self.deps.media_http, self.deps.config.media
+
+        def host_refusal(host: str) -> Awaitable[str | None]:
+            # The provider resolves the name itself and may pick any address: every one must be public.
+            return http.refusal(host, every_address=True)
+
+        def size_of(url: str) -> Awaitable[int | None]:
+            return head_content_length(http.session, url, policy.size_check_timeout_ms,
+                                       allow_private=policy.allow_private_hosts)
+
+        return (None if policy.allow_private_hosts else host_refusal), (size_of if policy.check_size else None)
 
     # Session end -------------------------------------------------------------------------------
     async def _end_expired(self, tenant: TenantConfig, session: Session, errors: list[JSON] | None = None) -> bool:

@@ -23,9 +23,6 @@ from sms_gateway.worker import InboundWorker
 class RuntimeState:
     """Facts learned while running."""
 
-    # Base URL a provider reached us on, learned from verified webhooks when no public URL is configured;
-    # used to build the callback URLs of messages sent.
-    learned_public_base: str | None = None
     shutting_down: bool = False
 
 

@@ -3,14 +3,18 @@
 `plan_outbound` turns one reply (text + media URLs) into the messages that fit the provider's limits:
 at most `max_media_per_message` media and `max_total_bytes` per message, bodies of at most `max_body_chars`,
 only public http(s) media URLs, and plain SMS with the links in the text where MMS is not available.
+
+"Public" is checked twice: `check_media_url` looks at the URL alone, and planning then resolves each name and
+refuses one with any address that is not globally routable (the provider resolves the name itself and may pick
+any of them). A name that does not resolve from here is left for the provider to try: the gateway never connects
+to it, and what it resolves to from the provider's network is the provider's to check. The gateway's own HEAD
+requests go through `netguard.GuardedHttp`, which connects only to the public addresses it checked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -18,7 +22,17 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from sms_gateway.config.model import MediaPolicy
 from sms_gateway.model import MessageLimits, OutboundMessage
+from sms_gateway.netguard import (
+    DestinationPolicy,
+    canonical_host,
+    ip_literal,
+    is_metadata_name,
+    is_nonstandard_ip,
+    is_public_address,
+    url_host,
+)
 
 MEDIA_URL_INVALID = "mediaURLInvalid"
 MEDIA_URL_NOT_PUBLIC = "mediaURLNotPublic"
@@ -27,18 +41,14 @@ MEDIA_TOO_LARGE = "mediaTooLarge"
 # Names that only resolve inside a private network (RFC 6761, RFC 6762, RFC 8375 and common practice).
 _PRIVATE_NAMES = ("localhost",)
 _PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".lan", ".home.arpa")
-# WHATWG URL parsing treats a host whose last label is a number (decimal or 0x-hex) as an IPv4 address, so
-# `http://2130706433/` and `http://0x7f.1/` both mean 127.0.0.1 to a browser-grade fetcher.
-_NUMERIC_LABEL_RE = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _LABEL_RE = re.compile(r"^[a-z0-9_-]+$")
-# NAT64 well-known prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_IDEOGRAPHIC_DOTS = ("\u3002", "\uff0e", "\uff61")
 # \s is what str.isspace() calls whitespace; with the C0 controls and DEL.
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _MAX_REDIRECTS = 5
 
 SizeOf = Callable[[str], Awaitable[int | None]]
+# Why a media URL's host must not be given to the provider once its name is resolved (None: it may).
+HostRefusal = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(slots=True)
@@ -69,7 +79,7 @@ def check_media_url(url: str, allow_private: bool = False) -> tuple[str, str] | 
         return None
     if parts.username is not None or parts.password is not None:
         return MEDIA_URL_INVALID, "URL must not contain credentials"
-    return _host_problem(_canonical_host(host))
+    return _host_problem(canonical_host(host))
 
 
 def is_public_http_url(url: str, allow_private: bool) -> bool:
@@ -81,50 +91,28 @@ def is_http_url(url: str) -> bool:
     return check_media_url(url, allow_private=True) is None
 
 
-def _canonical_host(host: str) -> str:
-    """The host as an IDNA-aware fetcher sees it: fullwidth forms folded, ideographic dots as dots."""
-    host = unicodedata.normalize("NFKC", host).lower()
-    for dot in _IDEOGRAPHIC_DOTS:
-        host = host.replace(dot, ".")
-    return host.rstrip(".")
+def media_destinations(policy: MediaPolicy) -> DestinationPolicy:
+    """Where the gateway's own requests for media (HEAD) may connect: public addresses, and with
+    `allowPrivateHosts` (local testing) loopback and private ones too; link-local and metadata never."""
+    return DestinationPolicy(allow_private=policy.allow_private_hosts, allow_loopback=policy.allow_private_hosts)
 
 
 def _host_problem(host: str) -> tuple[str, str] | None:
-    address = _ip_literal(host)
+    address = ip_literal(host)
     if address is not None:
-        return None if _is_public_ip(address) else (MEDIA_URL_NOT_PUBLIC, "host is not a public IP address")
+        return None if is_public_address(address) else (MEDIA_URL_NOT_PUBLIC, "host is not a public IP address")
     labels = host.split(".")
-    if _NUMERIC_LABEL_RE.fullmatch(labels[-1]):
+    if is_nonstandard_ip(host):
         return MEDIA_URL_NOT_PUBLIC, "host is an IP address in a non-standard notation"
     if not all(label and (_LABEL_RE.fullmatch(label) or not label.isascii()) for label in labels):
         return MEDIA_URL_INVALID, "host name is not valid"
     if host in _PRIVATE_NAMES or host.endswith(_PRIVATE_SUFFIXES):
         return MEDIA_URL_NOT_PUBLIC, "host name is local to a private network"
+    if is_metadata_name(host):
+        return MEDIA_URL_NOT_PUBLIC, "host name is a cloud metadata service"
     if len(labels) < 2:
         return MEDIA_URL_NOT_PUBLIC, "host name has no domain (single label)"
     return None
-
-
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _is_public_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if not address.is_global or address.is_multicast:
-        return False
-    if isinstance(address, ipaddress.IPv6Address):
-        # IPv6 forms that embed an IPv4 address are only as public as the address they carry.
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is None and address.teredo is not None:
-            embedded = address.teredo[1]
-        if embedded is not None:
-            return _is_public_ip(embedded)
-    return True
 
 
 # ------------------------------------------------------------------------------ sizes
@@ -136,7 +124,8 @@ async def head_content_length(
     """`Content-Length` from a HEAD on `url` (following redirects), or None on any error. Never raises.
 
     Redirects are followed by hand so that every hop is checked like the original URL: a public URL must not
-    be able to steer the gateway to a private address.
+    be able to steer the gateway to a private address. `http` is the session for media hosts
+    (`netguard.GuardedHttp`): it connects only to the addresses its policy allows, at each hop.
     """
     timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
     try:
@@ -236,6 +225,7 @@ async def plan_outbound(
     session_id: str | None,
     limits: MessageLimits,
     allow_private_hosts: bool = False,
+    host_refusal: HostRefusal | None,
     size_of: SizeOf | None,
     new_id: Callable[[], str],
 ) -> MediaPlan:
@@ -245,9 +235,12 @@ async def plan_outbound(
     in order, then the leftover text-only or media-only messages follow (where an MMS carries no text,
     `limits.media_with_text` false, the text chunks go first and every media group alone). Where MMS is not
     available the media links are appended to the text instead. Rejected media are reported, in input order, with
-    a code and reason. `size_of` learns a media's size (None: sizes are not checked).
+    a code and reason. `host_refusal` resolves a media URL's host and says why it is not public (None: names are
+    not resolved, as with `allow_private_hosts`); `size_of` learns a media's size (None: sizes are not checked).
     """
     problems = [check_media_url(url, allow_private_hosts) for url in media_urls]
+    if host_refusal is not None:
+        await _refuse_unpublic_names(media_urls, problems, host_refusal)
     accepted = [index for index, problem in enumerate(problems) if problem is None]
 
     groups: list[tuple[str, ...]] = []
@@ -285,6 +278,19 @@ async def plan_outbound(
             )
         )
     return plan
+
+
+async def _refuse_unpublic_names(urls: Sequence[str], problems: list[tuple[str, str] | None],
+                                 host_refusal: HostRefusal) -> None:
+    """Resolve the hosts of the URLs that passed the URL check (each once, concurrently); refuse the non-public."""
+    hosts = {index: url_host(urls[index]) for index, problem in enumerate(problems) if problem is None}
+    names = sorted({host for host in hosts.values() if host is not None})
+    refusals = dict(zip(names, await asyncio.gather(*(host_refusal(name) for name in names)), strict=True))
+    for index, host in hosts.items():
+        if host is None:
+            problems[index] = (MEDIA_URL_INVALID, "URL cannot be parsed")
+        elif (refusal := refusals[host]) is not None:
+            problems[index] = (MEDIA_URL_NOT_PUBLIC, f"host {refusal}")
 
 
 async def _sizes(urls: list[str], size_of: SizeOf | None) -> list[int | None]:

@@ -5,6 +5,12 @@ relay body (the caller's message, its media and ids) to the pipe's `callbackURL`
 pipe that the outbox gives up on becomes a `pipe_event` job that POSTs a failure event there. Both are durable
 jobs: retried with backoff while Voice Gateway is down, dead-lettered (and replayable) after the last attempt,
 never dropped, never given to the engine. Jobs of one pipe pair run in order.
+
+A callback URL names a host the caller chose, so it may reach only public addresses, the hosts and networks the
+operator lists in `pipes.allowedCallbackHosts`, and with `pipes.allowPrivateCallbacks` private networks; never
+link-local or cloud metadata addresses. That is checked when the pipe is created and again, on the addresses
+actually connected to, at every relay (`netguard.GuardedHttp`): a relay to a host that has since moved somewhere
+forbidden is dead-lettered at once, not retried.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from sms_gateway.config.model import normalise_number
+from sms_gateway.config.model import Config, normalise_number
 from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
 from sms_gateway.model import JSON, InboundMessage
+from sms_gateway.netguard import DestinationPolicy, GuardedHttp, refusal_in, url_host
 from sms_gateway.store.base import Job, Pipe, Store
 
 log = structlog.get_logger("sms_gateway.pipes")
@@ -41,9 +48,16 @@ def new_pipe_id() -> str:
     return secrets.token_urlsafe(24)
 
 
+def callback_destinations(config: Config) -> DestinationPolicy:
+    """Where relays may go besides public addresses: what the operator allowed (link-local and metadata never)."""
+    return DestinationPolicy.allowing(
+        config.pipe_allowed_callback_hosts, allow_private=config.allow_private_callbacks,
+        hint="pipes.allowedCallbackHosts can allow it" + (
+            "" if config.allow_private_callbacks else ", or pipes.allowPrivateCallbacks a private network"))
+
+
 def callback_url_problem(url: str) -> str | None:
-    """None when `url` can receive relays: http(s) with a host. Private hosts are fine (Voice Gateway is
-    usually on the gateway's own network)."""
+    """None when `url` is an http(s) URL with a host; where it points is `PipeRelay.callback_problem`'s."""
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return "must not contain whitespace or control characters"
     try:
@@ -123,15 +137,26 @@ def _retry_after(header: str | None) -> float | None:
 
 
 class PipeRelay:
-    """POSTs relays and failure events to Voice Gateway with the app's HTTP session."""
+    """POSTs relays and failure events to Voice Gateway, through the session that reaches only allowed hosts."""
 
-    def __init__(self, store: Store, http: aiohttp.ClientSession, notify: Callable[[], None] = lambda: None,
+    def __init__(self, store: Store, http: GuardedHttp, notify: Callable[[], None] = lambda: None,
                  policy: RetryPolicy | None = None, timeout: float = RELAY_TIMEOUT_SECONDS) -> None:
         self.store = store
         self.http = http
         self.notify = notify
         self.policy = policy or RELAY_POLICY
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def callback_problem(self, url: str) -> str | None:
+        """Why `url` cannot be a pipe's callback (its form, or where its host points now), or None."""
+        problem = callback_url_problem(url)
+        if problem is not None:
+            return problem
+        host = url_host(url)
+        if host is None:
+            return "is not a valid URL"
+        refusal = await self.http.refusal(host)
+        return None if refusal is None else f"host {host} {refusal}"
 
     def job_kinds(self) -> dict[str, JobKind]:
         return {PIPE_RELAY: JobKind(self.handle, self.policy, self._dead),
@@ -141,11 +166,16 @@ class PipeRelay:
         url, body = job.payload["callbackURL"], job.payload["body"]
         pipe_id = body.get("smsPipeID")
         try:
-            async with self.http.post(url, json=body, timeout=self.timeout, allow_redirects=False) as response:
+            async with self.http.session.post(url, json=body, timeout=self.timeout,
+                                              allow_redirects=False) as response:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = refusal_in(exc)
+            if refused is not None:  # where the host points now is forbidden: retrying would not change that
+                log.error("pipe_callback_refused", job_id=job.job_id, pipe_id=pipe_id, error=str(refused))
+                return Outcome.failed(f"callbackURL refused: {refused}")
             log.warning("pipe_callback_unreachable", job_id=job.job_id, pipe_id=pipe_id, attempt=job.attempts,
                         error=type(exc).__name__)
             return Outcome.retry(f"unreachable: {type(exc).__name__}: {exc}")

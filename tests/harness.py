@@ -25,12 +25,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from twilio.request_validator import RequestValidator
 
 from sms_gateway.app import create_app
 from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
 from sms_gateway.keys import JOBS, STORE, WORKER
+from sms_gateway.serve import listen
 from sms_gateway.store.base import Store
+from tests.fakes.dns import harness_resolver
 from tests.fakes.sinch import FakeSinch, serve_fake_sinch
 from tests.fakes.telesign import FakeTeleSign, serve_fake_telesign
 from tests.fakes.twilio import FakeTwilio, SentMessage, serve_fake_twilio
@@ -195,6 +198,8 @@ async def running_gateway(
     sweep_interval: float = 0.05,
     sinch: bool = False,
     telesign: bool = False,
+    allow_anonymous_control: bool = False,
+    resolver: AbstractResolver | None = None,
 ) -> AsyncIterator[Harness]:
     watson = FakeWatson()
     watson_runner, watson_url = await serve(watson)
@@ -211,17 +216,19 @@ async def running_gateway(
                 media=MediaPolicy(check_size=False),
                 latency_reporting_threshold_ms=1000,
                 rate_limits={"long_code": 1000.0},
+                # The tenants have no control credentials: their REST API is closed unless a test opens it.
+                allow_anonymous_control=allow_anonymous_control,
             )
             if configure is not None:
                 config = configure(config)
-            app = create_app(config, sweep_interval=sweep_interval)
-            runner = web.AppRunner(app, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            # Media and callback hosts are resolved by the gateway: never by this machine's DNS in tests.
+            app = create_app(config, sweep_interval=sweep_interval, resolver=resolver or harness_resolver())
+            # As `sms-gateway serve` listens: its connection deadlines and JSON answers to unparsable requests.
+            listener = await listen(app, config, "127.0.0.1", port, shutdown_timeout=1.0)
             try:
                 async with aiohttp.ClientSession() as http:
                     yield Harness(config, app, url, http, twilio, watson, watson_url, fake_sinch, fake_telesign)
             finally:
-                await runner.cleanup()
+                await listener.close()
     finally:
         await watson_runner.cleanup()

@@ -96,3 +96,29 @@ def test_check_config_reports_each_error_with_its_key(tmp_path: Path) -> None:
 def test_serve_exits_non_zero_on_a_bad_config(tmp_path: Path) -> None:
     result = run("serve", env={"HTTP_PORT": "not-a-port"}, timeout=30)
     assert result.returncode == 2 and "HTTP_PORT" in result.stderr
+
+
+def test_check_config_masks_secrets_in_url_query_strings() -> None:
+    env = {"STORE_URL": "redis://:s-redis@localhost:6379/0?password=s-query&prefix=gw",
+           "PUBLIC_URL": "https://sms.example.com/gw?token=s-token&x=1"}
+    result = run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not [s for s in ("s-redis", "s-query", "s-token") if s in result.stdout + result.stderr]
+    assert "prefix=gw" in result.stdout and "x=1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("store_url", "reason"),
+    [
+        ("sqlite:///gw.db?synchronous=bogus", "synchronous"),
+        ("redis://:s-redis-pw@localhost:6379/0?prefix=", "prefix"),
+        ("redis://:s-redis-pw@localhost:6379/0?colour=blue", "colour"),
+        ("redis://:s-redis-pw@localhost:6379/0?max_connections=many", "max_connections"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_a_bad_store_url_option_is_one_line_without_the_password(command: str, store_url: str, reason: str) -> None:
+    result = run(command, env={"STORE_URL": store_url, "HTTP_PORT": "0"}, timeout=30)
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if "store.url" in line and reason in line]
+    assert "s-redis-pw" not in result.stdout + result.stderr and "Traceback" not in result.stderr

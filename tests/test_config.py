@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sms_gateway.config.build import build_config
 from sms_gateway.config.ibm_json import parse_bool
 from sms_gateway.config.load import ConfigError, load_config
-from sms_gateway.config.mask import effective_config_dict, native_dict
+from sms_gateway.config.mask import effective_config_dict, mask_url, native_dict
 from sms_gateway.config.model import (
     V1_DEFAULT_VERSION,
     Config,
@@ -725,6 +725,34 @@ def test_bearer_token_and_apikey_are_masked(tmp_path: Path) -> None:
     ]
     text = json.dumps(effective_config_dict(load_config(None, tenant_json(tmp_path, *tenants))))
     assert "s-bearer" not in text and "s-apikey" not in text
+
+
+def test_secrets_in_url_query_strings_are_masked() -> None:
+    environ = V1_ENV | {
+        "WATSON_CONVERSATION_URL": "https://soe.example.com/orchestrate?apikey=s-q-key&version=2&sig=s-q-sig",
+        "STORE_URL": "redis://:s-redis@localhost:6379/0?prefix=gw&password=s-q-pass",
+    }
+    text = json.dumps(effective_config_dict(load_config(None, environ)))
+    assert not [s for s in ("s-q-key", "s-q-sig", "s-redis", "s-q-pass") if s in text]
+    assert "https://soe.example.com/orchestrate?apikey=****&version=2&sig=****" in text
+    assert "redis://:****@localhost:6379/0?prefix=gw&password=****" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://h.example.com/p?token=abc&x=1", "https://h.example.com/p?token=****&x=1"),
+        ("https://h.example.com/p?X-Amz-Signature=abc&X-Amz-Credential=k",
+         "https://h.example.com/p?X-Amz-Signature=****&X-Amz-Credential=****"),
+        ("https://h.example.com/cb#access_token=abc&state=s", "https://h.example.com/cb#access_token=****&state=s"),
+        ("https://u:pw@h.example.com/p?client_secret=abc", "https://u:****@h.example.com/p?client_secret=****"),
+        ("https://h.example.com/p?api_key=", "https://h.example.com/p?api_key="),
+        ("sqlite:///gw.db?synchronous=normal", "sqlite:///gw.db?synchronous=normal"),
+        ("not a URL?token=abc", "not a URL?token=abc"),
+    ],
+)
+def test_mask_url_hides_userinfo_passwords_and_secret_parameters(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
 
 
 @pytest.mark.parametrize("source", ["yaml", "json", "env"])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+import structlog
 
-from sms_gateway.config.model import Credentials
+from sms_gateway.config.model import Config, Credentials
 from tests.harness import USER, V1, inbound_form, new_sid, running_gateway
 
 
@@ -72,8 +74,12 @@ async def test_basic_auth_challenge_then_credentials(tmp_path: Path) -> None:
         await gw.wait_sent(1)
 
 
-async def test_signature_url_from_forwarded_headers_behind_a_proxy(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path, public_url=False) as gw:
+def trusting_the_proxy(config: Config) -> Config:
+    return dataclasses.replace(config, trust_forwarded_headers=True)
+
+
+async def test_behind_a_trusted_proxy_the_signature_is_checked_against_the_forwarded_url(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, public_url=False, configure=trusting_the_proxy) as gw:
         form = inbound_form("via proxy")
         public = "https://sms.example.com/sms.receiver/SmsRecv"
         headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "sms.example.com",
@@ -81,13 +87,44 @@ async def test_signature_url_from_forwarded_headers_behind_a_proxy(tmp_path: Pat
         status, _, _ = await gw.post_form(form, sign=False, headers=headers)
         assert status == 200
         sent = await gw.wait_sent(1)
-        # Learned from the verified webhook: status callbacks go to the public URL too.
-        assert sent[0].status_callback and sent[0].status_callback.startswith(
-            "https://sms.example.com/sms.receiver/twilio/status?mid=")
+        # The public URL is never learned from a request: without PUBLIC_URL, no status callback at all.
+        assert sent[0].status_callback is None
         # Signed for the public URL but presented without the proxy's headers: rejected.
         form2 = inbound_form("no proxy")
         status, _, _ = await gw.post_form(form2, signature=gw.sign(public, form2))
         assert status == 403
+
+
+async def test_untrusted_forwarded_headers_neither_pass_a_signature_nor_redirect_status_callbacks(
+    tmp_path: Path,
+) -> None:
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "attacker.example.com"}
+    async with running_gateway(tmp_path, public_url=False) as gw:
+        form = inbound_form("forged proxy")
+        signed_for_forged = gw.sign("https://attacker.example.com/sms.receiver/SmsRecv", form)
+        status, _, _ = await gw.post_form(form, signature=signed_for_forged, headers=forged)
+        assert status == 403
+        await nothing_stored(gw)
+        # Signed for the URL as received, the same headers change nothing: later sends do not report elsewhere.
+        status, _, _ = await gw.post_form(form, headers=forged)
+        assert status == 200
+        sent = await gw.wait_sent(1)
+        assert sent[0].status_callback is None
+    async with running_gateway(tmp_path, store_url="memory://") as gw:  # with PUBLIC_URL: always that
+        status, _, _ = await gw.post_form(inbound_form("forged proxy"), headers=forged)
+        assert status == 200
+        callback = (await gw.wait_sent(1))[0].status_callback
+        assert callback is not None and callback.startswith(f"{gw.url}/sms.receiver/twilio/status?mid=")
+
+
+async def test_without_a_public_url_the_gateway_warns_at_startup(tmp_path: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running_gateway(tmp_path, public_url=False):
+            pass
+        async with running_gateway(tmp_path):
+            pass
+    warnings = [e for e in logs if e["event"] == "public_url_unset"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning" and "StatusCallback" in warnings[0]["reason"]
 
 
 async def test_get_webhook_signs_the_query_string(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ import asyncio
 import base64
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 
@@ -291,6 +293,47 @@ async def test_connection_refused_is_retried(
     assert len(sleeps) == 2
 
 
+async def trickle(request: web.Request) -> web.StreamResponse:
+    """200 at once, then a JSON body one byte every 50 ms (1.5 s in all): no single read ever waits long."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        for _ in range(30):
+            await response.write(b" ")
+            await asyncio.sleep(0.05)
+        await response.write(b'{"access_token": "t", "expires_in": 3600, "expiration": 9999999999}')
+    except ConnectionError:
+        pass
+    return response
+
+
+async def test_an_engine_trickling_its_answer_is_cut_at_connect_plus_read(
+    aiohttp_server: ServerFactory, http: aiohttp.ClientSession, sleep: Any
+) -> None:
+    app = Application()
+    app.router.add_post("/{tail:.*}", trickle)
+    server = await aiohttp_server(app)
+    engine = WatsonV1Engine(v1(str(server.make_url("")).rstrip("/"), connect_timeout_ms=200, read_timeout_ms=300,
+                               max_retries=0), http, sleep=sleep)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        await engine.turn(TurnRequest(text="hi", state=state()))
+    assert info.value.retryable and time.monotonic() - started < 0.5 + 0.5
+
+
+async def test_an_iam_token_endpoint_trickling_its_answer_is_cut_at_connect_plus_read(
+    aiohttp_server: ServerFactory,
+) -> None:
+    app = Application()
+    app.router.add_post("/identity/token", trickle)
+    server = await aiohttp_server(app)
+    authorizer = IamAuthorizer("key", str(server.make_url("/identity/token")), timeout=(0.2, 0.3))
+    started = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        await authorizer.headers()
+    assert info.value.retryable and time.monotonic() - started < 0.5 + 0.5
+
+
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
@@ -319,6 +362,7 @@ def test_http_options_from_config() -> None:
     )
     options = HttpOptions.from_config(config)
     assert options.timeout.sock_connect == 1.5 and options.timeout.sock_read == 2.5
+    assert options.timeout.total == 4.0
     assert options.max_retries == 4
     assert options.proxy == "http://proxy:3128"
     assert options.proxy_headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"u:p").decode()}

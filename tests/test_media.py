@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -12,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +25,14 @@ from sms_gateway.media import (
     check_media_url,
     head_content_length,
     is_public_http_url,
+    media_destinations,
     mms_available,
     plan_outbound,
     split_text,
 )
+from sms_gateway.netguard import DestinationPolicy, GuardedHttp, GuardedResolver
 from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
+from tests.fakes.dns import PUBLIC_ADDRESS, FakeResolver
 
 MB = 1024 * 1024
 TENANT = "+15005550001"
@@ -61,8 +64,11 @@ async def plan(
     user: str = US_USER,
     policy: MediaPolicy = POLICY,
     size_of: Callable[[str], Any] | None = None,
+    dns: FakeResolver | None = None,
 ) -> MediaPlan:
-    """With Twilio's limits, narrowed by `policy` as the gateway does."""
+    """With Twilio's limits, narrowed by `policy`, and media hosts resolved (by `dns`: default, every name is a public
+    host) as the gateway does."""
+    resolver = GuardedResolver(dns or FakeResolver(default=PUBLIC_ADDRESS), media_destinations(policy))
     return await plan_outbound(
         text,
         media,
@@ -71,6 +77,7 @@ async def plan(
         session_id="sess-1",
         limits=policy.limits(TWILIO_LIMITS),
         allow_private_hosts=policy.allow_private_hosts,
+        host_refusal=None if policy.allow_private_hosts else functools.partial(resolver.refusal, every_address=True),
         size_of=size_of if policy.check_size else None,
         new_id=ids(),
     )
@@ -106,6 +113,9 @@ def assert_reconstructs(text: str, chunks: Sequence[str], max_chars: int) -> Non
         "https://[2001:4860:4860::8888]/img.gif",
         "https://example.com./trailing-dot",
         "https://bücher.example/umlaut.jpg",
+        "https://[64:ff9b::808:808]/nat64-of-a-public-address.gif",
+        "https://[2002:808:808::1]/6to4-of-a-public-address.gif",
+        "https://[::ffff:8.8.8.8]/mapped-public-address.gif",
     ],
 )
 def test_public_urls_are_accepted(url: str) -> None:
@@ -132,6 +142,21 @@ def test_public_urls_are_accepted(url: str) -> None:
         ("http://[::ffff:192.168.0.1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
         ("http://[64:ff9b::a00:1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
         ("http://[2002:c0a8:1::]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        # IPv6 forms that carry IPv4 loopback: compatible, translated, local-use NAT64 (/96 and /48), Teredo.
+        ("http://[::7f00:1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[::127.0.0.1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[::ffff:0:7f00:1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[64:ff9b:1::7f00:1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[64:ff9b:1:7f00:0:100::]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[fec0::1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        ("http://[ff02::1]/a.jpg", MEDIA_URL_NOT_PUBLIC),
+        # Cloud metadata services, whatever their address looks like.
+        ("http://metadata.google.internal/computeMetadata/v1/", MEDIA_URL_NOT_PUBLIC),
+        ("http://metadata.goog./computeMetadata/v1/", MEDIA_URL_NOT_PUBLIC),
+        ("http://[fd00:ec2::254]/latest/meta-data/", MEDIA_URL_NOT_PUBLIC),
+        ("http://168.63.129.16/machine", MEDIA_URL_NOT_PUBLIC),
+        ("http://100.100.100.200/latest/meta-data/", MEDIA_URL_NOT_PUBLIC),
         ("http://2130706433/a.jpg", MEDIA_URL_NOT_PUBLIC),
         ("http://0x7f.1/a.jpg", MEDIA_URL_NOT_PUBLIC),
         ("http://0x7f000001/a.jpg", MEDIA_URL_NOT_PUBLIC),
@@ -325,6 +350,49 @@ async def test_all_media_rejected_leaves_text() -> None:
     assert (await plan("", ["http://localhost/a.jpg"])).messages == []
 
 
+async def test_names_that_resolve_to_non_public_addresses_are_refused() -> None:
+    """A public-looking name is only as public as its addresses: the provider would fetch whichever it resolves."""
+    dns = FakeResolver({
+        "intranet.example.com": "10.0.0.5",
+        "loop.example.com": "127.0.0.1",
+        "v6loop.example.com": "::1",
+        "mapped.example.com": "::ffff:169.254.169.254",
+        "nat64.example.com": "64:ff9b:1::7f00:1",
+        "half.example.com": (PUBLIC_ADDRESS, "192.168.1.1"),  # a provider may pick either
+        "xn--bcher-kva.example": "127.0.0.1",  # bücher.example, as IDNA sends it
+        "dotted.example.com": "127.0.0.1",
+    }, default=PUBLIC_ADDRESS)
+    refused = [
+        "https://intranet.example.com/a.jpg", "https://loop.example.com:8443/a.jpg", "https://v6loop.example.com/a",
+        "https://mapped.example.com/a", "https://nat64.example.com/a", "https://half.example.com/a.jpg",
+        "https://bücher.example/a.jpg", "https://dotted.example.com./a.jpg",
+    ]
+    good = "https://cdn.example.com/ok.jpg"
+    result = await plan("pics", [*refused, good], dns=dns, policy=MediaPolicy(check_size=False))
+    assert [m.media_urls for m in result.messages] == [(good,)]
+    assert [(url, code) for url, code, _ in result.rejected] == [(url, MEDIA_URL_NOT_PUBLIC) for url in refused]
+    reasons = [reason for _, _, reason in result.rejected]
+    assert reasons[0] == "host resolves to a private address" and reasons[1] == "host resolves to a loopback address"
+    assert "10.0.0.5" not in " ".join(reasons), "the caller learns the kind of address, not the address"
+    # Links in a text are not for the provider to fetch, but a private link is refused all the same.
+    as_links = await plan("see", [refused[0], good], user=UK_USER, dns=dns)
+    assert [m.text for m in as_links.messages] == [f"see\n{good}"]
+
+
+async def test_names_that_do_not_resolve_are_left_to_the_provider() -> None:
+    dns = FakeResolver()  # nothing resolves from here
+    result = await plan("", ["https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg"], dns=dns)
+    assert [m.media_urls for m in result.messages] == [("https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg")]
+    assert dns.lookups == ["cdn.example.com"], "each host is resolved once"
+
+
+async def test_allowing_private_hosts_resolves_nothing() -> None:
+    dns = FakeResolver({"loop.example.com": "127.0.0.1"})
+    result = await plan("", ["https://loop.example.com/a.jpg"], dns=dns, policy=MediaPolicy(allow_private_hosts=True))
+    assert [m.media_urls for m in result.messages] == [("https://loop.example.com/a.jpg",)]
+    assert dns.lookups == []
+
+
 async def test_long_text_with_twelve_media() -> None:
     text = " ".join(["lorem"] * 583)  # 3,497 characters
     media = urls(12)
@@ -458,20 +526,8 @@ async def test_plan_properties(
 # ------------------------------------------------------------------------------ head_content_length
 
 
-class StaticResolver(AbstractResolver):
-    """Resolves every name to 127.0.0.1, so public-looking URLs reach the local test server."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST
-            )
-        ]
-
-    async def close(self) -> None:
-        return None
+# The test server is on loopback: these names resolve there, and only the ones a policy lists are allowed.
+SERVER_NAMES = {"media.example.com": "127.0.0.1", "closed.example.com": "127.0.0.1", "evil.example.com": "127.0.0.1"}
 
 
 @pytest.fixture
@@ -509,8 +565,10 @@ async def media_server(aiohttp_server: Any) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def public_http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=StaticResolver())) as session:
-        yield session
+    """The media session, with the test server's names (not its address) allowed as if they were public."""
+    policy = DestinationPolicy.allowing(["media.example.com", "closed.example.com"])
+    async with GuardedHttp(policy, FakeResolver(SERVER_NAMES)) as http:
+        yield http.session
 
 
 async def test_head_content_length(media_server: str, public_http: aiohttp.ClientSession) -> None:
@@ -527,8 +585,15 @@ async def test_head_refuses_redirects_to_private_hosts(media_server: str, public
     port = media_server.rsplit(":", 1)[1]
     url = f"{media_server}/redirect?to=http://127.0.0.1:{port}/img.png"
     assert await head_content_length(public_http, url, 2000) is None
-    assert await head_content_length(public_http, url, 2000, allow_private=True) == 1234
     assert await head_content_length(public_http, f"http://127.0.0.1:{port}/img.png", 2000) is None
+    # A redirect to a name that resolves to a private address is refused when the gateway connects.
+    to_name = f"{media_server}/redirect?to=http://evil.example.com:{port}/img.png"
+    assert await head_content_length(public_http, to_name, 2000) is None
+    # media.allowPrivateHosts (local testing) lets both through.
+    dns = FakeResolver(SERVER_NAMES)
+    async with GuardedHttp(media_destinations(MediaPolicy(allow_private_hosts=True)), dns) as private_http:
+        assert await head_content_length(private_http.session, url, 2000, allow_private=True) == 1234
+        assert await head_content_length(private_http.session, to_name, 2000, allow_private=True) == 1234
 
 
 @pytest.mark.parametrize("path", ["/missing.png", "/slow", "/loop", "/chunked"])
@@ -541,6 +606,7 @@ async def test_head_never_raises(public_http: aiohttp.ClientSession) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert await head_content_length(public_http, f"http://closed.example.com:{port}/x", 500) is None
+    assert await head_content_length(public_http, f"http://evil.example.com:{port}/x", 500) is None
     assert await head_content_length(public_http, "not a url", 500) is None
 
 
@@ -548,12 +614,13 @@ async def test_where_an_mms_carries_no_text_the_text_goes_first_and_each_media_a
     """As TeleSign's MMS: the text in SMS of its own, then one MMS per media (each within the limits)."""
     limits = dataclasses.replace(TWILIO_LIMITS, max_media_per_message=1, max_body_chars=10, media_with_text=False)
     result = await plan_outbound("one two three four", urls(3), tenant_number=TENANT, user_number=US_USER,
-                                 session_id="s", limits=limits, size_of=None, new_id=ids())
+                                 session_id="s", limits=limits, host_refusal=None, size_of=None, new_id=ids())
     assert [(m.text, m.media_urls) for m in result.messages] == [
         ("one two", ()), ("three four", ()), ("", (urls(3)[0],)), ("", (urls(3)[1],)), ("", (urls(3)[2],))]
     media_only = await plan_outbound("", urls(1), tenant_number=TENANT, user_number=US_USER, session_id="s",
-                                     limits=limits, size_of=None, new_id=ids())
+                                     limits=limits, host_refusal=None, size_of=None, new_id=ids())
     assert [(m.text, m.media_urls) for m in media_only.messages] == [("", (urls(1)[0],))]
     no_mms = await plan_outbound("hi", urls(1), tenant_number=TENANT, user_number=UK_USER, session_id="s",
-                                 limits=dataclasses.replace(limits, max_body_chars=1600), size_of=None, new_id=ids())
+                                 limits=dataclasses.replace(limits, max_body_chars=1600), host_refusal=None,
+                                 size_of=None, new_id=ids())
     assert [(m.text, m.media_urls) for m in no_mms.messages] == [(f"hi\n{urls(1)[0]}", ())]

@@ -7,10 +7,12 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import structlog
 
 from sms_gateway.config.model import Config
-from sms_gateway.logs import configure_logging, redact_number
+from sms_gateway.logs import configure_logging, redact_number, reset_logging
+from sms_gateway.store.base import StoreUnavailable
 from tests.fakes.watson import text_output
 from tests.harness import USER, running_gateway, twilio_media
 
@@ -39,6 +41,27 @@ async def test_health_ready_and_metrics(tmp_path: Path) -> None:
         assert 'smsgw_provider_latency_seconds_count{provider="twilio"} 1.0' in text
 
 
+async def test_ready_says_the_store_is_unreachable_without_saying_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", redact_numbers=True, stream=stream)
+    try:
+        async with running_gateway(tmp_path) as gw:
+
+            async def unreachable() -> None:
+                raise StoreUnavailable("redis: ConnectionError: Error 111 connecting to 10.20.30.40:6379")
+
+            monkeypatch.setattr(gw.store, "ping", unreachable)
+            async with gw.http.get(gw.url + "/ready") as response:
+                status, body = response.status, await response.json()
+    finally:
+        reset_logging()
+    assert status == 503 and body == {"status": "store unreachable"}
+    logged = [json.loads(line) for line in stream.getvalue().splitlines() if "store_unreachable" in line]
+    assert logged and "10.20.30.40:6379" in logged[0]["error"]  # the operator finds the address in the log
+
+
 async def test_logs_are_json_with_ids_numbers_redacted_and_no_secrets(tmp_path: Path) -> None:
     stream = io.StringIO()
     configure_logging("debug", redact_numbers=True, stream=stream)
@@ -49,7 +72,7 @@ async def test_logs_are_json_with_ids_numbers_redacted_and_no_secrets(tmp_path: 
             await gw.settle()
             secrets = [gw.twilio.auth_token]
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     events = {line["event"] for line in lines}
     assert {"inbound_accepted", "session_created", "message_sent"} <= events
@@ -70,7 +93,7 @@ def test_numbers_shown_when_the_operator_asks() -> None:
     try:
         structlog.get_logger("t").info("x", user=USER, password="hunter2")
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     line = json.loads(stream.getvalue())
     assert line["user"] == USER and line["password"] == "****"
     assert redact_number("+15551230001") == "***01"
@@ -90,7 +113,7 @@ async def test_latency_reporting_threshold_warns_for_slow_engine_and_provider(tm
             await gw.wait_sent(1)
             await gw.settle()
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     warnings = [json.loads(line) for line in stream.getvalue().splitlines()
                 if '"latency_threshold_exceeded"' in line]
     assert sorted(w["call"] for w in warnings) == ["engine", "provider"]

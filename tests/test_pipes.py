@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sms_gateway.jobs import RetryPolicy
 from sms_gateway.keys import CONVERSATIONS, JOBS
 from sms_gateway.model import InboundMessage, Media
 from sms_gateway.web.openapi import schema
-from tests.fakes.vgw import FakeVoiceGateway, serve_fake_vgw
+from tests.fakes.vgw import FakeVoiceGateway, allow_vgw_callbacks, serve_fake_vgw
 from tests.fakes.watson import text_output
 from tests.harness import USER, V1, V2, Harness, running_gateway, twilio_media
 from tests.redis_server import RedisServer, redis_available
@@ -25,6 +26,11 @@ from tests.redis_server import RedisServer, redis_available
 VGW_AUTH = ("voice-gateway", "s3cret-pipe-password")
 OVERRIDES = {"control_credentials": Credentials(*VGW_AUTH)}
 OTHER_USER = "+15551239999"
+
+
+def gateway_beside_vgw(tmp_path: Path, **options: Any) -> AbstractAsyncContextManager[Harness]:
+    """A gateway whose operator lets pipes call back the Voice Gateway simulator, on 127.0.0.1."""
+    return running_gateway(tmp_path, configure=allow_vgw_callbacks, **options)
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 async def test_a_voice_gateway_call_from_pipe_to_hang_up(tmp_path: Path, store_url: str) -> None:
     async with (
-        running_gateway(tmp_path, tenant_overrides=OVERRIDES, store_url=store_url) as gw,
+        gateway_beside_vgw(tmp_path, tenant_overrides=OVERRIDES, store_url=store_url) as gw,
         serve_fake_vgw() as vgw,
     ):
         call = await vgw.start_call(gw.http, gw.url, V1, USER, auth=VGW_AUTH)
@@ -97,7 +103,7 @@ async def test_a_voice_gateway_call_from_pipe_to_hang_up(tmp_path: Path, store_u
 async def test_a_relay_survives_voice_gateway_being_down_and_arrives_once(
     tmp_path: Path, fast_relay_retries: None
 ) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)
         vgw.fail_next(3, status=503)
         await gw.sms("first")
@@ -115,7 +121,7 @@ async def test_a_relay_that_keeps_failing_is_dead_lettered_then_replayed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipes, "RELAY_POLICY", RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.05))
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         await vgw.start_call(gw.http, gw.url, V1, USER)
         vgw.fail_next(2, status=500)
         await gw.sms("are you there?")
@@ -130,7 +136,7 @@ async def test_a_relay_that_keeps_failing_is_dead_lettered_then_replayed(
 
 
 async def test_voice_gateway_refusing_a_relay_is_final(tmp_path: Path, fast_relay_retries: None) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         await vgw.start_call(gw.http, gw.url, V1, USER)
         vgw.fail_next(1, status=404)
         await gw.sms("hello?")
@@ -141,7 +147,7 @@ async def test_voice_gateway_refusing_a_relay_is_final(tmp_path: Path, fast_rela
 
 
 async def test_a_message_processed_twice_is_relayed_once(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         await vgw.start_call(gw.http, gw.url, V1, USER)
         message = InboundMessage("twilio", "SM" + "7" * 32, V1, USER, "again?", (Media("https://x.example/a.png"),))
         await gw.app[CONVERSATIONS].handle_inbound(message)
@@ -157,7 +163,7 @@ async def test_a_message_that_arrived_during_the_call_reaches_it_after_hang_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipes, "RELAY_POLICY", RetryPolicy(max_attempts=5, backoff_base=0.3, backoff_cap=0.3))
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)
         vgw.fail_next(1)
         await gw.sms("last words")
@@ -171,7 +177,7 @@ async def test_a_message_that_arrived_during_the_call_reaches_it_after_hang_up(
 
 
 async def test_pipes_expire_and_the_engine_gets_the_messages_again(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER, expiration=1)
         await gw.sms("during the call")
         await vgw.wait_relays(1)
@@ -185,7 +191,7 @@ async def test_pipes_expire_and_the_engine_gets_the_messages_again(tmp_path: Pat
 
 
 async def test_a_new_pipe_for_the_same_numbers_replaces_the_old_one(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         first = await vgw.start_call(gw.http, gw.url, V1, USER)
         second = await vgw.start_call(gw.http, gw.url, V1, USER)
         assert first.pipe_id != second.pipe_id
@@ -196,7 +202,7 @@ async def test_a_new_pipe_for_the_same_numbers_replaces_the_old_one(tmp_path: Pa
 
 
 async def test_a_failed_pipe_send_is_reported_to_voice_gateway(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)
         gw.twilio.fail_next(status=400, code=21610, message="Attempt to send to unsubscribed recipient")
         status, answer = await call.send_sms("Your code is 1234")
@@ -217,7 +223,7 @@ async def test_a_failed_pipe_send_is_reported_to_voice_gateway(tmp_path: Path) -
 
 
 async def test_a_pipe_send_the_carrier_did_not_deliver_is_reported_too(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)
         status, answer = await call.send_sms("Your code is 1234")
         assert status == 202
@@ -232,7 +238,7 @@ async def test_a_pipe_send_the_carrier_did_not_deliver_is_reported_too(tmp_path:
 
 
 async def test_pipe_sends_obey_the_sending_rules(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw, serve_fake_vgw() as vgw:
+    async with gateway_beside_vgw(tmp_path, allow_anonymous_control=True) as gw, serve_fake_vgw() as vgw:
         call = await vgw.start_call(gw.http, gw.url, V1, USER)
         media = [f"https://cdn.example.com/p{n}.jpg" for n in range(12)]
         status, answer = await call.send_sms("Your photos", media=media)
@@ -278,15 +284,15 @@ async def test_vgw_send_sms_from_output_vgw_action(tmp_path: Path) -> None:
         assert reply.media_urls == []
 
 
-async def test_vgw_send_sms_from_context_vgw_action_to_other_numbers(tmp_path: Path) -> None:
+async def test_vgw_send_sms_from_context_vgw_action_to_another_user(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        send = {"command": "vgwActSendSMS", "parameters": {
-            "message": "Your receipt", "userPhoneNumber": OTHER_USER, "tenantPhoneNumber": V2}}
+        send = {"command": "vgwActSendSMS", "parameters": {  # the tenant's own number, written otherwise
+            "message": "Your receipt", "userPhoneNumber": OTHER_USER, "tenantPhoneNumber": "1 (500) 555-0001"}}
         gw.watson.v1_dialog = lambda text, ctx: {"output": text_output("Done."), "context": {"vgwAction": send}}
         await gw.sms("send it to my wife")
         await gw.wait_sent(2)
         receipt, reply = _sent_pair(gw)
-        assert receipt.to == OTHER_USER and receipt.from_ == V2
+        assert receipt.to == OTHER_USER and receipt.from_ == V1
         assert reply.to == USER and reply.from_ == V1
 
 

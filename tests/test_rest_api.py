@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
+from sms_gateway.config.load import ConfigError, load_config
 from sms_gateway.config.model import Config, Credentials
 from sms_gateway.control import TEST_MESSAGE
 from sms_gateway.web.openapi import API_SCHEMA_DIR, openapi_document
@@ -24,17 +25,18 @@ GLOBAL = ("ctrl", "ctrl-secret")
 OTHER_USER = "+15551239999"
 UNKNOWN_TENANT = "+15009999999"
 CALLBACK = "http://vgw.internal:9080/sms/callback"
+ALICE_EVERYWHERE = {"control_credentials": Credentials(*ALICE)}  # for tests about something else than auth
 
 
 def two_tenants(config: Config) -> Config:
-    """V1 and V2 belong to Alice, SOE to Bob, V2OLD has no credentials (open)."""
+    """V1 and V2 belong to Alice, SOE to Bob, V2OLD has no credentials and the operator opened it to anyone."""
     creds = {V1: ALICE, V2: ALICE, SOE: BOB}
     tenants = tuple(
         dataclasses.replace(t, control_credentials=Credentials(*creds[t.phone_number]) if t.phone_number in creds
                             else None)
         for t in config.tenants
     )
-    return dataclasses.replace(config, tenants=tenants)
+    return dataclasses.replace(config, tenants=tenants, allow_anonymous_control=True)
 
 
 def all_closed(config: Config) -> Config:
@@ -123,9 +125,9 @@ async def test_create_session_runs_the_first_turn_with_user_data_and_texts_the_r
 
 
 async def test_create_session_without_options_uses_the_tenant_timeout(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path, tenant_overrides={"timeout_for_session": 900}) as gw:
+    async with running_gateway(tmp_path, tenant_overrides={**ALICE_EVERYWHERE, "timeout_for_session": 900}) as gw:
         status, body, _ = await call(gw, "POST", "/sessions", {"tenantPhoneNumber": "15005550001",
-                                                                "userPhoneNumber": "15551230001"}, auth=None)
+                                                                "userPhoneNumber": "15551230001"})
         assert status == 201
         await gw.wait_sent(1)
         context = contexts(gw)[0]
@@ -135,7 +137,7 @@ async def test_create_session_without_options_uses_the_tenant_timeout(tmp_path: 
 
 
 async def test_create_session_when_the_engine_is_down_still_creates_it(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         gw.watson.fail(times=2, status=500)
         status, body, _ = await call(gw, "POST", "/sessions", {"tenantPhoneNumber": V1, "userPhoneNumber": USER})
         assert status == 201
@@ -147,7 +149,7 @@ async def test_create_session_when_the_engine_is_down_still_creates_it(tmp_path:
 
 # One-off sends ---------------------------------------------------------------------------------------------------
 async def test_one_off_send_with_a_media_url_string_and_a_list(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         status, body, _ = await call(gw, "POST", "/messages", {
             "tenantPhoneNumber": V1, "userPhoneNumber": USER, "smsMessage": "Your boarding pass",
             "smsMediaURL": "https://air.example.com/pass.png"})
@@ -167,7 +169,7 @@ async def test_one_off_send_with_a_media_url_string_and_a_list(tmp_path: Path) -
 
 # Configuration tests ---------------------------------------------------------------------------------------------
 async def test_provider_test_sends_ibms_test_message_or_says_why_not(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         status, body, _ = await call(gw, "POST", "/test/provider", {"tenantPhoneNumber": V1, "userPhoneNumber": USER})
         assert status == 200 and body["status"] == "ok"
         assert gw.twilio.messages[0].body == TEST_MESSAGE and gw.twilio.messages[0].to == USER
@@ -180,7 +182,7 @@ async def test_provider_test_sends_ibms_test_message_or_says_why_not(tmp_path: P
 
 
 async def test_conversation_test_runs_one_turn_without_keeping_a_session(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         status, body, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": V1})
         assert status == 200 and body == {"status": "ok", "reply": ["Welcome"]}
         assert gw.watson.of_kind("v1")[0].json["input"]["text"] == ""
@@ -270,15 +272,71 @@ async def test_global_credentials_reach_every_tenant_and_learn_of_unknown_number
             assert status == 404 and body["error"]["code"] == "notFound"
 
 
-async def test_without_credentials_configured_the_api_is_open_with_a_warning(tmp_path: Path) -> None:
+async def test_without_credentials_configured_nobody_can_divert_or_send_and_the_operator_is_told(
+    tmp_path: Path,
+) -> None:
     with structlog.testing.capture_logs() as logs:
         async with running_gateway(tmp_path) as gw:
+            takeovers = [
+                ("POST", "/smsPipe", {"tenantPhoneNumber": V1, "userPhoneNumber": USER,
+                                      "callbackURL": "https://attacker.example.com/steal"}),
+                ("POST", "/messages", {"tenantPhoneNumber": V1, "userPhoneNumber": USER,
+                                       "smsMessage": "Your bank: call +15550000000 now"}),
+                ("POST", "/sessions", {"tenantPhoneNumber": V1, "userPhoneNumber": USER}),
+                ("POST", "/test/provider", {"tenantPhoneNumber": V1, "userPhoneNumber": USER}),
+            ]
+            for method, path, body in takeovers:
+                status, answer, headers = await call(gw, method, path, body, auth=None)
+                assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), (path, answer)
+                status, answer, _ = await call(gw, method, path, body, auth=BOB)  # no credentials are right
+                assert status == 403, (path, answer)
+            await nothing_stored(gw)
+            # The user's SMS still reaches the engine, not someone's callback URL.
+            await gw.sms("hello")
+            assert [m.body for m in await gw.wait_sent(1)] == ["You said: hello"]
+            status, doc, _ = await call(gw, "GET", "/openapi.json", auth=None)
+            assert status == 200 and doc["openapi"].startswith("3.1")
+    closed = [e for e in logs if e["event"] == "rest_api_closed"]
+    assert len(closed) == 1 and closed[0]["log_level"] == "warning"
+    assert closed[0]["tenants"] == [t.phone_number for t in gw.config.tenants]
+    assert not [e for e in logs if e["event"] == "rest_api_open"]
+
+
+async def test_an_operator_may_open_tenants_without_credentials_and_is_warned_which(tmp_path: Path) -> None:
+    def only_v1_has_credentials(config: Config) -> Config:
+        return dataclasses.replace(config, tenants=tuple(
+            dataclasses.replace(t, control_credentials=Credentials(*ALICE) if t.phone_number == V1 else None)
+            for t in config.tenants))
+
+    with structlog.testing.capture_logs() as logs:
+        async with running_gateway(tmp_path, allow_anonymous_control=True, configure=only_v1_has_credentials) as gw:
+            for auth in (None, BOB):  # open to anyone, whatever they present
+                status, _, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": SOE}, auth=auth)
+                assert status == 200
             status, _, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": V1}, auth=None)
-            assert status == 200
-            status, _, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": V1}, auth=BOB)
-            assert status == 200
-    warnings = [e for e in logs if e["event"] == "rest_api_open"]
-    assert len(warnings) == len(gw.config.tenants) and warnings[0]["log_level"] == "warning"
+            assert status == 401, "a tenant with credentials still needs them"
+    opened = [e for e in logs if e["event"] == "rest_api_open"]
+    assert len(opened) == 1 and opened[0]["log_level"] == "warning"
+    assert opened[0]["tenants"] == [t.phone_number for t in gw.config.tenants if t.phone_number != V1]
+
+
+def test_ctrl_tenant_credentials_protect_every_tenant_of_a_tenant_file_without_its_own(tmp_path: Path) -> None:
+    def tenant(number: str, **extra: Any) -> dict[str, Any]:
+        return {"tenantPhoneNumber": number, "conversation": {"url": "https://wa.example.com", "workspaceID": "ws"},
+                "smsProvider": {"url": "https://api.twilio.com", "username": "AC1", "password": "tok"}, **extra}
+
+    tenants = [tenant("+15555550100"),
+               tenant("+15555550101", controlCredentials={"username": "own", "password": "own-secret"}),
+               tenant("+15555550102", controlCredentials={"username": "", "password": ""})]  # IBM's placeholder
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps({"tenants": tenants}), encoding="utf-8")
+    environ = {"MULTI_TENANT_CONFIG_FILE": str(path), "CTRL_TENANT_USERNAME": "ctrl", "CTRL_TENANT_PASSWORD": "pw"}
+    config = load_config(None, environ)
+    assert [t.control_credentials for t in config.tenants] == [
+        Credentials("ctrl", "pw"), Credentials("own", "own-secret"), Credentials("ctrl", "pw")]
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {**environ, "CTRL_TENANT_PASSWORD": ""})
+    assert dict(caught.value.errors)["CTRL_TENANT_PASSWORD"] == "is required when CTRL_TENANT_USERNAME is set"
 
 
 # Bad bodies ----------------------------------------------------------------------------------------------------------
@@ -349,7 +407,7 @@ POST_ROUTES = ["/sessions", "/smsPipe", "/smsPipe/{pipe}/messages", "/messages",
 async def test_bad_bodies_are_refused_naming_the_field_and_nothing_is_stored(
     tmp_path: Path, path: str, body: Any, field: str | None
 ) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         status, answer, _ = await call(gw, "POST", path, body)
         assert status == 400, answer
         error = answer["error"]
@@ -362,7 +420,7 @@ async def test_bad_bodies_are_refused_naming_the_field_and_nothing_is_stored(
 
 
 async def test_pipe_message_bodies_are_validated_and_nothing_is_sent(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         status, pipe, _ = await call(gw, "POST", "/smsPipe", PIPE)
         path = f"/smsPipe/{pipe['smsPipeID']}/messages"
         cases: list[tuple[Any, str | None]] = [
@@ -382,7 +440,7 @@ async def test_pipe_message_bodies_are_validated_and_nothing_is_sent(tmp_path: P
 
 @pytest.mark.parametrize("path", POST_ROUTES)
 async def test_malformed_json_and_wrong_content_types_on_every_route(tmp_path: Path, path: str) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         if "{pipe}" in path:
             status, pipe, _ = await call(gw, "POST", "/smsPipe", {**PIPE, "userPhoneNumber": OTHER_USER})
             path = path.replace("{pipe}", pipe["smsPipeID"])
@@ -425,7 +483,7 @@ async def test_openapi_document_is_served_and_built_from_the_schema_files(tmp_pa
 
 
 async def test_validation_messages_read_well(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         cases = [
             ({**SESSION, "userPhoneNumber": "call me"},
              "userPhoneNumber: must be a phone number: 3 to 15 digits, optionally after a '+', not \"call me\""),

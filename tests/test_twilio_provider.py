@@ -175,21 +175,22 @@ def test_signature_url_uses_public_url_and_raw_path() -> None:
     assert public_request_url("https://example.com/gw", request) == "https://example.com/gw" + RAW
 
 
-def test_signature_url_honours_forwarded_headers() -> None:
+def test_signature_url_honours_forwarded_headers_only_from_a_trusted_proxy() -> None:
     headers = {
         "Host": "internal:9080",
         "X-Forwarded-Proto": "https, http",
         "X-Forwarded-Host": "sms.example.com, proxy.internal",
     }
     request = make_mocked_request("POST", RAW, headers=headers)
-    assert public_request_url(None, request) == "https://sms.example.com" + RAW
+    assert public_request_url(None, request, trust_forwarded=True) == "https://sms.example.com" + RAW
+    assert public_request_url(None, request) == "http://internal:9080" + RAW
 
 
 def test_signature_url_falls_back_to_request() -> None:
     request = make_mocked_request("POST", RAW, headers={"Host": "gw.example.com:8443"})
     assert public_request_url(None, request) == "http://gw.example.com:8443" + RAW
     odd = make_mocked_request("POST", "/x", headers={"Host": "h.example.com", "X-Forwarded-Proto": "gopher"})
-    assert public_request_url(None, odd) == "http://h.example.com/x"
+    assert public_request_url(None, odd, trust_forwarded=True) == "http://h.example.com/x"
 
 
 async def test_signed_webhook_through_a_real_aiohttp_server(
@@ -200,7 +201,7 @@ async def test_signed_webhook_through_a_real_aiohttp_server(
 
     async def handler(request: web.Request) -> web.Response:
         form = await request.post()
-        url = public_request_url(None, request)
+        url = public_request_url(None, request, trust_forwarded=True)
         if not verify_signature(url, form, request.headers.get(SIGNATURE_HEADER), token):
             return web.Response(status=403)
         message = parse_inbound(form)

@@ -104,6 +104,19 @@ def read_tenant(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Proble
     return tenant, problems
 
 
+def read_control_credentials(environ: Mapping[str, str]) -> tuple[dict[str, str] | None, list[Problem]]:
+    """CTRL_TENANT_USERNAME/PASSWORD as a native controlCredentials section, for the tenants of a file that have
+    none of their own (the single tenant of the environment reads them with its other variables)."""
+    username, password = get(environ, "CTRL_TENANT_USERNAME"), get(environ, "CTRL_TENANT_PASSWORD")
+    if username is None and password is None:
+        return None, []
+    if username is None:
+        return None, [("CTRL_TENANT_USERNAME", "is required when CTRL_TENANT_PASSWORD is set")]
+    if password is None:
+        return None, [("CTRL_TENANT_PASSWORD", "is required when CTRL_TENANT_USERNAME is set")]
+    return {"username": username, "password": password}, []
+
+
 def read_proxies(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
     """SMS_PROXY_* and WCS_PROXY_*, keyed by the tenant section they apply to."""
     proxies: dict[str, dict[str, Any]] = {}

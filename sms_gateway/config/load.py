@@ -2,7 +2,8 @@
 
 Precedence: the YAML file, then environment variables over the global settings they name. Tenants come from
 `MULTI_TENANT_CONFIG_FILE`, else the single-tenant variables (when `TENANT_PHONE_NUMBER` is set), else the
-YAML. Every problem found is collected and raised together, each naming the key as the user wrote it: a
+YAML. `CTRL_TENANT_USERNAME`/`PASSWORD` protect every tenant without its own `controlCredentials`, whichever
+the source. Every problem found is collected and raised together, each naming the key as the user wrote it: a
 native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`.
 """
 
@@ -63,17 +64,20 @@ def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple
     """Put the tenants from the winning source in `native`; return how to name their keys in errors."""
     proxies, problems = env.read_proxies(environ)
     tenant_file = env.get(environ, "MULTI_TENANT_CONFIG_FILE")
+    shared_control: dict[str, str] | None = None  # CTRL_TENANT_*, for the file's tenants without their own
     if tenant_file is not None:
         loaded = read_tenant_json(tenant_file)
         native["tenants"] = loaded.tenants
         problems += loaded.problems
+        shared_control, control_problems = env.read_control_credentials(environ)
+        problems += control_problems
 
         def name(i: int, path: KeyPath) -> str:
             moved = loaded.moved[i].get(tuple(map(str, path)))
             return f"{tenant_file}:{format_path(('tenants', i, moved) if moved else ('tenants', i, *path))}"
 
     elif env.get(environ, "TENANT_PHONE_NUMBER") is not None:
-        tenant, tenant_problems = env.read_tenant(environ)
+        tenant, tenant_problems = env.read_tenant(environ)  # CTRL_TENANT_* among its variables
         native["tenants"] = [tenant]
         problems += tenant_problems
 
@@ -81,15 +85,23 @@ def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple
             return env.TENANT_NAMES.get(tuple(map(str, path))) or format_path(("tenants", i, *path))
 
     else:
+        shared_control, control_problems = env.read_control_credentials(environ)
+        problems += control_problems
 
         def name(i: int, path: KeyPath) -> str:
             return format_path(("tenants", i, *path))
 
     tenants = native.get("tenants")
     for tenant in tenants if isinstance(tenants, list) else []:
+        if not isinstance(tenant, dict):
+            continue
         for section, proxy in proxies.items():
-            if isinstance(tenant, dict) and isinstance(tenant.get(section), dict):
+            if isinstance(tenant.get(section), dict):
                 tenant[section].setdefault("proxy", proxy)
+        # Silently ignoring them would leave a tenant the operator meant to protect without credentials; an
+        # empty section is IBM's unfilled placeholder, so it counts as none.
+        if shared_control is not None and not tenant.get("controlCredentials"):
+            tenant["controlCredentials"] = dict(shared_control)
     return name, problems
 
 

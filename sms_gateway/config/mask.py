@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 from sms_gateway.config.build import (
     CREDENTIAL_FIELDS,
@@ -22,6 +23,13 @@ from sms_gateway.providers import provider_secrets
 MASK = "****"
 SECRET_KEYS = frozenset({"password", "apikey", "bearerToken"}) | provider_secrets()
 _URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@]*)@")
+_URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# A URL inside free text (an error message quoting it, often with repr's quotes around it).
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+# Query (or fragment) parameters whose values are credentials: apikey, api_key, access_token, secret,
+# password, sig, signature, X-Amz-Credential, ... Matched within the name, so a harmless name is sometimes
+# masked too: better than a key in clear.
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|pwd|sig|auth|credential|session", re.IGNORECASE)
 
 
 def effective_config_dict(config: Config) -> dict[str, Any]:
@@ -59,13 +67,33 @@ def mask_secrets(value: Any) -> Any:
 
 
 def mask_url(text: str) -> str:
-    """Hide the password in a URL's user-info (`redis://:pw@host`, `http://user:pw@proxy`)."""
-    match = _URL_USERINFO.match(text)
-    if match is None:
+    """Hide the password in a URL's user-info (`redis://:pw@host`, `http://user:pw@proxy`) and the values of its
+    query and fragment parameters that look like credentials (`?apikey=…`, `&token=…`, `#access_token=…`)."""
+    if _URL_START.match(text) is None:
         return text
-    user, colon, _ = match["userinfo"].partition(":")
-    userinfo = f"{user}:{MASK}" if colon else MASK
-    return f"{match['scheme']}{userinfo}@{text[match.end() :]}"
+    match = _URL_USERINFO.match(text)
+    if match is not None:
+        user, colon, _ = match["userinfo"].partition(":")
+        userinfo = f"{user}:{MASK}" if colon else MASK
+        text = f"{match['scheme']}{userinfo}@{text[match.end() :]}"
+    text, hash_sign, fragment = text.partition("#")
+    base, question_mark, query = text.partition("?")
+    return base + question_mark + _mask_parameters(query) + hash_sign + _mask_parameters(fragment)
+
+
+def mask_urls_in_text(text: str) -> str:
+    """`mask_url` applied to every URL inside `text` (an error message that quotes a URL)."""
+    return _URL_IN_TEXT.sub(lambda match: mask_url(match[0]), text)
+
+
+def _mask_parameters(query: str) -> str:
+    if "=" not in query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, equals, value = part.partition("=")
+        parts.append(f"{name}={MASK}" if equals and value and _SECRET_PARAM.search(unquote_plus(name)) else part)
+    return "&".join(parts)
 
 
 def _tenant(tenant: TenantConfig) -> dict[str, Any]:

@@ -61,7 +61,8 @@ class IamAuthorizer:
         timeout: tuple[float, float] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`timeout` is (connect, read) seconds for the token request; the SDK's default is 60 s."""
+        """`timeout` is (connect, read) seconds for the token request (the SDK's default is 60 s); their sum bounds
+        the whole fetch, as `requests` applies the read timeout to each wait for bytes only."""
         # Imported here: the SDK (and `requests` with it) adds ~6 MiB to every gateway that has no IAM key.
         from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 
@@ -71,6 +72,7 @@ class IamAuthorizer:
         self.authenticator = IAMAuthenticator(apikey, url=base, proxies=_requests_proxies(proxy))
         if timeout is not None:
             self.authenticator.token_manager.http_config = {"timeout": timeout}
+        self._deadline_s = sum(timeout) if timeout is not None else None
         self._clock = clock
         self._lock = asyncio.Lock()
         self._header: str | None = None
@@ -87,7 +89,11 @@ class IamAuthorizer:
     async def _fetch(self) -> None:
         request: dict[str, Any] = {"headers": {}}
         try:
-            await asyncio.to_thread(self.authenticator.authenticate, request)
+            # On the deadline the turn goes on (the worker thread finishes the request in the background).
+            async with asyncio.timeout(self._deadline_s):
+                await asyncio.to_thread(self.authenticator.authenticate, request)
+        except TimeoutError as exc:
+            raise EngineError("IAM token request failed: no answer in time", retryable=True) from exc
         except Exception as exc:  # requests errors or ibm_cloud_sdk_core.ApiException
             status = getattr(exc, "status_code", None)
             retryable = not isinstance(status, int) or status == 429 or status >= 500

@@ -55,10 +55,11 @@ class HttpOptions:
         auth = None
         if proxy and proxy.username:
             auth = {"Proxy-Authorization": basic_authorization(proxy.username, proxy.password or "")}
+        connect, read = config.connect_timeout_ms / 1000, config.read_timeout_ms / 1000
         return cls(
-            timeout=aiohttp.ClientTimeout(
-                sock_connect=config.connect_timeout_ms / 1000, sock_read=config.read_timeout_ms / 1000
-            ),
+            # sock_read bounds each wait for bytes, so an engine trickling a byte at a time would never time out:
+            # `total` bounds the whole call (as the providers' transport does).
+            timeout=aiohttp.ClientTimeout(total=connect + read, sock_connect=connect, sock_read=read),
             max_retries=max(0, config.max_retries),
             proxy=proxy.url if proxy else None,
             proxy_headers=auth,

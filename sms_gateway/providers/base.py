@@ -98,10 +98,8 @@ class Replay:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """What `verify` found: whether the request proved where it comes from (a signature was checked, not skipped
-    because the operator turned checking off), and what it may carry only once."""
+    """What `verify` found besides the request's origin: what it may carry only once."""
 
-    proven: bool
     replay: Replay | None = None
 
 

@@ -19,10 +19,8 @@ class Caller:
     presented: bool  # an Authorization header was sent
     basic: bool  # ... and it was of the Basic scheme
 
-    def matches(self, creds: Credentials | None) -> bool:
-        """True when no credentials are required, or these are them."""
-        if creds is None:
-            return True
+    def matches(self, creds: Credentials) -> bool:
+        """True when these are the credentials presented (whether none are needed is the caller's decision)."""
         if self.username is None or self.password is None:
             return False
         ok_user = hmac.compare_digest(self.username.encode(), creds.username.encode())

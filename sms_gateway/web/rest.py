@@ -1,14 +1,17 @@
 """The session-control and pipe REST API under `/sms.gateway/`: JSON in and out, HTTP Basic auth.
 
-Auth: a tenant with `controlCredentials` (or the global `CTRL_TENANT_*`, mapped onto every tenant) accepts only
-those; a tenant without any is open, as IBM's API was (a warning is logged at startup). A tenant's credentials
-reach only that tenant's numbers, pipes and sessions, and do not tell whether another tenant exists.
+Auth: a tenant with `controlCredentials` (or the global `CTRL_TENANT_*`, applied to every tenant without its own)
+accepts only those. A tenant without any refuses every call, unless the operator opens it to anyone with
+`controlAPI.allowAnonymous` (as IBM's API was; a warning names those tenants at startup): an open API lets anyone
+divert a user's SMS through a pipe or text from the tenant's number. A tenant's credentials reach only that
+tenant's numbers, pipes and sessions, and do not tell whether another tenant exists. The OpenAPI document is open.
 Request bodies are validated against `schemas/api/*.json`; nothing is stored when a request is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,10 +24,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from sms_gateway.actions import media_url_list
-from sms_gateway.config.model import TenantConfig, normalise_number
+from sms_gateway.config.model import Config, TenantConfig, normalise_number
 from sms_gateway.control import check_conversation, check_provider, end_session, start_session
 from sms_gateway.engines.base import EngineError
-from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, METRICS, OUTBOX, STORE, WORKER
+from sms_gateway.keys import CONFIG, CONVERSATIONS, ENGINES, METRICS, OUTBOX, PIPES, STORE, WORKER
 from sms_gateway.model import JSON, new_id
 from sms_gateway.pipes import DEFAULT_EXPIRATION_SECONDS, callback_url_problem, new_pipe_id, pipe_send_extra
 from sms_gateway.store.base import Pipe, StoreUnavailable
@@ -92,7 +95,8 @@ async def read_json(request: web.Request, schema_name: str) -> JSON:
 
 
 def _check_values(body: JSON) -> None:
-    """What JSON Schema cannot say: bounded nesting and text that can be sent on (no lone surrogates)."""
+    """What JSON Schema cannot say: bounded nesting, text that can be sent on (no lone surrogates), and finite
+    numbers (`1e999` parses as infinity, which no field means and the engine's JSON cannot carry)."""
     stack: list[tuple[Any, str, int]] = [(body, "", 0)]
     while stack:
         value, path, depth = stack.pop()
@@ -100,6 +104,9 @@ def _check_values(body: JSON) -> None:
             bad_request(f"{path.split('.')[0]}: nested more than {MAX_JSON_DEPTH} levels deep", path.split(".")[0])
         if isinstance(value, str):
             _check_text(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            field = path.split(".")[0] or None
+            bad_request(f"{path or 'body'}: numbers must be finite, this one is too large", field)
         elif isinstance(value, dict):
             for key, item in value.items():
                 _check_text(key, path)
@@ -168,14 +175,19 @@ def refuse(who: Caller) -> ApiError:
     return ApiError(403, "forbidden", "these credentials do not give access to this resource")
 
 
-def may_use(who: Caller, tenant: TenantConfig) -> bool:
+def may_use(config: Config, who: Caller, tenant: TenantConfig) -> bool:
+    """A tenant's own credentials are the only key to it; a tenant without any is open to anyone only when the
+    operator chose so, else closed to everyone."""
+    if tenant.control_credentials is None:
+        return config.allow_anonymous_control
     return who.matches(tenant.control_credentials)
 
 
 def authenticate(request: web.Request) -> Caller:
     """The caller, who must be allowed to use at least one tenant (401/403 otherwise)."""
     who = caller(request)
-    if not any(may_use(who, t) for t in request.app[CONFIG].tenants):
+    config = request.app[CONFIG]
+    if not any(may_use(config, who, t) for t in config.tenants):
         raise refuse(who)
     return who
 
@@ -185,9 +197,9 @@ def tenant_for(request: web.Request, who: Caller, number: str) -> TenantConfig:
     to anyone else it looks like another tenant's number (401/403), so it reveals nothing."""
     config = request.app[CONFIG]
     tenant = config.tenant_for(number)
-    if tenant is not None and may_use(who, tenant):
+    if tenant is not None and may_use(config, who, tenant):
         return tenant
-    if tenant is None and all(may_use(who, t) for t in config.tenants):
+    if tenant is None and all(may_use(config, who, t) for t in config.tenants):
         raise ApiError(404, "notFound", "unknown tenantPhoneNumber: it is not a number of this gateway",
                        field="tenantPhoneNumber")
     raise refuse(who)
@@ -195,10 +207,11 @@ def tenant_for(request: web.Request, who: Caller, number: str) -> TenantConfig:
 
 def owned_tenant(request: web.Request, who: Caller, number: str, what: str) -> TenantConfig:
     """The tenant of a stored pipe or session; 401/403 unless the caller may use it."""
-    tenant = request.app[CONFIG].tenant_for(number)
+    config = request.app[CONFIG]
+    tenant = config.tenant_for(number)
     if tenant is None:  # removed from the config since
         raise ApiError(404, "notFound", f"unknown {what}")
-    if not may_use(who, tenant):
+    if not may_use(config, who, tenant):
         raise refuse(who)
     return tenant
 
@@ -270,6 +283,9 @@ async def create_pipe(request: web.Request) -> web.Response:
     if problem is not None:
         bad_request(f"callbackURL: {problem}", "callbackURL")
     tenant = tenant_for(request, who, body["tenantPhoneNumber"])
+    problem = await request.app[PIPES].callback_problem(body["callbackURL"])  # where it points: resolved
+    if problem is not None:
+        bad_request(f"callbackURL: {problem}", "callbackURL")
     now = time.time()
     lifetime = body.get("expirationInterval", DEFAULT_EXPIRATION_SECONDS)
     pipe = Pipe(new_pipe_id(), tenant.phone_number, user_number(body["userPhoneNumber"]), body["callbackURL"],
@@ -374,10 +390,21 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def _warn_open_tenants(app: web.Application) -> None:
-    for tenant in app[CONFIG].tenants:
-        if tenant.control_credentials is None:
-            log.warning("rest_api_open", tenant=tenant.phone_number,
-                        reason="no controlCredentials or CTRL_TENANT_* credentials: the REST API accepts anyone")
+    """Name the tenants without control credentials: open to anyone if the operator allowed it, else closed (a
+    gateway upgraded from an open API must hear why its callers now get 401)."""
+    config = app[CONFIG]
+    without = [t.phone_number for t in config.tenants if t.control_credentials is None]
+    if not without:
+        return
+    if config.allow_anonymous_control:
+        log.warning("rest_api_open", tenants=without,
+                    reason="controlAPI.allowAnonymous (CTRL_TENANT_ALLOW_ANONYMOUS) is on and these tenants have no "
+                           "controlCredentials or CTRL_TENANT_* credentials: anyone can open pipes that divert "
+                           "their users' SMS and send SMS from their numbers")
+    else:
+        log.warning("rest_api_closed", tenants=without,
+                    reason="no controlCredentials or CTRL_TENANT_* credentials: /sms.gateway refuses every call for "
+                           "these tenants (401); set credentials, or controlAPI.allowAnonymous to open them to anyone")
 
 
 def setup(app: web.Application) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sms_gateway.config.model import Config, TenantConfig
+from sms_gateway.config.model import Config, TenantConfig, normalise_number
 from sms_gateway.context import media_fallback_notice
-from sms_gateway.keys import CONFIG, METRICS, PIPES, PROVIDERS, STATE, STORE, WORKER
+from sms_gateway.keys import CONFIG, METRICS, PIPES, PROVIDERS, STORE, WORKER
 from sms_gateway.model import DeliveryStatus, InboundMessage
 from sms_gateway.providers.base import (
     InvalidRequest,
@@ -45,22 +45,25 @@ def _first_header_value(value: str | None) -> str | None:
     return first or None
 
 
-def public_base(public_url: str | None, request: web.BaseRequest) -> str:
+def public_base(public_url: str | None, request: web.BaseRequest, *, trust_forwarded: bool = False) -> str:
     """The base URL the caller reached the gateway's root at: the configured public URL (e.g.
-    `https://example.com/gw` behind a proxy that strips `/gw`), else rebuilt from `X-Forwarded-Proto` /
-    `X-Forwarded-Host` (first value of each), else from the request itself."""
+    `https://example.com/gw` behind a proxy that strips `/gw`), else the request's own scheme and Host. Behind a
+    proxy the operator trusts (`trust_forwarded`), `X-Forwarded-Proto` / `X-Forwarded-Host` (first value of
+    each) come before the request's: anyone else could send them to pose as another URL."""
     if public_url:
         return public_url.rstrip("/")
-    proto = _first_header_value(request.headers.get("X-Forwarded-Proto"))
-    scheme = proto.lower() if proto and proto.lower() in ("http", "https") else request.scheme
-    host = _first_header_value(request.headers.get("X-Forwarded-Host")) or request.host
+    scheme, host = request.scheme, request.host
+    if trust_forwarded:
+        proto = _first_header_value(request.headers.get("X-Forwarded-Proto"))
+        scheme = proto.lower() if proto and proto.lower() in ("http", "https") else scheme
+        host = _first_header_value(request.headers.get("X-Forwarded-Host")) or host
     return f"{scheme}://{host}"
 
 
-def public_request_url(public_url: str | None, request: web.BaseRequest) -> str:
+def public_request_url(public_url: str | None, request: web.BaseRequest, *, trust_forwarded: bool = False) -> str:
     """The URL a provider addressed (and signed): the public base and the raw path and query, byte-exact, since
     re-encoding the query breaks a signature."""
-    return public_base(public_url, request) + request.raw_path
+    return public_base(public_url, request, trust_forwarded=trust_forwarded) + request.raw_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,8 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
 
         config = app[CONFIG]
         body = await request.read() if request.can_read_body else b""  # over client_max_size: 413
-        hook = WebhookRequest(route=route, method=request.method, url=public_request_url(config.public_url, request),
+        url = public_request_url(config.public_url, request, trust_forwarded=config.trust_forwarded_headers)
+        hook = WebhookRequest(route=route, method=request.method, url=url,
                               query=request.query, headers=request.headers, content_type=request.content_type,
                               body=body, path_params=request.match_info, received_at=time.time())
         store = app[STORE]
@@ -123,8 +127,6 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
                 log.warning("signature_rejected", provider=provider.kind, tenant=addressed.tenant.phone_number,
                             reason=str(exc))
                 return reject("bad_signature", json_error(403, "forbidden", str(exc)))
-            if verified.proven and config.public_url is None:
-                app[STATE].learned_public_base = public_base(None, request)
             try:
                 events = provider.parse(hook, addressed)
             except InvalidRequest as exc:
@@ -134,7 +136,7 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
                 if isinstance(event, InboundMessage):
                     outcome = await _accept_inbound(app, event)
                 else:
-                    outcome = await _accept_status(app, event)
+                    outcome = await _accept_status(app, addressed.tenant, event)
             replay = verified.replay
             if replay is not None and not await store.claim_once(replay.key, replay.until):
                 log.warning("webhook_replayed", provider=provider.kind, tenant=addressed.tenant.phone_number)
@@ -159,16 +161,25 @@ async def _accept_inbound(app: web.Application, message: InboundMessage) -> str:
     return "duplicate"
 
 
-async def _accept_status(app: web.Application, status: DeliveryStatus) -> str:
+async def _accept_status(app: web.Application, tenant: TenantConfig, status: DeliveryStatus) -> str:
+    """Store what a status tells of a message the addressed tenant sent. A status naming a message of another
+    tenant (a request signed with tenant B's key naming A's message id) is acknowledged and ignored: it proves
+    only that B sent it, and must neither reach A's engine or Voice Gateway nor link A's message."""
     store = app[STORE]
-    if not await store.claim_status(status.provider_message_id, status.status):
+    # Deduplicated per tenant: another tenant's status naming the same provider id cannot pre-empt this one's.
+    if not await store.claim_status(f"{normalise_number(tenant.phone_number)}/{status.provider_message_id}",
+                                    status.status):
         return "duplicate"
+    outbound = await store.find_outbound(status.our_message_id) if status.our_message_id else None
+    if outbound is not None and normalise_number(outbound.tenant_number) != normalise_number(tenant.phone_number):
+        log.warning("status_ignored", reason="names a message another tenant sent", provider=status.provider,
+                    tenant=tenant.phone_number, message_id=status.our_message_id)
+        return "ignored"
     app[METRICS].statuses.labels(status.status).inc()
     if status.fallback:
         app[METRICS].mms_fallbacks.labels(status.provider).inc()
     log.info("delivery_status", provider_id=status.provider_message_id, status=status.status,
              message_id=status.our_message_id, code=status.error_code, fallback=status.fallback)
-    outbound = await store.find_outbound(status.our_message_id) if status.our_message_id else None
     if outbound is None:
         return "accepted"
     if outbound.provider_message_id is None:
@@ -199,7 +210,16 @@ async def report_failed_delivery(app: web.Application, outbound: OutboundRecord,
         await app[PIPES].on_send_failed(send, code, message)
 
 
+async def _warn_without_public_url(app: web.Application) -> None:
+    if app[CONFIG].public_url is None:
+        log.warning("public_url_unset",
+                    reason="PUBLIC_URL (http.publicURL) is not set: messages are sent without a per-message status "
+                           "callback (Twilio's StatusCallback), so their delivery statuses never reach the gateway, "
+                           "and signatures are checked against the URL each request arrived at")
+
+
 def setup(app: web.Application) -> None:
     for provider in app[PROVIDERS].values():
         for route in provider.routes:
             app.router.add_route(route.method, route.path, webhook_handler(provider, route))
+    app.on_startup.append(_warn_without_public_url)

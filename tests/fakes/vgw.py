@@ -4,7 +4,8 @@ As a client it does what Voice Gateway does during a call (SMS_GW_URL, SMS_GW_US
 pipe, send `vgwActSendSMS` messages through it, delete it when the call ends. As a server it receives what the
 gateway POSTs to the pipe's `callbackURL`: the caller's SMS/MMS replies (relays) and failure events, which it
 checks against the SPEC's shape and records. It can be told to answer the next requests with an error (503),
-as a Voice Gateway that is briefly down would.
+as a Voice Gateway that is briefly down would. It listens on 127.0.0.1, where a gateway sends callbacks only when
+its operator allows it (`allow_vgw_callbacks`).
 
     async with serve_fake_vgw() as vgw:
         call = await vgw.start_call(gateway_url, tenant, user, auth=("vgw", "secret"))
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -27,10 +29,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sms_gateway.config.model import Config
+
 JSON = dict[str, Any]
+VGW_HOST = "127.0.0.1"
 CALLBACK_PATH = "/vgw/sms/{call_id}"
 _RELAY_KEYS = {"smsPipeID", "tenantPhoneNumber", "userPhoneNumber", "smsMessage", "smsMedia"}
 _EVENT_KEYS = {"smsPipeID", "tenantPhoneNumber", "userPhoneNumber", "event", "messageID", "error"}
+
+
+def allow_vgw_callbacks(config: Config) -> Config:
+    """The config of an operator whose Voice Gateway runs beside the gateway: its loopback address is listed in
+    `pipes.allowedCallbackHosts` (loopback is refused otherwise)."""
+    return dataclasses.replace(config, pipe_allowed_callback_hosts=(*config.pipe_allowed_callback_hosts, VGW_HOST))
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -94,9 +105,11 @@ class FakeVoiceGateway:
     def events(self) -> list[JSON]:
         return [r.body for r in self.received if r.status == 200 and "event" in r.body]
 
-    def callback_url(self, call_id: str) -> str:
+    def callback_url(self, call_id: str, host: str | None = None) -> str:
+        """Where the simulator receives a call's relays; `host`: a name the test resolves to it instead."""
         assert self.base_url is not None, "use serve_fake_vgw()"
-        return self.base_url + CALLBACK_PATH.format(call_id=call_id)
+        base = self.base_url if host is None else self.base_url.replace(VGW_HOST, host)
+        return base + CALLBACK_PATH.format(call_id=call_id)
 
     async def wait_relays(self, count: int, timeout: float = 10.0) -> list[JSON]:
         await self._wait(lambda: len(self.relays) >= count, timeout, f"{count} relays")
@@ -122,10 +135,12 @@ class FakeVoiceGateway:
         *,
         auth: tuple[str, str] | None = None,
         expiration: int | None = None,
+        callback_host: str | None = None,
     ) -> Call:
         self._calls += 1
         call_id = f"call-{self._calls}"
-        body: JSON = {"tenantPhoneNumber": tenant, "userPhoneNumber": user, "callbackURL": self.callback_url(call_id)}
+        body: JSON = {"tenantPhoneNumber": tenant, "userPhoneNumber": user,
+                      "callbackURL": self.callback_url(call_id, callback_host)}
         if expiration is not None:
             body["expirationInterval"] = expiration
         headers = {"Authorization": basic_auth(*auth)} if auth else {}
@@ -184,7 +199,7 @@ async def serve_fake_vgw() -> AsyncIterator[FakeVoiceGateway]:
     runner = web.AppRunner(vgw.make_app(), shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, VGW_HOST, 0).start()
         host, port = runner.addresses[0][:2]
         vgw.base_url = f"http://{host}:{port}"
         yield vgw

@@ -83,8 +83,7 @@ class SinchProvider(Provider[JSON, SinchConfig]):
         # turn the check off.
         settings = self.settings(addressed.tenant)
         signed = signature.verify(hook.headers, hook.body, settings.webhook_secret, hook.received_at)
-        return Verified(proven=True,
-                        replay=Replay(key=f"sinch:{settings.app_id}:{signed.nonce}", until=signed.remember_until))
+        return Verified(replay=Replay(key=f"sinch:{settings.app_id}:{signed.nonce}", until=signed.remember_until))
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Sequence[Event]:
         return parse_callback(addressed.payload, addressed.tenant.phone_number, hook.received_at)

@@ -84,7 +84,7 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
         # refuse a replay with; the core takes each message id and (id, status) once instead.
         settings = self.settings(addressed.tenant)
         verify_callback(hook.headers, hook.body, settings.customer_id, settings.api_key)
-        return Verified(proven=True)
+        return Verified()
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Sequence[Event]:
         return parse_callback(addressed.payload, addressed.tenant.phone_number, hook.received_at)

@@ -95,13 +95,17 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
     async def address(self, hook: WebhookRequest, tenants: TenantDirectory) -> Addressed[TwilioForm]:
         form = _read_form(hook)
         if hook.route is STATUS:
-            # On a status callback From is our number; a status without one is traced through our own id.
-            tenant = self._ours(tenants.by_number(address(form.params, "From") or ""))
+            # A status naming our message (?mid=) is addressed to the tenant that sent it, whatever From says, so
+            # its signature is checked with that tenant's token: another tenant's token cannot report on it.
+            # From (our number on a status) serves only a status naming no message we know.
             our_id = hook.query.get("mid")
-            if tenant is None and our_id:
-                tenant = self._ours(await tenants.by_message(our_id))
+            owner = await tenants.by_message(our_id) if our_id else None
+            if owner is not None:
+                tenant = self._ours(owner)
+            else:
+                tenant = self._ours(tenants.by_number(address(form.params, "From") or ""))
             if tenant is None:
-                raise UnknownTenant("status for a number that is not of this gateway")
+                raise UnknownTenant("status for a message or number that is not of this gateway's Twilio tenants")
             return Addressed(tenant, form)
         to_number = form.params.get("To", "")
         if not to_number:
@@ -117,11 +121,11 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
     def verify(self, hook: WebhookRequest, addressed: Addressed[TwilioForm]) -> Verified:
         settings = self.settings(addressed.tenant)
         if not settings.validate_signature:
-            return Verified(proven=False)
+            return Verified()
         if not verify_signature(hook.url, addressed.payload.signed, hook.headers.get(SIGNATURE_HEADER),
                                 settings.password):
             raise WebhookRefused(f"invalid {SIGNATURE_HEADER}")
-        return Verified(proven=True)
+        return Verified()
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[TwilioForm]) -> Sequence[Event]:
         if hook.route is STATUS:
