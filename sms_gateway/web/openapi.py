@@ -233,8 +233,9 @@ def openapi_document() -> JSON:
             "description": (
                 "IBM SMS Gateway's REST API: sessions started from outside, Voice Gateway SMS pipes, one-off "
                 "sends and configuration tests. JSON in and out; errors are `{\"error\": {\"code\", \"message\"}}`. "
-                "HTTP Basic auth with `CTRL_TENANT_USERNAME`/`CTRL_TENANT_PASSWORD` or the tenant's "
-                "`controlCredentials`; a tenant's credentials reach only that tenant's numbers."
+                "HTTP Basic auth with the tenant's `controlCredentials`, else `CTRL_TENANT_USERNAME`/"
+                "`CTRL_TENANT_PASSWORD`; a tenant's credentials reach only that tenant's numbers. A tenant without "
+                "credentials refuses every call unless the operator set `controlAPI.allowAnonymous`."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
