@@ -220,3 +220,27 @@ async def test_locked_sqlite_file_is_503_so_twilio_uses_its_fallback(tmp_path: P
         status, _, _ = await gw.post_form(form)
         assert status == 200
         assert (await gw.wait_sent(1))[0].body == "You said: while locked"
+
+
+@pytest.mark.parametrize("path", ["/sms.receiver/SmsRecv", "/sms.receiver/sinch", "/sms.receiver/telesign/12345"])
+async def test_a_webhook_declaring_a_charset_other_than_utf8_is_400(tmp_path: Path, path: str) -> None:
+    async with running_gateway(tmp_path, sinch=True, telesign=True) as gw:
+        form = inbound_form("hi")
+        for charset in ("foo", "latin-1"):
+            content_type = ("application/json" if "sinch" in path or "telesign" in path
+                            else "application/x-www-form-urlencoded") + f"; charset={charset}"
+            async with gw.http.post(gw.url + path, data=urlencode(form).encode(),
+                                    headers={"Content-Type": content_type}) as response:
+                body = await response.json()
+                assert response.status == 400 and body["error"]["code"] == "badRequest", body
+                assert "charset" in body["error"]["message"]
+        async with gw.http.post(gw.url + "/sms.receiver/SmsRecv", data=urlencode(form).encode(), headers={
+                "Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
+                "X-Twilio-Signature": gw.sign(gw.url + "/sms.receiver/SmsRecv", form)}) as response:
+            assert response.status == 200, "UTF-8 declared is fine"
+        await assert_turns(gw, 1)
+
+
+async def assert_turns(gw, count: int) -> None:  # type: ignore[no-untyped-def]
+    await gw.settle()
+    assert len(gw.watson.of_kind("v1")) == count

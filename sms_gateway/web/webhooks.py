@@ -34,6 +34,8 @@ from sms_gateway.web.errors import json_error
 log = structlog.get_logger("sms_gateway.web.webhooks")
 
 REALM = "sms.receiver"
+# What every provider's webhooks are written in (US-ASCII being a part of it).
+TEXT_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,6 +107,9 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
             return response
 
         config = app[CONFIG]
+        if request.charset is not None and request.charset.lower() not in TEXT_CHARSETS:
+            return reject("bad_request", json_error(400, "badRequest", f"unsupported charset {request.charset[:40]!r}: "
+                                                    "provider webhooks are UTF-8"))
         body = await request.read() if request.can_read_body else b""  # over client_max_size: 413
         url = public_request_url(config.public_url, request, trust_forwarded=config.trust_forwarded_headers)
         hook = WebhookRequest(route=route, method=request.method, url=url,
