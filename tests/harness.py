@@ -30,7 +30,7 @@ from twilio.request_validator import RequestValidator
 
 from sms_gateway.app import create_app
 from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
-from sms_gateway.keys import JOBS, STORE, WORKER
+from sms_gateway.keys import JOBS, METRICS, STORE, WORKER
 from sms_gateway.serve import listen
 from sms_gateway.store.base import Store
 from tests.fakes.dns import harness_resolver
@@ -132,6 +132,14 @@ class Harness:
         status, body, _ = await self.post_form(form)
         assert status == 200, body
         return form["MessageSid"]
+
+    def v1_contexts(self) -> list[dict[str, Any]]:
+        """The context of each Watson v1 turn, in order: what the engines saw."""
+        return [r.json["context"] for r in self.watson.of_kind("v1")]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the gateway's Prometheus registry (0 when it was never counted)."""
+        return self.app[METRICS].registry.get_sample_value(name, labels) or 0.0
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until every accepted message has been processed."""

@@ -21,10 +21,6 @@ def action(command: str, **parameters: Any) -> dict[str, Any]:
     return {"command": command, "parameters": parameters} if parameters else {"command": command}
 
 
-def v1_contexts(gw: Any) -> list[dict[str, Any]]:
-    return [r.json["context"] for r in gw.watson.of_kind("v1")]
-
-
 async def test_terminate_session_starts_fresh_next_time(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
         def dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +34,7 @@ async def test_terminate_session_starts_fresh_next_time(tmp_path: Path) -> None:
         await gw.sms("two")
         sent = await gw.wait_sent(3)
         assert [m.body for m in sent] == ["You said: one", "Goodbye", "You said: two"]
-        first, bye, fresh = v1_contexts(gw)
+        first, bye, fresh = gw.v1_contexts()
         assert bye["smsSessionID"] == first["smsSessionID"] and bye["remembered"] == "one"
         assert fresh["smsSessionID"] != first["smsSessionID"]
         assert "remembered" not in fresh and "conversation_id" not in fresh, "no context carried over"
@@ -66,7 +62,7 @@ async def test_set_session_timeout_and_timeout_notification(tmp_path: Path) -> N
         assert session is not None and session.timeout_seconds == 1
         sent = await gw.wait_sent(2, timeout=5)
         assert sent[1].body.startswith("We have not received any response")
-        last = v1_contexts(gw)[-1]
+        last = gw.v1_contexts()[-1]
         assert gw.watson.of_kind("v1")[-1].json["input"]["text"] == "smsResponseTimeout"
         assert last["smsSessionID"] == session.session_id
         await asyncio.sleep(0.2)
@@ -77,13 +73,13 @@ async def test_expired_session_without_notification_ends_quietly(tmp_path: Path)
     async with running_gateway(tmp_path, tenant_overrides={"timeout_for_session": 1}) as gw:
         await gw.sms("hi")
         await gw.wait_sent(1)
-        first = v1_contexts(gw)[0]["smsSessionID"]
+        first = gw.v1_contexts()[0]["smsSessionID"]
         await asyncio.sleep(1.5)
         assert await gw.store.load_session(V1, USER) is None
         await gw.sms("back again")
         await gw.wait_sent(2)
         assert len(gw.twilio.messages) == 2
-        assert v1_contexts(gw)[1]["smsSessionID"] != first
+        assert gw.v1_contexts()[1]["smsSessionID"] != first
 
 
 async def test_force_no_input_turn(tmp_path: Path) -> None:
@@ -218,7 +214,7 @@ async def test_send_failure_becomes_sms_error_on_the_next_turn_once(tmp_path: Pa
         await gw.sms("second")
         await gw.sms("third")
         await gw.wait_sent(2)
-        first, second, third = v1_contexts(gw)
+        first, second, third = gw.v1_contexts()
         assert first.get("smsError") is None
         assert second["smsError"]["code"] == "21610"
         assert "unsubscribed" in second["smsError"]["message"]
@@ -265,7 +261,7 @@ async def test_provider_429_and_500_are_retried(tmp_path: Path) -> None:
         assert sent[0].body == "You said: hi" and gw.twilio.request_count == 3
         await gw.sms("next")
         await gw.settle()
-        assert v1_contexts(gw)[1].get("smsError") is None
+        assert gw.v1_contexts()[1].get("smsError") is None
 
 
 async def test_failed_delivery_status_becomes_sms_error_and_statuses_are_deduplicated(tmp_path: Path) -> None:
@@ -277,7 +273,7 @@ async def test_failed_delivery_status_becomes_sms_error_and_statuses_are_dedupli
         assert await gw.post_status(sent, "undelivered", ErrorCode="30007") == 200
         await gw.sms("did you get it?")
         await gw.settle()
-        assert v1_contexts(gw)[1]["smsError"]["code"] == "30007"
+        assert gw.v1_contexts()[1]["smsError"]["code"] == "30007"
         async with gw.http.get(gw.url + "/metrics") as response:
             metrics = await response.text()
         assert 'smsgw_delivery_statuses_total{status="undelivered"} 1.0' in metrics

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from sms_gateway.keys import METRICS
 from tests.fakes.telesign import description as telesign_description
 from tests.fakes.watson import text_output
 from tests.harness import USER, Harness, running_gateway
@@ -36,10 +35,6 @@ async def gw(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-def contexts(gw: Harness) -> list[dict[str, Any]]:
-    return [r.json["context"] for r in gw.watson.of_kind("v1")]
-
-
 async def nothing_stored(gw: Harness, p: Phone) -> None:
     await asyncio.sleep(0.1)
     assert await gw.store.pending_inbound_count() == 0
@@ -62,7 +57,7 @@ async def test_mms_in_and_mms_out(gw: Harness, provider: str) -> None:
     assert {(m.to, m.from_) for m in sent} == {(USER, p.tenant)}
     assert all(m.our_id for m in sent), "the provider echoes our id back with delivery statuses"
 
-    [first] = contexts(gw)
+    [first] = gw.v1_contexts()
     assert first["smsMedia"] == [{"mediaURL": PHOTO[0], "mediaContentType": "image/jpeg"}]
     assert (first["smsTenantPhoneNumber"], first["smsUserPhoneNumber"]) == (p.tenant, USER)
     assert gw.watson.of_kind("v1")[0].json["input"]["text"] == "Here is the damage"
@@ -72,7 +67,7 @@ async def test_mms_in_and_mms_out(gw: Harness, provider: str) -> None:
     await p.send("and what now?")
     later = await wait_sent(p, len(sent) + 1)
     assert later[-1].text == "You said: and what now?" and later[-1].media_urls == ()
-    second = contexts(gw)[1]
+    second = gw.v1_contexts()[1]
     assert second["smsMedia"] == [] and second["smsSessionID"] == first["smsSessionID"]
 
 
@@ -113,11 +108,11 @@ async def test_an_undelivered_reply_reaches_the_engine_as_sms_error(
     assert await p.report(reply, delivered=False, code=code, message=message) == 200  # repeated
     await p.send("are you there?")
     await wait_sent(p, 2)
-    second = contexts(gw)[1]
+    second = gw.v1_contexts()[1]
     assert second["smsError"] == {"code": code, "message": message, "messageID": reply.our_id}
     await p.send("third")
     await wait_sent(p, 3)
-    assert contexts(gw)[2].get("smsError") is None, "an error is told once"
+    assert gw.v1_contexts()[2].get("smsError") is None, "an error is told once"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -127,14 +122,13 @@ async def test_media_to_a_user_without_mms_go_as_links_and_the_engine_hears_of_i
     await p.send("Here is the damage", [PHOTO], user=uk_user)
     [reply] = await wait_sent(p, 1)
     assert reply.media_urls == () and reply.text == "\n".join(["Thanks, 1 photo received.", *REPLY_MEDIA])
-    registry = gw.app[METRICS].registry
-    assert registry.get_sample_value("smsgw_mms_fallbacks_total", {"provider": provider}) == 1
+    assert gw.metric("smsgw_mms_fallbacks_total", provider=provider) == 1
     await p.send("ok", user=uk_user)
     await wait_sent(p, 2)
-    second = contexts(gw)[1]
+    second = gw.v1_contexts()[1]
     assert second["smsMediaFallback"] is True and second.get("smsError") is None
     assert second["smsMediaFallbackInfo"]["code"] == "mmsUnavailable"
     assert second["smsMediaFallbackInfo"]["messageID"] == reply.our_id
     await p.send("and again", user=uk_user)
     await wait_sent(p, 3)
-    assert "smsMediaFallback" not in contexts(gw)[2], "told once, then removed from the context"
+    assert "smsMediaFallback" not in gw.v1_contexts()[2], "told once, then removed from the context"

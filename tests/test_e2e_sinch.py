@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from sms_gateway.config.model import Config, TenantConfig
-from sms_gateway.keys import METRICS
 from tests.fakes.sinch import inbound_event, new_ulid, serialize, sign_webhook
 from tests.harness import SINCH, USER, V1, Harness, running_gateway
 from tests.phones import SinchPhone, TwilioPhone, wait_sent
@@ -36,11 +35,6 @@ def sinch_reply_timeout(read_timeout_ms: int) -> Callable[[Config], Config]:
         return dataclasses.replace(config, tenants=tuple(shortened(t) if t.phone_number == SINCH else t
                                                          for t in config.tenants))
     return configure
-
-
-def metric(gw: Harness, name: str, **labels: str) -> float:
-    value = gw.app[METRICS].registry.get_sample_value(name, labels)
-    return value or 0.0
 
 
 async def test_a_twilio_and_a_sinch_tenant_in_one_gateway(gw: Harness) -> None:
@@ -83,7 +77,7 @@ async def test_a_replayed_callback_is_refused_and_changes_nothing(gw: Harness) -
     await wait_sent(sinch, 1)
     await gw.settle()
     assert len(gw.watson.of_kind("v1")) == 1 and len(sinch.sent()) == 1
-    assert metric(gw, "smsgw_webhooks_total", route="sinch", outcome="replayed") == 1
+    assert gw.metric("smsgw_webhooks_total", route="sinch", outcome="replayed") == 1
 
 
 @pytest.mark.parametrize("age", [-400, 400])
@@ -105,9 +99,9 @@ async def test_mms_falling_back_to_sms_is_counted_and_told_not_reported_as_an_er
     assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200
     assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200  # Sinch's retry: counted once
     assert (await sinch.report(reply, delivered=True)) == 200
-    assert metric(gw, "smsgw_delivery_statuses_total", status="switching_channel") == 1
-    assert metric(gw, "smsgw_delivery_statuses_total", status="delivered") == 1
-    assert metric(gw, "smsgw_mms_fallbacks_total", provider="sinch") == 1
+    assert gw.metric("smsgw_delivery_statuses_total", status="switching_channel") == 1
+    assert gw.metric("smsgw_delivery_statuses_total", status="delivered") == 1
+    assert gw.metric("smsgw_mms_fallbacks_total", provider="sinch") == 1
     await sinch.send("still there?")
     await wait_sent(sinch, 2)
     context = gw.watson.of_kind("v1")[1].json["context"]

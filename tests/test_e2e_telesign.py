@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from sms_gateway.config.model import Config, TenantConfig
-from sms_gateway.keys import METRICS
 from tests.fakes.watson import text_output
 from tests.harness import SINCH, TELESIGN, USER, V1, Harness, running_gateway
 from tests.phones import SinchPhone, TeleSignPhone, TwilioPhone, wait_sent
@@ -48,14 +47,6 @@ def telesign_settings(**changes: Any) -> Callable[[Config], Config]:
     return configure
 
 
-def metric(gw: Harness, name: str, **labels: str) -> float:
-    return gw.app[METRICS].registry.get_sample_value(name, labels) or 0.0
-
-
-def contexts(gw: Harness) -> list[dict[str, Any]]:
-    return [r.json["context"] for r in gw.watson.of_kind("v1")]
-
-
 async def test_a_tenant_on_each_provider_in_one_gateway_sends_and_receives_mms(gw: Harness) -> None:
     phones = [TwilioPhone(gw, V1), SinchPhone(gw), TeleSignPhone(gw)]
     await asyncio.gather(*(p.send("the damage", [PHOTO]) for p in phones))
@@ -64,7 +55,7 @@ async def test_a_tenant_on_each_provider_in_one_gateway_sends_and_receives_mms(g
     assert [(m.text, m.media_urls) for m in sinch] == [("Got it.", (REPLY_PHOTO,))]
     assert [(m.text, m.media_urls) for m in telesign] == [("Got it.", ()), ("", (REPLY_PHOTO,))]
     assert [m.from_ for m in (*twilio, *sinch, *telesign)] == [V1, SINCH, TELESIGN, TELESIGN]
-    seen = sorted((c["smsTenantPhoneNumber"], c["smsMedia"][0]["mediaContentType"]) for c in contexts(gw))
+    seen = sorted((c["smsTenantPhoneNumber"], c["smsMedia"][0]["mediaContentType"]) for c in gw.v1_contexts())
     assert seen == sorted([(V1, "image/jpeg"), (SINCH, "image/jpeg"), (TELESIGN, "image/jpeg")])
     # TeleSign's MMS goes with its SMS fallback: the link, after fallbackTime.
     mms = telesign[1].raw
@@ -78,11 +69,11 @@ async def test_telesigns_fallback_to_sms_is_counted_and_the_engine_hears_of_it(g
     callback = telesign.fake.deliver(mms.raw, "mms_timeout")  # 3056 on MMS, then SMS delivered
     assert (await telesign.fake.post_callback(gw.http, telesign.url, callback))[0] == 200
     assert (await telesign.fake.post_callback(gw.http, telesign.url, callback))[0] == 200  # sent again: once
-    assert metric(gw, "smsgw_mms_fallbacks_total", provider="telesign") == 1
-    assert metric(gw, "smsgw_delivery_statuses_total", status="mms_fallback") == 1
+    assert gw.metric("smsgw_mms_fallbacks_total", provider="telesign") == 1
+    assert gw.metric("smsgw_delivery_statuses_total", status="mms_fallback") == 1
     await telesign.send("and now?")
     await wait_sent(telesign, 3)
-    context = contexts(gw)[1]
+    context = gw.v1_contexts()[1]
     assert context["smsMediaFallback"] is True and context.get("smsError") is None
     assert context["smsMediaFallbackInfo"]["code"] == "3056"
     assert context["smsMediaFallbackInfo"]["messageID"] == mms.our_id
@@ -95,10 +86,10 @@ async def test_mms_the_handset_cannot_take_falls_back_too(gw: Harness, final: st
     _, mms = await wait_sent(telesign, 2)
     callback = telesign.fake.deliver(mms.raw, final)  # type: ignore[arg-type]
     assert (await telesign.fake.post_callback(gw.http, telesign.url, callback))[0] == 200
-    assert metric(gw, "smsgw_mms_fallbacks_total", provider="telesign") == 1
+    assert gw.metric("smsgw_mms_fallbacks_total", provider="telesign") == 1
     await telesign.send("ok")
     await wait_sent(telesign, 3)
-    assert contexts(gw)[1]["smsMediaFallbackInfo"]["code"] == {"mms_unsupported": "3062",
+    assert gw.v1_contexts()[1]["smsMediaFallbackInfo"]["code"] == {"mms_unsupported": "3062",
                                                                "device_unsupported": "3055"}[final]
 
 
@@ -118,7 +109,7 @@ async def test_a_tenant_without_a_short_code_sends_media_as_links(tmp_path: Path
         [reply] = await gw.telesign.wait_for(1)
         assert reply.channels == ["sms"] and reply.sms_text == f"Got it.\n{REPLY_PHOTO}" and reply.mms_url is None
         assert reply.sender_id == LONG_CODE.lstrip("+")
-        assert metric(gw, "smsgw_mms_fallbacks_total", provider="telesign") == 1
+        assert gw.metric("smsgw_mms_fallbacks_total", provider="telesign") == 1
 
 
 async def test_digest_authentication_end_to_end(tmp_path: Path) -> None:
@@ -139,7 +130,7 @@ async def test_a_refusal_reaches_the_engine_and_throttling_is_retried(gw: Harnes
     await telesign.send("hello?")
     [reply] = await wait_sent(telesign, 1)
     assert reply.text == "You said: hello?" and telesign.fake.request_count == 3
-    assert contexts(gw)[1]["smsError"]["code"] == "3102"
+    assert gw.v1_contexts()[1]["smsError"]["code"] == "3102"
 
 
 async def test_a_callback_signed_for_another_customer_or_key_is_refused(gw: Harness) -> None:

@@ -69,10 +69,6 @@ async def call(
         return response.status, parsed, response.headers
 
 
-def contexts(gw: Harness) -> list[dict[str, Any]]:
-    return [r.json["context"] for r in gw.watson.of_kind("v1")]
-
-
 async def nothing_stored(gw: Harness) -> None:
     await gw.settle()
     assert await gw.store.load_session(V1, USER) is None
@@ -104,7 +100,7 @@ async def test_create_session_runs_the_first_turn_with_user_data_and_texts_the_r
         # The user's answer continues the session, even though SMS cannot create one for this tenant.
         await gw.sms("my answer")
         await gw.wait_sent(2)
-        second = contexts(gw)[1]
+        second = gw.v1_contexts()[1]
         assert second["smsSessionID"] == session_id and second["smsUserData"] == user_data
 
         status, body, _ = await call(gw, "POST", "/sessions", {"tenantPhoneNumber": V1, "userPhoneNumber": USER})
@@ -130,7 +126,7 @@ async def test_create_session_without_options_uses_the_tenant_timeout(tmp_path: 
                                                                 "userPhoneNumber": "15551230001"})
         assert status == 201
         await gw.wait_sent(1)
-        context = contexts(gw)[0]
+        context = gw.v1_contexts()[0]
         assert "smsUserData" not in context and "smsSessionTimeoutCount" not in context
         session = await gw.store.load_session(V1, USER)
         assert session is not None and session.timeout_seconds == 900 and session.session_id == body["smsSessionID"]

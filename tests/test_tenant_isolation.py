@@ -30,8 +30,7 @@ def soe_on_its_own_twilio_account(config: Config) -> Config:
 
 def v1_contexts(gw: Harness) -> list[dict[str, Any]]:
     """What V1's engine saw, turn by turn (other tenants' engines are the same fake)."""
-    contexts = [r.json["context"] for r in gw.watson.of_kind("v1")]
-    return [c for c in contexts if c["smsTenantPhoneNumber"] == V1]
+    return [c for c in gw.v1_contexts() if c["smsTenantPhoneNumber"] == V1]
 
 
 def our_message_id(status_callback: str | None) -> str:
