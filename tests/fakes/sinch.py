@@ -35,7 +35,6 @@ import json
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from sms_gateway.providers.sinch.settings import SinchConfig
+from tests.fakes.scripting import Script
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -465,9 +465,8 @@ class FakeSinch:
         self.tokens: dict[str, float] = {}  # access token -> expiry (epoch seconds)
         self.arrived = asyncio.Event()  # set on each accepted message
         self.base_url: str | None = None  # set by serve_fake_sinch()
-        self._failures: deque[SinchError] = deque()
-        self._delays: deque[float] = deque()
-        self._token_failures: deque[OAuthError] = deque()
+        self._script: Script[SinchError] = Script()
+        self._token_script: Script[OAuthError] = Script()
 
     # -- scripting
 
@@ -489,15 +488,11 @@ class FakeSinch:
             retry_after=_retry_after(retry_after),
             raw_body=raw_body,
         )
-        self._failures.extend([error] * count)
+        self._script.fail(error, count)
 
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
-        """Wait `seconds` before answering each of the next `count` messages:send requests.
-
-        The request is still processed after the wait even when the client has given up, as a real server
-        would: a timed-out send may well have been sent.
-        """
-        self._delays.extend([seconds] * count)
+        """Wait `seconds` before answering each of the next `count` messages:send requests (see `Script.delay`)."""
+        self._script.delay(seconds, count)
 
     def fail_tokens_next(
         self,
@@ -514,7 +509,7 @@ class FakeSinch:
             description=description or f"Scripted failure ({status})",
             retry_after=_retry_after(retry_after),
         )
-        self._token_failures.extend([error] * count)
+        self._token_script.fail(error, count)
 
     def expire_tokens(self) -> None:
         """Make every token issued so far expired (the next API call with one gets 401 "token expired")."""
@@ -525,9 +520,8 @@ class FakeSinch:
         self.rejected.clear()
         self.token_errors.clear()
         self.request_count = self.list_count = self.token_requests = 0
-        self._failures.clear()
-        self._delays.clear()
-        self._token_failures.clear()
+        self._script.clear()
+        self._token_script.clear()
         self.arrived.clear()
 
     # -- helpers for tests
@@ -654,8 +648,9 @@ class FakeSinch:
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
-        if self._token_failures:
-            return self._token_error(self._token_failures.popleft())
+        scripted_token_error = self._token_script.next_error()
+        if scripted_token_error is not None:
+            return self._token_error(scripted_token_error)
         if not self._good_key(self._basic_credentials(request)):
             return self._token_error(OAuthError(401, "invalid_client", "Client authentication failed"))
         if request.content_type != "application/x-www-form-urlencoded":
@@ -714,13 +709,13 @@ class FakeSinch:
     async def _send_message(self, request: web.Request) -> web.Response:
         self.request_count += 1
         raw = await request.read()  # read first: the send happens even if the client gives up waiting
-        if self._delays:
-            await asyncio.sleep(self._delays.popleft())
+        await self._script.wait()
         error = self._authenticate(request) or self._check_project(request)
         if error is not None:
             return self._error(error)
-        if self._failures:
-            return self._error(self._failures.popleft())
+        scripted = self._script.next_error()
+        if scripted is not None:
+            return self._error(scripted)
         if request.content_type != "application/json":
             return self._error(_invalid(f"Invalid content type '{request.content_type}': expected application/json"))
         try:

@@ -58,7 +58,6 @@ import json
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
@@ -74,6 +73,7 @@ import jsonschema
 from aiohttp import web
 
 from sms_gateway.providers.telesign.settings import TeleSignConfig
+from tests.fakes.scripting import Script
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -784,8 +784,7 @@ class FakeTeleSign:
         self.nonces: dict[str, float] = {}  # Digest nonces accepted -> when
         self.arrived = asyncio.Event()  # set on each accepted message
         self.base_url: str | None = None  # set by serve_fake_telesign()
-        self._failures: deque[TeleSignError] = deque()
-        self._delays: deque[float] = deque()
+        self._script: Script[TeleSignError] = Script()
 
     # -- scripting
 
@@ -812,23 +811,18 @@ class FakeTeleSign:
             retry_after=_retry_after(retry_after),
             raw_body=raw_body,
         )
-        self._failures.extend([error] * count)
+        self._script.fail(error, count)
 
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
-        """Wait `seconds` before answering each of the next `count` POSTs.
-
-        The request is still processed after the wait even when the client has given up, as a real server
-        would: a timed-out send may well have been sent.
-        """
-        self._delays.extend([seconds] * count)
+        """Wait `seconds` before answering each of the next `count` POSTs (see `Script.delay`)."""
+        self._script.delay(seconds, count)
 
     def reset(self) -> None:
         self.messages.clear()
         self.rejected.clear()
         self.nonces.clear()
         self.request_count = self.status_requests = 0
-        self._failures.clear()
-        self._delays.clear()
+        self._script.clear()
         self.arrived.clear()
 
     # -- helpers for tests
@@ -1004,8 +998,7 @@ class FakeTeleSign:
     async def _send(self, request: web.Request) -> web.Response:
         self.request_count += 1
         raw = await request.read()  # read first: the send happens even if the client gives up waiting
-        if self._delays:
-            await asyncio.sleep(self._delays.popleft())
+        await self._script.wait()
         body, external_id = _lenient_json(raw)
         if len(raw) > MAX_PAYLOAD:
             return self._error(TeleSignError(413, 3116, description(3116), external_id=external_id))
@@ -1013,8 +1006,9 @@ class FakeTeleSign:
         if failure is not None:
             problem, signed = failure
             return self._error(replace(_unauthorized(problem), external_id=external_id, signature_string=signed))
-        if self._failures:
-            return self._error(replace(self._failures.popleft(), external_id=external_id))
+        scripted = self._script.next_error()
+        if scripted is not None:
+            return self._error(replace(scripted, external_id=external_id))
         if body is None or request.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             return self._error(_invalid(3110, external_id=external_id))
         invalid = validate_omnichannel(body)

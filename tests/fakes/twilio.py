@@ -21,7 +21,6 @@ Standalone: `python -m tests.fakes.twilio --port 8765`; then `GET /_fake/message
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import hmac
@@ -29,7 +28,6 @@ import json
 import math
 import re
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +43,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from sms_gateway.providers.twilio import TwilioConfig
+from tests.fakes.scripting import Script
 from tests.fakes.serving import serving
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "twilio_create_message_request.json"
@@ -252,8 +251,7 @@ class FakeTwilio:
         self.list_count = 0  # every GET of Messages.json (ListMessage)
         self.rejected: list[TwilioError] = []  # every error answered, scripted or not
         self.base_url: str | None = None  # set by serve_fake_twilio()
-        self._failures: deque[TwilioError] = deque()
-        self._delays: deque[float] = deque()
+        self._script: Script[TwilioError] = Script()
 
     # -- scripting
 
@@ -275,22 +273,17 @@ class FakeTwilio:
             retry_after=None if retry_after is None else str(retry_after),
             raw_body=raw_body,
         )
-        self._failures.extend([error] * count)
+        self._script.fail(error, count)
 
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
-        """Wait `seconds` before handling each of the next `count` requests.
-
-        The request is still processed after the wait even when the client has given up, as a real server
-        would: a timed-out send may well have been sent.
-        """
-        self._delays.extend([seconds] * count)
+        """Wait `seconds` before handling each of the next `count` requests (see `Script.delay`)."""
+        self._script.delay(seconds, count)
 
     def reset(self) -> None:
         self.messages.clear()
         self.rejected.clear()
         self.request_count = 0
-        self._failures.clear()
-        self._delays.clear()
+        self._script.clear()
 
     # -- helpers for tests
 
@@ -344,14 +337,15 @@ class FakeTwilio:
 
     async def _create_message(self, request: web.Request) -> web.Response:
         self.request_count += 1
-        if self._delays:
+        if self._script.delaying:
             await request.post()  # read it first: the send happens even if the client gives up waiting
-            await asyncio.sleep(self._delays.popleft())
+            await self._script.wait()
         auth = self._authenticate(request)
         if auth is None:
             return self._error(TwilioError(401, 20003, "Authenticate"))
-        if self._failures:
-            return self._error(self._failures.popleft())
+        scripted = self._script.next_error()
+        if scripted is not None:
+            return self._error(scripted)
         if request.content_type != "application/x-www-form-urlencoded":
             return self._error(TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body"))
         form = await request.post()

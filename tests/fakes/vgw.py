@@ -20,7 +20,6 @@ import asyncio
 import base64
 import dataclasses
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from sms_gateway.config.model import Config
+from tests.fakes.scripting import Script
 
 JSON = dict[str, Any]
 VGW_HOST = "127.0.0.1"
@@ -89,12 +89,12 @@ class FakeVoiceGateway:
         self.received: list[Received] = []  # every request, including the ones answered with an error
         self.problems: list[str] = []  # bodies that do not have the SPEC's shape
         self.base_url: str | None = None
-        self._failures: deque[tuple[int, str | None]] = deque()
+        self._script: Script[tuple[int, str | None]] = Script()  # (status, Retry-After)
         self._calls = 0
 
     # -- scripting
     def fail_next(self, count: int = 1, *, status: int = 503, retry_after: str | None = None) -> None:
-        self._failures.extend([(status, retry_after)] * count)
+        self._script.fail((status, retry_after), count)
 
     # -- what arrived
     @property
@@ -161,8 +161,9 @@ class FakeVoiceGateway:
             body = await request.json()
         except ValueError:
             body = None
-        if self._failures:
-            status, retry_after = self._failures.popleft()
+        scripted = self._script.next_error()
+        if scripted is not None:
+            status, retry_after = scripted
             self.received.append(Received(call_id, body, status))
             headers = {"Retry-After": retry_after} if retry_after is not None else None
             return web.json_response({"error": "scripted failure"}, status=status, headers=headers)

@@ -1,0 +1,48 @@
+"""What a test told a fake to do for its next requests instead of its job: answer with an error, or wait first.
+
+Each fake builds its own vendor's error and says which requests the script applies to; the queueing is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+E = TypeVar("E")
+
+
+class Script(Generic[E]):
+    def __init__(self) -> None:
+        self._errors: deque[E] = deque()
+        self._waits: deque[float] = deque()
+
+    def fail(self, error: E, count: int) -> None:
+        """Answer the next `count` requests with `error`."""
+        self._errors.extend([error] * count)
+
+    def delay(self, seconds: float, count: int) -> None:
+        """Wait `seconds` before handling each of the next `count` requests.
+
+        The request is still processed after the wait even when the client has given up, as a real server
+        would: a timed-out send may well have been sent.
+        """
+        self._waits.extend([seconds] * count)
+
+    @property
+    def delaying(self) -> bool:
+        """Whether the next request waits first."""
+        return bool(self._waits)
+
+    async def wait(self) -> None:
+        """Make the next request's scripted wait, if it has one."""
+        if self._waits:
+            await asyncio.sleep(self._waits.popleft())
+
+    def next_error(self) -> E | None:
+        """The error the next request is answered with, if one is scripted."""
+        return self._errors.popleft() if self._errors else None
+
+    def clear(self) -> None:
+        self._errors.clear()
+        self._waits.clear()
