@@ -619,6 +619,21 @@ def sender_for(fake: FakeSinch, http: aiohttp.ClientSession, provider: SinchProv
     return provider.sender(tenant_config, http)
 
 
+async def token_answer(request: web.Request) -> web.Response:
+    return web.json_response({"access_token": "tok", "expires_in": 3600})
+
+
+async def sender_against(aiohttp_server: Any, http: aiohttp.ClientSession, *routes: web.RouteDef) -> SinchSender:
+    """A sender for a hand-written Sinch API of `routes`: answers the fake never gives. Tokens at /oauth2/token."""
+    app = web.Application()
+    app.add_routes(routes)
+    server = await aiohttp_server(app)
+    settings_ = SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", url=str(server.make_url("")),
+                            auth_url=str(server.make_url("/oauth2/token")))
+    tenant_config = tenant(settings_)
+    return provider_for(tenant_config).sender(tenant_config, http)
+
+
 async def test_sender_is_a_sender(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     sender: Sender = sender_for(fake, http)
     assert sender.kind == "sinch"
@@ -885,31 +900,17 @@ async def test_a_token_answer_without_a_token(http: aiohttp.ClientSession, aioht
     async def token(request: web.Request) -> web.Response:
         return web.json_response({"token_type": "bearer", "expires_in": 3600})
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", token)
-    server = await aiohttp_server(app)
-    settings_ = SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", url=str(server.make_url("")),
-                            auth_url=str(server.make_url("/oauth2/token")))
-    tenant_config = tenant(settings_)
-    result = await provider_for(tenant_config).sender(tenant_config, http).send(outbound(), None)
+    sender = await sender_against(aiohttp_server, http, web.post("/oauth2/token", token))
+    result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.RETRY, outcomes.AUTH_UNAVAILABLE)
 
 
 async def test_a_200_without_a_message_id_is_unknown(http: aiohttp.ClientSession, aiohttp_server: Any) -> None:
-    async def token(request: web.Request) -> web.Response:
-        return web.json_response({"access_token": "tok", "expires_in": 3600})
-
     async def send(request: web.Request) -> web.Response:
         return web.json_response({"accepted_time": "2026-01-01T00:00:00Z"})
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", token)
-    app.router.add_post("/v1/projects/{project}/messages:send", send)
-    server = await aiohttp_server(app)
-    settings_ = SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", url=str(server.make_url("")),
-                            auth_url=str(server.make_url("/oauth2/token")))
-    tenant_config = tenant(settings_)
-    sender = provider_for(tenant_config).sender(tenant_config, http)
+    sender = await sender_against(aiohttp_server, http, web.post("/oauth2/token", token_answer),
+                                  web.post("/v1/projects/{project}/messages:send", send))
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.UNKNOWN, outcomes.NO_MESSAGE_ID)
     assert sender.may_have_sent(outcomes.NO_MESSAGE_ID)
@@ -989,20 +990,11 @@ async def test_find_sent_cannot_tell_from_an_unreadable_answer(http: aiohttp.Cli
     answers = iter([web.Response(text="<html/>", content_type="text/html"),
                     web.json_response({"messages": "none"}), web.json_response([1, 2])])
 
-    async def token(request: web.Request) -> web.Response:
-        return web.json_response({"access_token": "tok", "expires_in": 3600})
-
     async def messages(request: web.Request) -> web.Response:
         return next(answers)
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", token)
-    app.router.add_get("/v1/projects/{project}/messages", messages)
-    server = await aiohttp_server(app)
-    settings_ = SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", url=str(server.make_url("")),
-                            auth_url=str(server.make_url("/oauth2/token")))
-    tenant_config = tenant(settings_)
-    sender = provider_for(tenant_config).sender(tenant_config, http)
+    sender = await sender_against(aiohttp_server, http, web.post("/oauth2/token", token_answer),
+                                  web.get("/v1/projects/{project}/messages", messages))
     for _ in range(3):
         with pytest.raises(LookupError, match="cannot list messages"):
             await sender.find_sent(outbound(), 0.0)
