@@ -46,3 +46,10 @@ class Script(Generic[E]):
     def clear(self) -> None:
         self._errors.clear()
         self._waits.clear()
+
+
+def retry_after_header(value: str | float | None) -> str | None:
+    """A scripted Retry-After as the header's text: a string as given, a whole number of seconds without ".0"."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -48,7 +48,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from sms_gateway.providers.sinch.settings import SinchConfig
-from tests.fakes.scripting import Script
+from tests.fakes.scripting import Script, retry_after_header
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -218,12 +218,6 @@ class OAuthError:
 
 def _invalid(message: str) -> SinchError:
     return SinchError(400, message)
-
-
-def _retry_after(value: str | float | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # ------------------------------------------------------------------------------ messages:send validation
@@ -485,7 +479,7 @@ class FakeSinch:
             status=status,
             message=message or f"Scripted failure ({status})",
             sinch_status=sinch_status,
-            retry_after=_retry_after(retry_after),
+            retry_after=retry_after_header(retry_after),
             raw_body=raw_body,
         )
         self._script.fail(error, count)
@@ -507,7 +501,7 @@ class FakeSinch:
             status=status,
             error=_OAUTH_ERRORS.get(status, "server_error"),
             description=description or f"Scripted failure ({status})",
-            retry_after=_retry_after(retry_after),
+            retry_after=retry_after_header(retry_after),
         )
         self._token_script.fail(error, count)
 

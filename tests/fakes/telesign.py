@@ -73,7 +73,7 @@ import jsonschema
 from aiohttp import web
 
 from sms_gateway.providers.telesign.settings import TeleSignConfig
-from tests.fakes.scripting import Script
+from tests.fakes.scripting import Script, retry_after_header
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -435,12 +435,6 @@ def _unauthorized(problem: AuthProblem | None, *, slim: bool = False, code: int 
     if problem is not None:
         errors = tuple((code, problem[2]) for code in problem[:2] if code is not None)
     return TeleSignError(401, code, description(code), errors=errors, slim=slim)
-
-
-def _retry_after(value: str | float | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # ------------------------------------------------------------------------------ request validation
@@ -808,7 +802,7 @@ class FakeTeleSign:
             code=code,
             description=description or DESCRIPTIONS.get(code, f"Scripted failure ({status})").format(""),
             reference_id=new_reference_id() if status == 400 else None,
-            retry_after=_retry_after(retry_after),
+            retry_after=retry_after_header(retry_after),
             raw_body=raw_body,
         )
         self._script.fail(error, count)
