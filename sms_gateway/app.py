@@ -35,6 +35,7 @@ from sms_gateway.metrics import Metrics
 from sms_gateway.model import MessageLimits
 from sms_gateway.netguard import GuardedHttp
 from sms_gateway.outbox import SEND, Outbox
+from sms_gateway.owners import OwnerHeartbeat, this_process
 from sms_gateway.pipes import PipeRelay, callback_destinations
 from sms_gateway.providers import PROVIDER_TYPES
 from sms_gateway.providers.base import Provider, Sender
@@ -116,8 +117,10 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
             relay = PipeRelay(store, callback_http)
+            owner = this_process()
             jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
-                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds)
+                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds,
+                             owner=owner.owner_id)
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             app[PIPES] = relay
@@ -125,7 +128,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 config, store, engines, metrics, media_http, lambda t: limits[normalise_number(t.phone_number)],
                 jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
-                                   lease_seconds=config.lease_seconds)
+                                   lease_seconds=config.lease_seconds, owner=owner.owner_id)
             jobs.kinds[TURN] = worker.turn_job_kind()
             sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines
@@ -133,6 +136,14 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             app[WORKER] = worker
             app[JOBS] = jobs
             app[OUTBOX] = outbox
+            # Registered, and the work of processes gone meanwhile (a crash before this start) freed, before
+            # the workers' first lease: a restart takes the interrupted work at once.
+            def lease_now() -> None:
+                worker.notify()
+                jobs.notify()
+
+            heartbeat = OwnerHeartbeat(store, owner, on_released=lease_now)
+            await heartbeat.start()
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
                      asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
             yield
@@ -148,6 +159,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                     await task
             await worker.stop()
             await jobs.stop()
+            await heartbeat.stop()
             await engines.close()
 
     return services_ctx

@@ -1,22 +1,22 @@
 """The durable job runner: sends and relays are jobs in the store, retried with backoff, then dead-lettered.
 
-A job is leased (so a crashed process's jobs are picked up again after the lease), run by the handler of its
-kind, and then completed, rescheduled or dead-lettered according to the handler's outcome.
+A job is leased (so a crashed process's jobs are picked up again: at once when its heartbeat shows it gone, see
+`sms_gateway.owners`, else after the lease), run by the handler of its kind, and then completed, rescheduled or
+dead-lettered according to the handler's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from sms_gateway.metrics import Metrics
+from sms_gateway.owners import this_process
 from sms_gateway.store.base import Job, OutboundRecord, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.jobs")
@@ -169,11 +169,13 @@ class JobWorker:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
+        """`owner`: the id this process leases under (`sms_gateway.owners`); by default one of its own."""
         self.store = store
         self.kinds = dict(kinds)
         self.metrics = metrics
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner or this_process().owner_id
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.clock = clock

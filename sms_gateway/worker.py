@@ -6,9 +6,7 @@ Turns of one session run in order, one at a time; different sessions run concurr
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 
@@ -27,6 +25,7 @@ from sms_gateway.jobs import (
 )
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
+from sms_gateway.owners import this_process
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.worker")
@@ -93,11 +92,13 @@ class InboundWorker:
         concurrency: int = 64,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
+        owner: str | None = None,
     ) -> None:
+        """`owner`: the id this process leases under (`sms_gateway.owners`); by default one of its own."""
         self.store = store
         self.conversations = conversations
         self.metrics = metrics
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner or this_process().owner_id
         self.runner = KeyedRunner(concurrency)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
