@@ -109,6 +109,55 @@ async def test_kill9_between_sent_and_marked_does_not_send_twice(world: World, t
     assert duplicated == 0
 
 
+async def test_kill9_mid_turn_the_restarted_process_runs_the_interrupted_turns_at_once(
+    world: World, tmp_path: Path
+) -> None:
+    """20 turns in the engine when the gateway is killed with -9; restarted on the same file with the default
+    30 s lease: the dead process's leases are free as soon as the new one sees its pid gone, so the turns run
+    again within seconds of `/ready`, each user answered once."""
+    db = tmp_path / "gw.db"
+    gw = await world.gateways.start("gw", store_url=sqlite_url(db))
+    world.watson.hold(120)
+    texts = [f"cut short {i}" for i in range(20)]
+    results = await asyncio.gather(*(world.deliver(gw, text, u) for text, u in zip(texts, users(20), strict=True)))
+    assert [status for _, status in results] == [200] * 20
+    await world.wait_turns(texts, times=1, timeout=20)
+    gw.kill()
+    assert len(leased_sids(db)) == 20
+    world.watson.release()
+    await gw.restart()
+    ready = time.monotonic()
+    turns_again = await world.wait_turns(texts, times=2, timeout=40) - ready
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
+    tally = world.tally("sqlite kill -9 mid-turn, default lease")
+    tally.extra.update(turns_again_after_ready_s=round(turns_again, 2), lease_s=30)
+    tally.report()
+    assert turns_again < 15, f"the interrupted turns ran {turns_again:.1f}s after /ready: they waited for the lease"
+    assert answered == 20 and duplicated == 0 and lost == []
+    assert Counter(world.watson.turn_texts()) == {text: 2 for text in texts}
+
+
+async def test_a_turn_slower_than_the_lease_runs_once_with_two_processes_on_one_file(
+    world: World, tmp_path: Path
+) -> None:
+    """Each turn takes 8 s, longer than the 2 s lease and than a heartbeat's life: the process running it is
+    alive, so the other never takes it (no turn twice)."""
+    db = tmp_path / "gw.db"
+    a = await world.gateways.start("a", store_url=sqlite_url(db), lease_seconds=LEASE)
+    b = await world.gateways.start("b", store_url=sqlite_url(db), lease_seconds=LEASE)
+    world.watson.hold(8.0)
+    texts = [f"slow {i}" for i in range(10)]
+    await asyncio.gather(*(world.deliver((a, b)[i % 2], text, u) for i, (text, u) in enumerate(zip(texts, users(10),
+                                                                                                  strict=True))))
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=40, quiet=3.0)
+    turns = Counter(world.watson.turn_texts())
+    tally = world.tally("sqlite turns slower than the lease, two processes")
+    tally.extra.update(engine_turns=sum(turns.values()))
+    tally.report()
+    assert turns == {text: 1 for text in texts}
+    assert answered == 10 and duplicated == 0 and lost == []
+
+
 # 2. one MessageSid, two processes, one file -------------------------------------------------------------
 async def test_same_message_sid_to_two_processes_on_one_sqlite_file_is_one_turn(
     world: World, tmp_path: Path
