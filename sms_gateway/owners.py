@@ -92,7 +92,10 @@ def runs_here(owner: Owner, machine: str) -> bool | None:
 class OwnerHeartbeat:
     """Keeps this process registered as alive, and releases the owners that are not (see the module's doc).
 
-    `on_released` is called when work was freed (to lease it now rather than at the next poll)."""
+    `job_settle_seconds`: how long a job's attempt cut short may still take effect elsewhere (a send the provider
+    is still creating), so the jobs of a dead process wait that long (at most until their leases end) before
+    they run again; its messages' turns run again at once. `on_released` is called when work was freed (to
+    lease it now rather than at the next poll)."""
 
     def __init__(
         self,
@@ -101,10 +104,12 @@ class OwnerHeartbeat:
         *,
         beat_seconds: float = BEAT_SECONDS,
         missed_beats: int = MISSED_BEATS,
+        job_settle_seconds: float = 0.0,
         on_released: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.job_settle_seconds = job_settle_seconds
         self.owner = owner if owner is not None else this_process()
         self.beat_seconds = beat_seconds
         self.ttl_seconds = beat_seconds * missed_beats
@@ -155,7 +160,7 @@ class OwnerHeartbeat:
                 dead.append(state.owner.owner_id)
         if not dead:
             return []
-        released = await self.store.release_owners(dead, self.clock())
+        released = await self.store.release_owners(dead, self.clock(), self.job_settle_seconds)
         if released:
             log.info("owners_released", owners=released)
             self.on_released()
@@ -170,6 +175,6 @@ class OwnerHeartbeat:
             self._task = None
         try:
             await self.store.end_owner(self.owner.owner_id)
-            await self.store.release_owners([self.owner.owner_id], self.clock())
+            await self.store.release_owners([self.owner.owner_id], self.clock(), self.job_settle_seconds)
         except StoreUnavailable as exc:
             log.error("store_unavailable", where="owner_deregister", error=str(exc))

@@ -46,6 +46,11 @@ def leased_sids(db: Path) -> set[str]:
     return {key.split(":", 1)[1] for (key,) in rows}
 
 
+def unfinished_jobs(db: Path) -> int:
+    with sqlite3.connect(db, timeout=10) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')").fetchone()[0])
+
+
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`sms-gateway --config FILE ...` as an operator runs it (e.g. dead-letters) against the same store."""
     return subprocess.run([sys.executable, "-m", "sms_gateway", "--config", str(config), *args],
@@ -107,6 +112,34 @@ async def test_kill9_between_sent_and_marked_does_not_send_twice(world: World, t
     tally.report()
     assert answered == 1 and lost == []
     assert duplicated == 0
+
+
+async def test_kill9_with_a_send_in_flight_the_takeover_waits_for_the_provider_not_for_the_lease(
+    world: World, tmp_path: Path
+) -> None:
+    """As above with the default 30 s lease: the dead process's send job is taken over once the provider has
+    surely answered (2 x its 5 s read timeout), not at once (the provider is still creating the message: a
+    look-up would not find it and the reply would go twice) nor after the lease."""
+    db = tmp_path / "gw.db"
+    gw = await world.gateways.start("gw", store_url=sqlite_url(db))
+    world.twilio.answer_late(1, seconds=1.0)
+    await world.deliver(gw, "only once", users(1)[0])
+    await until(lambda: world.twilio.arrived >= 1, what="the send at the provider")
+    await asyncio.sleep(0.3)
+    gw.kill()
+    killed = time.monotonic()
+    await gw.restart()
+    await until(lambda: not unfinished_jobs(db), timeout=40, what="the send job taken over and finished")
+    settled_after = time.monotonic() - killed
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=10, quiet=1.0)
+    found = [e for e in gw.log_events() if e.get("event") == "send_found_at_provider"]
+    tally = world.tally("sqlite kill -9 with a send in flight, default lease")
+    tally.extra.update(provider_sends=len(world.twilio.messages), found_at_provider=len(found),
+                       job_finished_after_kill_s=round(settled_after, 1))
+    tally.report()
+    assert answered == 1 and lost == [] and duplicated == 0
+    assert len(found) == 1, "the new process asked the provider instead of sending again"
+    assert 4 < settled_after < 25, f"taken over {settled_after:.1f}s after the kill (settle 10 s, lease 30 s)"
 
 
 async def test_kill9_mid_turn_the_restarted_process_runs_the_interrupted_turns_at_once(

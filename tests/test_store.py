@@ -536,6 +536,23 @@ async def test_the_leases_of_an_owner_whose_heartbeat_ended_are_free_at_once(sto
     assert await store.lease_jobs("d", 10, 30, now + 2) == []
 
 
+async def test_the_jobs_of_a_released_owner_wait_for_their_attempts_to_settle(store: Store) -> None:
+    """A send cut short by a crash may still be created by the provider for a while: the dead owner's jobs are
+    free `job_settle_seconds` after the release, or when their lease ends if that is sooner."""
+    now = time.time()
+    await store.beat_owner(owner("a"), 6.0, now)
+    await store.enqueue_job(Job("long", "send", {}, run_at=0.0))
+    await store.enqueue_job(Job("short", "send", {}, run_at=0.0))
+    assert [j.job_id for j in await store.lease_jobs("a", 1, 60, now)] == ["long"]
+    assert [j.job_id for j in await store.lease_jobs("a", 1, 5, now)] == ["short"]
+    await store.end_owner("a")
+    assert await store.release_owners(["a"], now, job_settle_seconds=10.0) == ["a"]
+    assert await store.lease_jobs("b", 10, 30, now + 1) == []
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 5)] == ["short"]
+    assert await store.lease_jobs("b", 10, 30, now + 9) == []
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 10)] == ["long"]
+
+
 async def test_an_owner_taken_for_dead_renews_what_nobody_took_yet(store: Store) -> None:
     """A process that stalled past its heartbeat keeps the work nobody has taken meanwhile: its renewals still
     count (the leases keep their owner), and once another took a message, its renewals no longer do."""

@@ -300,10 +300,11 @@ class Store(abc.ABC):
         """The owner's heartbeat ends now: it is stopping, or it was seen gone."""
 
     @abc.abstractmethod
-    async def release_owners(self, owner_ids: Sequence[str], now: float) -> list[str]:
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         """Of `owner_ids`, those whose heartbeat has ended (checked again, in the same atomic step: one that beat
-        since keeps its leases) are forgotten and every lease they held (messages, jobs) is free at once.
-        Returns their ids."""
+        since keeps its leases) are forgotten, and the leases they held end: their messages' at once, their jobs'
+        `job_settle_seconds` from `now` (or when they would have anyway, if sooner), as a job's attempt cut short
+        may still take effect elsewhere for a while (a provider still creating a message). Returns their ids."""
 
     # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
     # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back

@@ -435,7 +435,7 @@ class MemoryStore(Store):
         if owner_id in self._owners:
             self._owners[owner_id] = (self._owners[owner_id][0], 0.0)
 
-    async def release_owners(self, owner_ids: Sequence[str], now: float) -> list[str]:
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         gone = [i for i in owner_ids if i in self._owners and self._owners[i][1] <= now]
         for owner_id in gone:
             del self._owners[owner_id]
@@ -445,7 +445,7 @@ class MemoryStore(Store):
                     item.lease_until = 0.0
             for state in self._active_jobs.values():
                 if state.state == "leased" and state.owner in gone:
-                    state.lease_until = 0.0
+                    state.lease_until = min(state.lease_until, now + job_settle_seconds)
         return gone
 
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:

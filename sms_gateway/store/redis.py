@@ -699,11 +699,13 @@ return out
 """
 
 _RELEASE_OWNERS = """
--- ARGV: prefix, owner ids... -> the ids released
+-- ARGV: prefix, when their jobs are free, owner ids... -> the ids released
 local P = ARGV[1]
+local jobs_free_s = ARGV[2]
+local jobs_free = tonumber(jobs_free_s)
 local OWNERS = P .. 'owners'
 local gone, released = {}, {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', OWNERS, id) == 1 and redis.call('EXISTS', P .. 'owner:alive:' .. id) == 0 then
     redis.call('HDEL', OWNERS, id)
@@ -712,7 +714,7 @@ for i = 2, #ARGV do
   end
 end
 if #released == 0 then return released end
--- A lease that ends at 0 is taken by the next lease call (messages and jobs alike).
+-- A lease that ends at 0 is taken by the next lease call.
 local IN_LEASED, JOBS_LEASED = P .. 'in:leased', P .. 'jobs:leased'
 for _, key in ipairs(redis.call('ZRANGE', IN_LEASED, 0, -1)) do
   local owner = redis.call('HGET', P .. 'in:msg:' .. key, 'owner')
@@ -722,10 +724,10 @@ for _, key in ipairs(redis.call('ZRANGE', IN_LEASED, 0, -1)) do
   end
 end
 for _, id in ipairs(redis.call('ZRANGE', JOBS_LEASED, 0, -1)) do
-  local h = redis.call('HMGET', P .. 'jobs:id:' .. id, 'state', 'owner')
-  if h[1] == 'leased' and h[2] and gone[h[2]] then
-    redis.call('HSET', P .. 'jobs:id:' .. id, 'lease_until', '0')
-    redis.call('ZADD', JOBS_LEASED, 0, id)
+  local h = redis.call('HMGET', P .. 'jobs:id:' .. id, 'state', 'owner', 'lease_until')
+  if h[1] == 'leased' and h[2] and gone[h[2]] and tonumber(h[3]) > jobs_free then
+    redis.call('HSET', P .. 'jobs:id:' .. id, 'lease_until', jobs_free_s)
+    redis.call('ZADD', JOBS_LEASED, jobs_free_s, id)
   end
 end
 return released
@@ -1104,10 +1106,11 @@ class RedisStore(Store):
     async def end_owner(self, owner_id: str) -> None:
         await self._call(self._redis.delete(self._k("owner", "alive", owner_id)))
 
-    async def release_owners(self, owner_ids: Sequence[str], now: float) -> list[str]:
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         if not owner_ids:
             return []
-        return [str(i) for i in cast(list[Any], await self._script("release_owners", [], list(owner_ids)))]
+        args = [_num(now + job_settle_seconds), *owner_ids]
+        return [str(i) for i in cast(list[Any], await self._script("release_owners", [], args))]
 
     # Rate limits ------------------------------------------------------------------------------
     async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:

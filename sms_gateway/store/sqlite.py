@@ -777,7 +777,7 @@ class SQLiteStore(Store):
         await self._run(lambda db: db.execute("UPDATE owners SET alive_until = 0 WHERE owner_id = ?", (owner_id,)),
                         single_write=True)
 
-    async def release_owners(self, owner_ids: Sequence[str], now: float) -> list[str]:
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         def release(db: sqlite3.Connection) -> list[str]:
             released = []
             for owner_id in owner_ids:
@@ -787,7 +787,8 @@ class SQLiteStore(Store):
                 # Only heads of conversations are leased, and only active jobs: the indexes of those.
                 db.execute("UPDATE inbound INDEXED BY inbound_heads SET lease_until = 0"
                            " WHERE head = 1 AND done = 0 AND owner = ?", (owner_id,))
-                db.execute("UPDATE jobs SET lease_until = 0 WHERE state = 'leased' AND owner = ?", (owner_id,))
+                db.execute("UPDATE jobs SET lease_until = MIN(lease_until, ?) WHERE state = 'leased' AND owner = ?",
+                           (now + job_settle_seconds, owner_id))
                 released.append(owner_id)
             return released
 
