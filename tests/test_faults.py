@@ -458,6 +458,8 @@ async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path:
     code = await gw.terminate_and_wait(timeout=40)
     stopped_after = time.monotonic() - stopping
     handed_back = sum(e.get("count", 0) for e in gw.log_events() if e.get("event") == "leases_handed_back")
+    with sqlite3.connect(db, timeout=10) as conn:
+        owners_left = conn.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
     world.watson.release()
     restarted = time.monotonic()
     await gw.restart()
@@ -467,4 +469,5 @@ async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path:
                        answered_after_restart_s=round(time.monotonic() - restarted, 1))
     tally.report()
     assert code == 0 and handed_back == 5
+    assert owners_left == 0, "a process that stops deregisters"
     assert answered == 5 and duplicated == 0 and lost == []
