@@ -208,9 +208,8 @@ async def takeover_round(args: argparse.Namespace, world: World, processes: list
     texts = [f"round {round_} turn {i}" for i in range(args.in_flight)]
     people = users(args.in_flight, base=15550100000 + 1000 * round_)
     world.watson.hold(120)
-    results = await asyncio.gather(*(world.deliver(processes[i % len(processes)], text, user)
-                                     for i, (text, user) in enumerate(zip(texts, people, strict=True))))
-    assert all(status == 200 for _, status in results), results
+    statuses = await world.deliver_each(processes, texts, people)
+    assert statuses == [200] * len(texts), statuses
     await world.wait_turns(texts, times=1, timeout=30)
     pid = victim.pid
     victim.kill()

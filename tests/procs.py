@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -503,6 +503,13 @@ class World:
     async def deliver(self, gw: GatewayProcess, text: str, user: str, sid: str | None = None) -> tuple[str, int | None]:
         form = self.message(text, user, sid)
         return form["MessageSid"], await self.post(gw, form)
+
+    async def deliver_each(self, gateways: Sequence[GatewayProcess], texts: Sequence[str],
+                           people: Sequence[str]) -> list[int | None]:
+        """Text i from user i, all at once, to the gateways in turn (round robin); their statuses."""
+        results = await asyncio.gather(*(self.deliver(gateways[i % len(gateways)], text, user)
+                                         for i, (text, user) in enumerate(zip(texts, people, strict=True))))
+        return [status for _, status in results]
 
     async def replay(self, gw: GatewayProcess, sid: str) -> int | None:
         """Deliver an already sent message again (same MessageSid, same form)."""

@@ -152,8 +152,7 @@ async def test_kill9_mid_turn_the_restarted_process_runs_the_interrupted_turns_a
     gw = await world.gateways.start("gw", store_url=sqlite_url(db))
     world.watson.hold(120)
     texts = [f"cut short {i}" for i in range(20)]
-    results = await asyncio.gather(*(world.deliver(gw, text, u) for text, u in zip(texts, users(20), strict=True)))
-    assert [status for _, status in results] == [200] * 20
+    assert await world.deliver_each([gw], texts, users(20)) == [200] * 20
     await world.wait_turns(texts, times=1, timeout=20)
     gw.kill()
     assert len(leased_sids(db)) == 20
@@ -180,8 +179,7 @@ async def test_a_turn_slower_than_the_lease_runs_once_with_two_processes_on_one_
     b = await world.gateways.start("b", store_url=sqlite_url(db), lease_seconds=LEASE)
     world.watson.hold(8.0)
     texts = [f"slow {i}" for i in range(10)]
-    await asyncio.gather(*(world.deliver((a, b)[i % 2], text, u) for i, (text, u) in enumerate(zip(texts, users(10),
-                                                                                                  strict=True))))
+    assert await world.deliver_each([a, b], texts, users(10)) == [200] * 10
     answered, duplicated, lost, _ = await world.wait_answered(timeout=40, quiet=3.0)
     turns = Counter(world.watson.turn_texts())
     tally = world.tally("sqlite turns slower than the lease, two processes")

@@ -247,9 +247,7 @@ async def test_kill9_one_of_two_the_survivor_takes_its_turns_over_in_seconds(
     b = await world.gateways.start("b", store_url=redis.url)
     world.watson.hold(120)
     texts = [f"over {i}" for i in range(20)]
-    results = await asyncio.gather(*(world.deliver((a, b)[i % 2], text, u)
-                                     for i, (text, u) in enumerate(zip(texts, users(20), strict=True))))
-    assert [s for _, s in results] == [200] * 20
+    assert await world.deliver_each([a, b], texts, users(20)) == [200] * 20
     await world.wait_turns(texts, times=1, timeout=20)
     pid = a.pid
     a.kill()
@@ -279,8 +277,7 @@ async def test_a_turn_slower_than_the_lease_and_the_heartbeat_runs_once_across_h
     b = await world.gateways.start("b", store_url=redis.url, lease_seconds=LEASE)
     world.watson.hold(8.0)
     texts = [f"slow {i}" for i in range(10)]
-    await asyncio.gather(*(world.deliver((a, b)[i % 2], text, u)
-                           for i, (text, u) in enumerate(zip(texts, users(10), strict=True))))
+    assert await world.deliver_each([a, b], texts, users(10)) == [200] * 10
     answered, duplicated, lost, _ = await world.wait_answered(timeout=40, quiet=3.0)
     turns = Counter(world.watson.turn_texts())
     tally = world.tally("redis turns slower than the lease, two hosts")

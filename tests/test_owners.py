@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,9 @@ from sms_gateway.model import InboundMessage
 from sms_gateway.owners import OwnerHeartbeat, machine_id, runs_here, this_process
 from sms_gateway.store.base import Job, Owner, Store
 from sms_gateway.store.factory import create_store
-from tests.redis_server import RedisServer, redis_available
+from tests.redis_server import RedisServer
 
 BEAT = 0.1  # seconds between beats here (the gateway's: 2): a heartbeat runs out after 3 missed ones
-
-
-@pytest.fixture(scope="module")
-def redis_server_for_module() -> Iterator[RedisServer]:
-    if not redis_available():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "redis"])

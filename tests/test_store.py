@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,7 @@ from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, Stor
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
-from tests.redis_server import RedisServer, redis_available
-
-
-@pytest.fixture(scope="module")
-def redis_server_for_module() -> Iterator[RedisServer]:
-    if not redis_available():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(params=["sqlite", "memory", "redis"])
