@@ -32,14 +32,17 @@ _PROC = Path("/proc")
 
 def machine_id() -> str:
     """What processes that can see each other's pids share: the host name, and on Linux the boot and the pid
-    namespace (two containers on one host, even with one host name, have different pid namespaces)."""
-    parts = [socket.gethostname()]
+    namespace (two containers on one host, even with one host name, have different pid namespaces). Where
+    Linux does not tell them, no other process shares it: their pids are never judged from here."""
+    host = socket.gethostname()
+    if not _PROC.joinpath("self").exists():
+        return host
     try:
-        parts.append((_PROC / "sys/kernel/random/boot_id").read_text().strip())
-        parts.append(os.readlink(_PROC / "self/ns/pid"))
+        boot = (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+        pids = os.readlink(_PROC / "self/ns/pid")
     except OSError:
-        pass
-    return "|".join(parts)
+        return f"{host}|unknown|{uuid.uuid4().hex}"
+    return f"{host}|{boot}|{pids}"
 
 
 def _stat(pid: int) -> tuple[str, str] | None:
