@@ -107,15 +107,13 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             }
             limits = _limits(config, providers)
 
-            # How long a send whose outcome is unknown may still be created by its provider.
-            settle_seconds = {normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
-                              for t in config.tenants}
             outbox = Outbox(
                 # Status callbacks go to PUBLIC_URL only, never to a URL a request claimed: without it, none.
                 store, senders, metrics, lambda: config.public_url,
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
-                settle_seconds=settle_seconds,
+                settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
+                                for t in config.tenants},
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
             relay = PipeRelay(store, callback_http)
@@ -144,8 +142,9 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 worker.notify()
                 jobs.notify()
 
-            heartbeat = OwnerHeartbeat(store, owner, job_settle_seconds=max(settle_seconds.values(), default=0.0),
-                                       on_released=lease_now)
+            # A dead process's sends may still be created by their provider: its jobs wait as the outbox does.
+            heartbeat = OwnerHeartbeat(store, owner, on_released=lease_now,
+                                       job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0))
             await heartbeat.start()
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
                      asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
