@@ -134,6 +134,9 @@ async def test_v1_message_request_is_the_sdks(fake: FakeWatson, base_url: str, h
     same_authorization(fake, ours, theirs)
     assert ours == theirs
     assert theirs["path"] == "/v1/workspaces/WS1/message" and theirs["query"] == {"version": V1_DEFAULT_VERSION}
+    if auth == "iam":
+        our_token_request, sdk_token_request = (wire(r) for r in fake.of_kind("iam"))
+        assert our_token_request == sdk_token_request
 
     answer = result.get_result()
     parsed = v1_models.MessageResponse.from_dict(answer)
