@@ -12,13 +12,10 @@ Not compared: an SOE (any URL, which the SDK cannot address) and v2's "legacy" p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from aiohttp.web import Application
 from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import (
     Authenticator,
@@ -35,10 +32,11 @@ from sms_gateway.config.model import V1_DEFAULT_VERSION, V2_DEFAULT_VERSION, Eng
 from sms_gateway.engines.base import TurnRequest
 from sms_gateway.engines.watson_v1 import WatsonV1Engine
 from sms_gateway.engines.watson_v2 import INVALID_SESSION, WatsonV2Engine
+from tests import test_engines
 from tests.fakes.watson import FakeWatson, Recorded, text_output
 
-ServerFactory = Callable[[Application], Awaitable[TestServer]]
-
+# The engine tests' fixtures: the fake Watson (workspace WS1, assistant A1 in environment E1) and its URL.
+fake, base_url = test_engines.fake, test_engines.base_url
 TENANT, USER = "+15555550100", "+15555550199"
 MEDIA = [{"mediaURL": "https://example.com/cat.jpg", "mediaContentType": "image/jpeg"}]
 # What a request is, for the comparison: the SDK's User-Agent and analytics header, and the HTTP clients' own
@@ -54,23 +52,6 @@ def wire(request: Recorded) -> dict[str, Any]:
         "headers": {name: request.headers.get(name) for name in COMPARED_HEADERS},
         "json": request.json,
     }
-
-
-@pytest.fixture
-def fake() -> FakeWatson:
-    return FakeWatson(workspaces={"WS1"}, assistants={"A1": {"E1"}})
-
-
-@pytest.fixture
-async def base_url(fake: FakeWatson, aiohttp_server: ServerFactory) -> str:
-    server = await aiohttp_server(fake.app())
-    return str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 AUTHS: dict[str, tuple[dict[str, Any], Callable[[str], Authenticator]]] = {
