@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
+    for key, reason in config.warnings:
+        print(f"warning: {key}: {reason}", file=sys.stderr)
 
     if command == "dead-letters":
         import asyncio

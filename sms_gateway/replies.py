@@ -34,7 +34,7 @@ def parse_v1_answer(body: object) -> EngineReply:
     context_obj = _obj(context)
     generic = _generic(output)
 
-    texts = _generic_texts(generic) or _v1_texts(output.get("text"))
+    texts = _v1_reply_texts(output, generic)
     reply = _build(answer, output, context_obj, generic, texts)
     if isinstance(context, dict):
         reply.engine_state = {"context": without_actions(context)}
@@ -104,6 +104,21 @@ def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], text
         for key in VGW_KEYS:
             commands += commands_from(source.get(key))
     return EngineReply(texts=texts, commands=commands, choices=choices, raw=answer)
+
+
+def _v1_reply_texts(output: JSON, generic: list[JSON]) -> list[str]:
+    """`output.generic`'s texts, unless an SOE edited `output.text` after Watson answered.
+
+    Watson (API 2018-07-10 on) sends both forms; IBM's SOE samples edit only `output.text`. So when that has
+    texts that match neither the generic texts for SMS nor all of them, the SOE's texts are the reply.
+    """
+    generic_texts = _generic_texts(generic)
+    text = _v1_texts(output.get("text"))
+    if not generic_texts:
+        return text
+    if not text or text == generic_texts or text == _generic_texts(_dicts(output.get("generic"))):
+        return generic_texts
+    return text
 
 
 def _generic_texts(generic: list[JSON]) -> list[str]:

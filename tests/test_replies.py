@@ -42,6 +42,41 @@ def test_v1_prefers_generic_text_over_duplicate_output_text() -> None:
     ).texts == ["Hello"]
 
 
+def test_v1_output_text_edited_by_an_soe_wins_over_watsons_generic_text() -> None:
+    # IBM's SOE samples rewrite output.text after Watson answers; output.generic still has Watson's text.
+    body = {
+        "output": {
+            "text": ["Your balance is $1,234.56."],
+            "generic": [
+                {"response_type": "text", "text": "Your balance is <balance>."},
+                {"response_type": "image", "source": "https://x.test/chart.png"},
+                {"response_type": "option", "title": "Anything else?",
+                 "options": [{"label": "Pay a bill", "value": {"input": {"text": "pay"}}}]},
+                {"response_type": "user_defined", "user_defined": {"smsAction": cmd(TIMEOUT)}},
+            ],
+        }
+    }
+    reply = parse_v1_answer(body)
+    assert reply.texts == ["Your balance is $1,234.56."]
+    assert reply.commands == [
+        Command("smsActSendMedia", {"mediaURL": ["https://x.test/chart.png"]}),
+        TIMEOUT,
+    ], "the generic items that are not text still count"
+    assert reply.choices == [Choice("Anything else?", "option", ("Pay a bill",), ("pay",))]
+
+
+def test_v1_output_text_listing_every_channels_texts_is_not_an_soe_edit() -> None:
+    # Watson's output.text holds the texts of every channel; the SMS reply keeps only those for SMS.
+    generic = [
+        {"response_type": "text", "text": "Say it", "channels": [{"channel": "voice_telephony"}]},
+        {"response_type": "text", "text": "Text it", "channels": [{"channel": "text_messaging"}]},
+    ]
+    assert parse_v1_answer({"output": {"text": ["Say it", "Text it"], "generic": generic}}).texts == ["Text it"]
+    assert parse_v1_answer({"output": {"text": [], "generic": generic}}).texts == ["Text it"], (
+        "an empty output.text is no edit"
+    )
+
+
 def test_generic_items_for_other_channels_are_skipped() -> None:
     generic = [
         {"response_type": "text", "text": "voice only", "channels": [{"channel": "voice_telephony"}]},

@@ -79,12 +79,14 @@ ENGINE_FIELDS = {
     "convConnectTimeout": "connect_timeout_ms",
     "convReadTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
+    "retryInterval": "retry_interval_ms",
 }
 # The keys every provider's settings have; each provider's own are its settings type's KEYS.
 PROVIDER_FIELDS = {
     "connectTimeout": "connect_timeout_ms",
     "readTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
+    "retryInterval": "retry_interval_ms",
 }
 PROXY_FIELDS = {"url": "url", "username": "username", "password": "password"}
 CREDENTIAL_FIELDS = {"username": "username", "password": "password"}

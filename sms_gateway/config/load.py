@@ -9,6 +9,7 @@ native key path (`tenants[0].conversation.url`), an environment variable, or `<f
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -43,7 +44,7 @@ def load_config(config_file: str | None = None, environ: Mapping[str, str] | Non
     overrides, env_problems = env.read_globals(environ)
     problems += env_problems
     _merge(native, overrides)
-    name_tenant_key, tenant_problems = _select_tenants(native, environ)
+    name_tenant_key, tenant_problems, warnings = _select_tenants(native, environ)
     problems += tenant_problems
 
     def name(path: KeyPath) -> str:
@@ -57,18 +58,23 @@ def load_config(config_file: str | None = None, environ: Mapping[str, str] | Non
     problems += [(name(path), reason) for path, reason in path_problems]
     if problems:
         raise ConfigError(problems)
-    return build_config(native)
+    return dataclasses.replace(build_config(native), warnings=tuple(warnings))
 
 
-def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple[TenantNamer, list[tuple[str, str]]]:
-    """Put the tenants from the winning source in `native`; return how to name their keys in errors."""
+def _select_tenants(
+    native: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[TenantNamer, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Put the tenants from the winning source in `native`; return how to name their keys in errors, the
+    problems and the warnings found."""
     proxies, problems = env.read_proxies(environ)
+    warnings: list[tuple[str, str]] = []
     tenant_file = env.get(environ, "MULTI_TENANT_CONFIG_FILE")
     shared_control: dict[str, str] | None = None  # CTRL_TENANT_*, for the file's tenants without their own
     if tenant_file is not None:
         loaded = read_tenant_json(tenant_file)
         native["tenants"] = loaded.tenants
         problems += loaded.problems
+        warnings += loaded.warnings
         shared_control, control_problems = env.read_control_credentials(environ)
         problems += control_problems
 
@@ -102,7 +108,7 @@ def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple
         # empty section is IBM's unfilled placeholder, so it counts as none.
         if shared_control is not None and not tenant.get("controlCredentials"):
             tenant["controlCredentials"] = dict(shared_control)
-    return name, problems
+    return name, problems, warnings
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:

@@ -56,6 +56,7 @@ class EngineConfig:
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
     max_retries: int = 2
+    retry_interval_ms: int | None = None  # the wait before each retry; None: a short doubling backoff
     proxy: ProxyConfig | None = None
 
     @property
@@ -78,6 +79,7 @@ class ProviderConfig:
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
     max_retries: int = 2
+    retry_interval_ms: int | None = None  # the least wait before each retry; None: the outbox's backoff
     proxy: ProxyConfig | None = None
 
     @property
@@ -174,6 +176,8 @@ class Config:
     # Where a pipe's callbackURL may point besides public addresses: host names or CIDRs, and private networks.
     pipe_allowed_callback_hosts: tuple[str, ...] = ()
     allow_private_callbacks: bool = False
+    # (key, reason) for each setting accepted that has no effect (IBM keys without an equivalent here).
+    warnings: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

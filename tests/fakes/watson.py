@@ -221,7 +221,9 @@ class FakeWatson:
         output = partial.pop("output", None) or text_output()
         context.update(partial.pop("context", None) or {})
         answer: JSON = {"intents": [], "entities": [], "input": {"text": text}}
-        answer |= {"output": output, "context": context}
+        # user_id: as sent, else the conversation id (WA's rule); the SDK's MessageResponse requires it.
+        user_id = body.get("user_id") if isinstance(body.get("user_id"), str) else context["conversation_id"]
+        answer |= {"output": output, "context": context, "user_id": user_id}
         answer.update(partial)
         return web.json_response(answer)
 
