@@ -1,6 +1,7 @@
 """A fake Watson Assistant (v1, v2 both path styles, an SOE path) and IBM Cloud IAM token endpoint.
 
-Payload shapes follow shared/reference/watson-assistant.md. Every request is recorded; answers come from a
+Payload shapes follow Watson Assistant's published v1/v2 API reference and parse with ibm-watson's models
+(tests/test_watson_wire.py). Every request is recorded; answers come from a
 per-test `dialog` callable, and failures can be scripted.
 
     fake = FakeWatson(workspaces={"WS1"}, assistants={"A1": {"E1"}})
