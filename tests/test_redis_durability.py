@@ -6,7 +6,8 @@ The crash itself (kill -9 of redis-server after a burst of acknowledged webhooks
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,13 @@ import redis as redis_sync
 import structlog
 
 from sms_gateway.model import InboundMessage
+from sms_gateway.store.base import StoreUnavailable
 from sms_gateway.store.redis import RedisStore
 from sms_gateway.store.redis_durability import Durability, classify, has_waitaof
+from tests.harness import V1, inbound_form, running_gateway
+from tests.procs import reply_for
 from tests.redis_server import RedisServer, redis_available
+from tests.redis_waitaof_shim import WaitaofCall, WaitaofShim, waitaof_shim
 
 
 def message(sid: str) -> InboundMessage:
@@ -68,7 +73,7 @@ def redis_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "redis"
 
 
-async def opened_log(server: RedisServer) -> tuple[RedisStore, list[dict[str, Any]]]:
+async def opened_log(server: RedisServer | WaitaofShim) -> tuple[RedisStore, list[dict[str, Any]]]:
     store = RedisStore(server.url)
     with structlog.testing.capture_logs() as logs:
         await store.open()
@@ -125,3 +130,50 @@ async def test_a_redis_7_0_never_gets_waitaof(redis_dir: Path) -> None:
         finally:
             await store.close()
             stats.close()
+
+
+# WAITAOF (Redis >= 7.2), through a shim in front of the Redis here --------------------------------------------
+@pytest.fixture
+async def shim(redis_dir: Path) -> AsyncIterator[WaitaofShim]:
+    with RedisServer(redis_dir, appendonly=True, appendfsync="everysec") as server:
+        async with waitaof_shim(server.port) as s:
+            yield s
+
+
+async def test_on_redis_7_2_with_everysec_the_store_waits_for_waitaof(shim: WaitaofShim) -> None:
+    store, lines = await opened_log(shim)
+    try:
+        assert [(e["mode"], e["log_level"], e["redis_version"]) for e in lines] == [("waitaof", "info", "7.2.4")]
+        assert await store.accept_inbound(message("SM1")) is True
+        await store.wait_durable()
+        # One local fsync, no replica, within 3/4 of the operation timeout; after a write of its own connection.
+        assert shim.calls == [WaitaofCall("SET", ("1", "0", "1500"))]
+        shim.local_fsyncs = 0
+        with pytest.raises(StoreUnavailable, match="not confirmed on disk"):
+            await store.wait_durable()
+    finally:
+        await store.close()
+
+
+async def test_a_webhook_not_confirmed_on_disk_gets_503_and_its_retry_is_processed_once(
+    shim: WaitaofShim, tmp_path: Path
+) -> None:
+    async with running_gateway(tmp_path, store_url=shim.url, allow_anonymous_control=True) as gw:
+        status, _, _ = await gw.post_form(inbound_form("confirmed", user="+15551110001"))
+        assert status == 200 and len(shim.calls) == 1
+
+        shim.local_fsyncs = 0  # the fsync does not come in time: the provider must not hear 200
+        form = inbound_form("not yet on disk", user="+15551110002")
+        status, _, _ = await gw.post_form(form)
+        assert status == 503
+        async with gw.http.post(f"{gw.url}/sms.gateway/messages", json={
+                "tenantPhoneNumber": V1, "userPhoneNumber": "+15551110003", "smsMessage": "from the API"}) as answer:
+            assert answer.status == 503  # a REST send is not 202 either
+
+        shim.local_fsyncs = 1
+        status, _, _ = await gw.post_form(form)  # the provider's retry: a duplicate of what is stored, now on disk
+        assert status == 200
+        await gw.settle()
+        bodies = Counter((m.to, m.body) for m in gw.twilio.messages)
+        assert bodies[("+15551110002", reply_for("not yet on disk"))] == 1
+        assert bodies[("+15551110001", reply_for("confirmed"))] == 1
