@@ -71,9 +71,9 @@ def classify(appendonly: str | None, appendfsync: str | None, version: str | Non
                       f"Redis crash depends on the server's settings; {_ADVICE}")
     if appendonly != "yes":
         return result(Durability.NOT_DURABLE,
-                      "appendonly is off: an acknowledged message survives a gateway crash, but a Redis crash or "
-                      "restart loses every message, session and job written since the last RDB snapshot; "
-                      + _ADVICE)
+                      "appendonly is off: an acknowledged message survives a gateway crash, but a Redis crash "
+                      "loses every message, session and job written since the last RDB snapshot (all of them "
+                      "without snapshots); " + _ADVICE)
     if appendfsync == "always":
         return result(Durability.FSYNC_ALWAYS,
                       "appendonly yes, appendfsync always: a message is on disk before it is acknowledged and "
@@ -86,9 +86,11 @@ def classify(appendonly: str | None, appendfsync: str | None, version: str | Non
     if appendfsync == "everysec":
         return result(Durability.NOT_DURABLE,
                       f"appendfsync everysec on Redis {version or '(unknown version)'}, which has no WAITAOF: an "
-                      "acknowledged message survives a gateway crash and a Redis crash, but up to about 1 s of "
-                      "acknowledged messages can be lost if Redis's machine crashes or loses power; " + _ADVICE)
+                      "acknowledged message survives a gateway crash and a crash of the Redis process, but up to "
+                      "about 1 s of acknowledged messages (more while the disk is slow) can be lost if Redis's "
+                      "machine crashes or loses power; " + _ADVICE)
     return result(Durability.NOT_DURABLE,
                   f"appendfsync {appendfsync}: the operating system decides when the append-only file reaches the "
-                  "disk (often every 30 s): an acknowledged message survives a gateway crash and a Redis crash, "
-                  "but what was not yet written out is lost if Redis's machine crashes or loses power; " + _ADVICE)
+                  "disk (often every 30 s): an acknowledged message survives a gateway crash and a crash of the "
+                  "Redis process, but what was not yet written out is lost if Redis's machine crashes or loses "
+                  "power; " + _ADVICE)
