@@ -134,6 +134,11 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve requests."""
 
+    async def wait_durable(self) -> None:  # noqa: B027 - optional hook
+        """Return once the writes answered so far would survive a crash of the store's server; called before an
+        answer that promises them (a webhook's 200, a REST call's 2xx). StoreUnavailable when that cannot be
+        confirmed in time. A store whose writes are durable when they return has nothing to wait for."""
+
     # Inbound queue with dedupe ---------------------------------------------------------------
     @abc.abstractmethod
     async def accept_inbound(self, message: InboundMessage) -> bool:

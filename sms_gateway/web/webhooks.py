@@ -146,6 +146,8 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
             if replay is not None and not await store.claim_once(replay.key, replay.until):
                 log.warning("webhook_replayed", provider=provider.kind, tenant=addressed.tenant.phone_number)
                 return reject("replayed", json_error(403, "forbidden", "this request was already received"))
+            if events or replay is not None:
+                await store.wait_durable()  # the provider never sends again what it got a 200 for
         except StoreUnavailable as exc:
             log.error("store_unavailable", where=f"{route.name}_webhook", error=str(exc))
             return reject("store_unavailable", json_error(503, "storeUnavailable", "message store unavailable"))
