@@ -62,11 +62,19 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         config, warnings = read_config(args.config, os.environ)
+        problems = []
         # The schema checks the store URL's scheme; its options are read by the store, so checked here.
         store_problem = store_url_problem(config.store_url)
         if store_problem is not None:
-            raise ConfigError([("store.url (STORE_URL)", store_problem)])
+            problems.append(("store.url (STORE_URL)", store_problem))
+        drain_text = os.environ.get("SHUTDOWN_DRAIN_SECONDS")
+        drain_seconds = _drain_seconds(drain_text)
+        if drain_seconds is None:
+            problems.append(("SHUTDOWN_DRAIN_SECONDS", f"must be a number of seconds (got {drain_text!r})"))
+        if problems:
+            raise ConfigError(problems, warnings)
     except ConfigError as exc:
+        _print_warnings(exc.warnings)
         print("configuration errors:", file=sys.stderr)
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
@@ -92,7 +100,7 @@ def _main(argv: Sequence[str] | None) -> int:
     for warning in warnings:
         log.warning("config_warning", key=warning.key, reason=warning.message)
     try:
-        run(config, drain_seconds=float(os.environ.get("SHUTDOWN_DRAIN_SECONDS", "2")))
+        run(config, drain_seconds=drain_seconds or 0.0)
     except StoreUnavailable as exc:
         print(f"store unavailable: {mask_urls_in_text(str(exc))}", file=sys.stderr)
         return 3
@@ -100,6 +108,15 @@ def _main(argv: Sequence[str] | None) -> int:
         print(str(exc), file=sys.stderr)
         return 3
     return 0
+
+
+def _drain_seconds(text: str | None) -> float | None:
+    """SHUTDOWN_DRAIN_SECONDS: how long webhooks are still taken after SIGTERM (default 2); None if invalid."""
+    try:
+        seconds = float(text) if text else 2.0
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _print_warnings(warnings: Sequence[ConfigWarning]) -> None:

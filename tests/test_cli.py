@@ -183,3 +183,18 @@ def test_serve_that_cannot_listen_is_one_line_and_a_non_zero_exit(where: str) ->
     assert [(e["level"], e["key"]) for e in warned] == [("warning", "SMS_PROVIDR_URL")]
     assert "did you mean SMS_PROVIDER_URL?" in warned[0]["reason"]
     assert not [e for e in events if e["event"] in ("gateway_started", "gateway_stopped")]
+
+
+def test_a_misspelt_variable_is_shown_beside_the_error_it_caused() -> None:
+    env = {**ONE_TENANT, "WATSON_CONVERSATION_URI": ONE_TENANT["WATSON_CONVERSATION_URL"]}
+    del env["WATSON_CONVERSATION_URL"]
+    result = run("check-config", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "WATSON_CONVERSATION_URI: is not a variable of the gateway" in result.stderr
+    assert "did you mean WATSON_CONVERSATION_URL?" in result.stderr and "WATSON_CONVERSATION_URL:" in result.stderr
+
+
+def test_serve_with_a_bad_drain_time_is_one_line() -> None:
+    result = run("serve", env={**ONE_TENANT, "SHUTDOWN_DRAIN_SECONDS": "soon", "HTTP_PORT": "0"}, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SHUTDOWN_DRAIN_SECONDS: must be a number of seconds (got 'soon')" in result.stderr

@@ -30,10 +30,12 @@ TenantNamer = Callable[[int, KeyPath], str]  # (tenant index, key path inside it
 
 
 class ConfigError(Exception):
-    """Every configuration problem found, as (key path, reason) pairs."""
+    """Every configuration problem found, as (key path, reason) pairs, and the warnings found before them (a
+    misspelt variable may be why a required one is missing)."""
 
-    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, errors: Sequence[tuple[str, str]], warnings: Sequence[ConfigWarning] = ()) -> None:
         self.errors = list(errors)
+        self.warnings = list(warnings)
         super().__init__("\n".join(f"{key}: {reason}" for key, reason in self.errors))
 
 
@@ -71,7 +73,7 @@ def read_config(config_file: str | None = None, environ: Mapping[str, str] | Non
     path_problems += _schema_problems(native) + semantic_problems(native)
     problems += [(name(path), reason) for path, reason in path_problems]
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     warnings += [ConfigWarning(name(path), reason) for path, reason in semantic_warnings(native)]
     config = build_config(native)
     if not config.tenants:
