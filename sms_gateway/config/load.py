@@ -4,7 +4,9 @@ Precedence: the YAML file, then environment variables over the global settings t
 `MULTI_TENANT_CONFIG_FILE`, else the single-tenant variables (when `TENANT_PHONE_NUMBER` is set), else the
 YAML. `CTRL_TENANT_USERNAME`/`PASSWORD` protect every tenant without its own `controlCredentials`, whichever
 the source. Every problem found is collected and raised together, each naming the key as the user wrote it: a
-native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`.
+native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`. What is
+valid but ignored or suspicious (a misspelt IBM variable, a source that replaces another) is returned beside the
+Config as warnings named the same way (`read_config`).
 """
 
 from __future__ import annotations
