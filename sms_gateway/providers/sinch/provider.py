@@ -135,7 +135,10 @@ async def _one_of(candidates: Sequence[TenantConfig], payload: Mapping[str, Any]
         sent_by = await tenants.by_message(our_id)
         if sent_by is not None and sent_by in candidates:
             return sent_by
-    raise UnknownTenant(f"several tenants use the Sinch app {app_id!r} and the callback does not say which")
+    numbers = ", ".join(tenant.phone_number for tenant in candidates[:10])
+    raise UnknownTenant(f"several tenants use the Sinch app {app_id!r} and the callback does not say which", hint=(
+        f"a message to this app is addressed by the number it was sent to, and its tenants' numbers (and "
+        f"mmsSender) are {numbers}"))
 
 
 def _numbers(tenant: TenantConfig) -> set[str]:
