@@ -7,6 +7,7 @@ twilio-python is used only for `RequestValidator` (the reference signature algor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,10 +117,13 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
             raise UnknownTenant("'To' is not a number of this gateway", hint=self._numbers_hint("To", to_number))
         return Addressed(tenant, form)
 
-    def _numbers_hint(self, field: str, received: str) -> str:
+    @functools.cached_property
+    def _numbers_shown(self) -> str:
         numbers = [t.phone_number for t in self.config.tenants if isinstance(t.provider, TwilioConfig)]
-        shown = ", ".join(numbers[:10]) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
-        return (f"{field} was {received[:32]!r}; the Twilio tenants' numbers are {shown or 'none'}: a tenant is "
+        return (", ".join(numbers[:10]) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")) or "none"
+
+    def _numbers_hint(self, field: str, received: str) -> str:
+        return (f"{field} was {received[:32]!r}; the Twilio tenants' numbers are {self._numbers_shown}: a tenant is "
                 "matched on the digits of its number, so write it as Twilio sends it, in E.164 (+ and country code)")
 
     def _ours(self, tenant: TenantConfig | None) -> TenantConfig | None:
