@@ -8,15 +8,31 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sms_gateway.config.load import ConfigError, load_config
+import structlog
+
+from sms_gateway.config.load import ConfigError, read_config
 from sms_gateway.config.mask import effective_config_dict, mask_urls_in_text
+from sms_gateway.config.model import ConfigWarning
 from sms_gateway.logs import configure_logging
 from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
 from sms_gateway.store.base import StoreUnavailable
 from sms_gateway.store.factory import store_url_problem
 
+# How a shell reports a writer killed by SIGPIPE (128 + 13): `sms-gateway check-config | head` stopped reading.
+BROKEN_PIPE_EXIT = 141
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Whatever is still buffered is for nobody: without this, Python's exit would flush it and complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="sms-gateway", description=__doc__)
     config_help = "our YAML configuration (IBM env vars override it)"
     parser.add_argument("--config", metavar="FILE", help=config_help)
@@ -45,18 +61,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.provider, show_logs=not args.quiet_logs)
 
     try:
-        config = load_config(args.config, os.environ)
+        config, warnings = read_config(args.config, os.environ)
+        problems = []
         # The schema checks the store URL's scheme; its options are read by the store, so checked here.
         store_problem = store_url_problem(config.store_url)
         if store_problem is not None:
-            raise ConfigError([("store.url (STORE_URL)", store_problem)])
+            problems.append(("store.url (STORE_URL)", store_problem))
+        drain_text = os.environ.get("SHUTDOWN_DRAIN_SECONDS")
+        drain_seconds = _drain_seconds(drain_text)
+        if drain_seconds is None:
+            problems.append(("SHUTDOWN_DRAIN_SECONDS", f"must be a number of seconds (got {drain_text!r})"))
+        if problems:
+            raise ConfigError(problems, warnings)
     except ConfigError as exc:
+        _print_warnings(exc.warnings)
         print("configuration errors:", file=sys.stderr)
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
-    for key, reason in config.warnings:
-        print(f"warning: {key}: {reason}", file=sys.stderr)
 
     if command == "dead-letters":
         import asyncio
@@ -66,16 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(deadletters.run(config, args.action, args.ids, args.all, args.limit))
 
     if command == "check-config":
+        _print_warnings(warnings)
         print(json.dumps(effective_config_dict(config), indent=2, sort_keys=True))
-        return 0
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+        return 0 if config.tenants else 1
 
     from sms_gateway.serve import CannotListen, run
 
     configure_logging(config.log_level, config.redact_phone_numbers)
-    if not config.tenants:
-        print("warning: no tenant is configured; every webhook will be answered 403", file=sys.stderr)
+    log = structlog.get_logger("sms_gateway.config")
+    for warning in warnings:
+        log.warning("config_warning", key=warning.key, reason=warning.message)
     try:
-        run(config, drain_seconds=float(os.environ.get("SHUTDOWN_DRAIN_SECONDS", "2")))
+        run(config, drain_seconds=drain_seconds or 0.0)
     except StoreUnavailable as exc:
         print(f"store unavailable: {mask_urls_in_text(str(exc))}", file=sys.stderr)
         return 3
@@ -83,6 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 3
     return 0
+
+
+def _drain_seconds(text: str | None) -> float | None:
+    """SHUTDOWN_DRAIN_SECONDS: how long webhooks are still taken after SIGTERM (default 2); None if invalid."""
+    try:
+        seconds = float(text) if text else 2.0
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _print_warnings(warnings: Sequence[ConfigWarning]) -> None:
+    if warnings:
+        print("configuration warnings:", file=sys.stderr)
+    for warning in warnings:
+        print(f"  {warning.key}: {warning.message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The least a single tenant needs, set as IBM's variables.
+ONE_TENANT = {
+    "TENANT_PHONE_NUMBER": "+15005550006",
+    "WATSON_CONVERSATION_URL": "https://api.us-south.assistant.watson.cloud.ibm.com/instances/x",
+    "WATSON_CONVERSATION_WORKSPACE_ID": "ws-1",
+    "WATSON_CONVERSATION_APIKEY": "an-apikey",
+    "SMS_PROVIDER_USERNAME": "AC" + "1" * 32,
+    "SMS_PROVIDER_PASSWORD": "an-auth-token",
+}
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -100,7 +110,7 @@ def test_serve_exits_non_zero_on_a_bad_config(tmp_path: Path) -> None:
 
 def test_check_config_masks_secrets_in_url_query_strings() -> None:
     env = {"STORE_URL": "redis://:s-redis@localhost:6379/0?password=s-query&prefix=gw",
-           "PUBLIC_URL": "https://sms.example.com/gw?token=s-token&x=1"}
+           "PUBLIC_URL": "https://sms.example.com/gw?token=s-token&x=1", **ONE_TENANT}
     result = run("check-config", env=env)
     assert result.returncode == 0, result.stderr
     assert not [s for s in ("s-redis", "s-query", "s-token") if s in result.stdout + result.stderr]
@@ -122,3 +132,69 @@ def test_a_bad_store_url_option_is_one_line_without_the_password(command: str, s
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if "store.url" in line and reason in line]
     assert "s-redis-pw" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_prints_each_warning_and_fails_without_a_tenant() -> None:
+    result = run("check-config", env={**ONE_TENANT, "WATSON_CONVERSATION_WORKSPACEID": "ws-2"})
+    assert result.returncode == 0, result.stderr
+    assert ("WATSON_CONVERSATION_WORKSPACEID: is not a variable of the gateway and is ignored (did you mean "
+            "WATSON_CONVERSATION_WORKSPACE_ID?)") in result.stderr
+    assert json.loads(result.stdout)["tenants"][0]["conversation"]["workspaceID"] == "ws-1"
+    result = run("check-config")
+    assert result.returncode == 1
+    assert "tenants: none is configured, so every webhook is answered 403" in result.stderr
+    assert json.loads(result.stdout)["tenants"] == []
+
+
+def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
+    """`sms-gateway check-config | head -1`: the reader is gone before the configuration is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+        result = subprocess.run([sys.executable, "-m", "sms_gateway", "check-config"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env={**base, **ONE_TENANT}, timeout=60, cwd=ROOT)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141  # as a shell reports a writer that SIGPIPE ended
+    assert result.stderr == ""
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("where", ["port in use", "unresolvable host"])
+def test_serve_that_cannot_listen_is_one_line_and_a_non_zero_exit(where: str) -> None:
+    with listening_socket() as taken:
+        port = str(taken.getsockname()[1])
+        host = "127.0.0.1" if where == "port in use" else "no-such-host.invalid"
+        env = {**ONE_TENANT, "HTTP_HOST": host, "HTTP_PORT": port, "STORE_URL": "memory://",
+               "PUBLIC_URL": "https://sms.example.com", "SMS_PROVIDR_URL": "https://api.twilio.com"}
+        result = run("serve", env=env, timeout=60)
+    assert result.returncode == 3
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"cannot listen on {host}:{port}: ")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    warned = [e for e in events if e["event"] == "config_warning"]
+    assert [(e["level"], e["key"]) for e in warned] == [("warning", "SMS_PROVIDR_URL")]
+    assert "did you mean SMS_PROVIDER_URL?" in warned[0]["reason"]
+    assert not [e for e in events if e["event"] in ("gateway_started", "gateway_stopped")]
+
+
+def test_a_misspelt_variable_is_shown_beside_the_error_it_caused() -> None:
+    env = {**ONE_TENANT, "WATSON_CONVERSATION_URI": ONE_TENANT["WATSON_CONVERSATION_URL"]}
+    del env["WATSON_CONVERSATION_URL"]
+    result = run("check-config", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "WATSON_CONVERSATION_URI: is not a variable of the gateway" in result.stderr
+    assert "did you mean WATSON_CONVERSATION_URL?" in result.stderr and "WATSON_CONVERSATION_URL:" in result.stderr
+
+
+def test_serve_with_a_bad_drain_time_is_one_line() -> None:
+    result = run("serve", env={**ONE_TENANT, "SHUTDOWN_DRAIN_SECONDS": "soon", "HTTP_PORT": "0"}, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SHUTDOWN_DRAIN_SECONDS: must be a number of seconds (got 'soon')" in result.stderr

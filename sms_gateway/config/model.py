@@ -26,6 +26,15 @@ DEFAULT_FAILED_REPLY = "We're sorry, but we can't respond to your message."
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """A setting that is valid but probably not what the operator meant (ignored, overridden, or suspicious):
+    `key` as the operator wrote it (a native key path, an environment variable, `<file>:<key>`)."""
+
+    key: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Credentials:
     username: str
     password: str = field(repr=False)  # secrets stay out of reprs, logs and tracebacks
@@ -90,6 +99,12 @@ class ProviderConfig:
     def config_problems(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
         """What the schema cannot say about this provider's tenants (index, native tenant dict), as (key path,
         reason); the tenants passed the schema's checks of their shape only loosely: check types before use."""
+        return []
+
+    @classmethod
+    def config_warnings(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
+        """Settings of this provider's (schema-valid) tenants that are ignored or suspicious, as (key path,
+        reason)."""
         return []
 
 
@@ -176,8 +191,6 @@ class Config:
     # Where a pipe's callbackURL may point besides public addresses: host names or CIDRs, and private networks.
     pipe_allowed_callback_hosts: tuple[str, ...] = ()
     allow_private_callbacks: bool = False
-    # (key, reason) for each setting accepted that has no effect (IBM keys without an equivalent here).
-    warnings: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     _by_number: dict[str, TenantConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
