@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
+from sms_gateway.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,15 +24,46 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
                           env={**base, **(env or {})}, timeout=timeout, cwd=ROOT)
 
 
+def console_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `sms-gateway` script pip installed beside this interpreter, as a user runs it."""
+    script = Path(sys.executable).parent / "sms-gateway"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_version_is_the_installed_packages() -> None:
+    result = console_script("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"sms-gateway {version('sms-gateway')}"
+
+
+def test_help_lists_every_command_and_each_describes_itself() -> None:
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"serve", "check-config", "dead-letters", "demo"} <= set(commands.choices)
+    top = console_script("--help")
+    assert top.returncode == 0 and "--version" in top.stdout
+    listed = {a.dest: a.help for a in commands._choices_actions}
+    for name, parser in commands.choices.items():
+        assert name in top.stdout and listed.get(name), f"{name} is listed with a one-line help"
+        assert parser.description and len(parser.description) > 40, f"{name} has a description"
+        own = console_script(name, "--help")
+        assert own.returncode == 0 and " ".join(parser.description.split()[:4]) in " ".join(own.stdout.split())
+    dead = console_script("dead-letters", "--help").stdout
+    assert "--limit N" in dead and "default 1000" in dead
+
+
 @pytest.mark.slow
 def test_demo_round_trip_in_a_real_process() -> None:
-    result = run("demo", "--quiet-logs")
+    result = run("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "answered 200" in out and "<Response />" in out
     assert '"smsMedia": [' in out and '"mediaContentType": "image/jpeg"' in out
+    assert "3. engine -> gateway: its answer" in out and '"command": "smsActSendMedia"' in out
     assert '"MediaUrl": [' in out and "demo round trip: OK" in out
     assert "delivery status 'delivered' answered 200" in out
+    # The gateway's own log lines, and none of them a warning meant for production (e.g. about the REST API).
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert "inbound_accepted" in [line["event"] for line in logged]
+    assert [line for line in logged if line["level"] != "info"] == []
 
 
 @pytest.mark.slow
@@ -37,7 +72,7 @@ def test_demo_round_trip_through_sinch_in_a_real_process() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "1. Sinch -> gateway: POST" in out and "answered 200" in out and '"status": "accepted"' in out
-    assert '"mediaContentType": "image/jpeg"' in out
+    assert '"mediaContentType": "image/jpeg"' in out and '"command": "smsActSendMedia"' in out
     assert '"card_message"' in out and '"MMS_SENDER"' in out and '"channel_priority_order"' in out
     assert "delivery status 'delivered' answered 200" in out and "demo round trip: OK" in out
 
@@ -48,7 +83,7 @@ def test_demo_round_trip_through_telesign_in_a_real_process() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "1. TeleSign -> gateway: POST" in out and "answered 200" in out
-    assert '"mediaContentType": "image/jpeg"' in out
+    assert '"mediaContentType": "image/jpeg"' in out and '"command": "smsActSendMedia"' in out
     # TeleSign's MMS carries no text: the text by SMS, then the media by MMS with its SMS fallback.
     assert '"channel": "mms"' in out and '"fallback_time": 300' in out and '"sender_id": "12345"' in out
     assert "delivery status 'delivered' answered 200" in out and "demo round trip: OK" in out
