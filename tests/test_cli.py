@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from sms_gateway.cli import build_parser
+from sms_gateway.config.load import load_config
+from sms_gateway.providers import PROVIDER_TYPES
+from sms_gateway.web.webhooks import webhook_urls
+from tests.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +57,58 @@ def test_help_lists_every_command_and_each_describes_itself() -> None:
         assert own.returncode == 0 and " ".join(parser.description.split()[:4]) in " ".join(own.stdout.split())
     dead = console_script("dead-letters", "--help").stdout
     assert "--limit N" in dead and "default 1000" in dead
+
+
+def test_serve_prints_the_webhook_url_to_give_the_provider(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "TENANT_PHONE_NUMBER": "+15005550006",
+        "WATSON_CONVERSATION_URL": "https://api.us-south.assistant.watson.cloud.ibm.com/instances/x",
+        "WATSON_CONVERSATION_WORKSPACE_ID": "ws-1",
+        "WATSON_CONVERSATION_APIKEY": "apikey",
+        "SMS_PROVIDER_USERNAME": "AC" + "1" * 32,
+        "SMS_PROVIDER_PASSWORD": "token",
+        "PUBLIC_URL": "https://sms-demo.ngrok.app",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "STORE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+    script = Path(sys.executable).parent / "sms-gateway"
+    with subprocess.Popen([str(script), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**base, **env, "SHUTDOWN_DRAIN_SECONDS": "0"}, cwd=tmp_path) as proc:
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/ready", proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    [urls] = [e for e in events if e["event"] == "webhook_urls"]
+    assert urls["urls"] == {"twilio": "https://sms-demo.ngrok.app/sms.receiver/SmsRecv"}
+
+
+def test_each_provider_in_use_has_its_webhook_url() -> None:
+    config = load_config(str(ROOT / "config" / "sms-gateway.example.yaml"), {})
+    providers = {kind: provider_type(config) for kind, provider_type in PROVIDER_TYPES.items()}
+    assert webhook_urls(config, providers, "https://gw.example.com/") == {
+        "twilio": "https://gw.example.com/sms.receiver/SmsRecv",
+        "sinch": "https://gw.example.com/sms.receiver/sinch",
+        "telesign": "https://gw.example.com/sms.receiver/telesign/{tenant}",
+    }
+    only_twilio = dataclasses.replace(config, tenants=config.tenants[:1])
+    assert list(webhook_urls(only_twilio, providers, "http://localhost:9080")) == ["twilio"]
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the gateway exited"
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout} s")
 
 
 @pytest.mark.slow
