@@ -43,14 +43,17 @@ def snippets() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-@pytest.mark.parametrize("index", range(4))
-def test_each_watson_snippet_sends_its_text_and_media_as_one_mms(index: int) -> None:
-    version, answer = snippets()[index]
-    reply = (parse_v1_answer if version == "v1" else parse_v2_answer)(answer)
-    plan = interpret(reply, Session.new("+15005550006", "+15551230001", 3600))
-    assert [command.name for command in reply.commands] == ["smsActSendMedia"]
-    assert plan.media_urls == ["https://www.example.com/forms/claim.pdf"]
-    assert plan.text == "Here is the claim form to sign." and plan.ignored == []
+@pytest.mark.parametrize(("version", "answer"), snippets())
+def test_each_watson_snippet_sends_its_text_and_media_as_one_mms(version: str, answer: dict[str, Any]) -> None:
+    parsers = [parse_v1_answer] if version == "v1" else [parse_v2_answer]
+    if "generic" in answer["output"] and "context" not in answer:
+        parsers.append(parse_v1_answer)  # "v1 dialogs can use the same generic item"
+    for parse in parsers:
+        reply = parse(answer)
+        plan = interpret(reply, Session.new("+15005550006", "+15551230001", 3600))
+        assert [command.name for command in reply.commands] == ["smsActSendMedia"]
+        assert plan.media_urls == ["https://www.example.com/forms/claim.pdf"]
+        assert plan.text == "Here is the claim form to sign." and plan.ignored == []
 
 
 def test_the_snippets_cover_every_place_a_dialog_can_put_the_command() -> None:
