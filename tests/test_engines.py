@@ -699,6 +699,11 @@ async def test_echo_engine() -> None:
     assert second.commands == [Command("smsActSendMedia", {"mediaURL": ["https://example.com/cat.jpg"]})]
     assert second.engine_state == {"turns": 2}
     assert engine.last_request is not None and engine.last_request.text == "look"
+    # What it answered, as a v1 dialog would: the demo prints it.
+    assert engine.last_reply is second and second.raw == {"output": {
+        "text": ["You said: look", "Got your 1 media"],
+        "smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": ["https://example.com/cat.jpg"]}},
+    }}
 
     bye = await engine.turn(
         TurnRequest(text="smsResponseTimeout", state=state(), engine_state=second.engine_state)

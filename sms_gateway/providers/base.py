@@ -154,7 +154,7 @@ class Provider(abc.ABC, Generic[P, S]):
 
     kind: ClassVar[str]
     settings_type: ClassVar[type[ProviderConfig]]
-    routes: ClassVar[tuple[WebhookRoute, ...]]
+    routes: ClassVar[tuple[WebhookRoute, ...]]  # the first: the one to register with the provider (shown at start)
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -253,10 +253,13 @@ class Store(abc.ABC):
         """Release the lease and run the job again at `run_at`."""
 
     @abc.abstractmethod
-    async def dead_letter_job(self, job_id: str, error: str) -> None: ...
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
+        """Give up on the job: kept with `error` (the cause an operator reads) and `now` as its `run_at`."""
 
     @abc.abstractmethod
-    async def dead_letters(self, limit: int) -> list[Job]: ...
+    async def dead_letters(self, limit: int) -> list[Job]:
+        """The oldest `limit` dead letters, each with its cause (`last_error`) and when it was given up on
+        (`run_at`)."""
 
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:

@@ -601,12 +601,12 @@ return 1
 _DEAD_LETTER_JOB = (
     _JOBS_COMMON
     + """
--- ARGV: prefix, id, error
+-- ARGV: prefix, id, error, now
 local id = ARGV[2]
 local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'seq')
 if not h[1] then return 0 end
 if h[1] == 'queued' or h[1] == 'leased' then deactivate(id, h[2]) end
-redis.call('HSET', jk(id), 'state', 'dead', 'last_error', ARGV[3])
+redis.call('HSET', jk(id), 'state', 'dead', 'last_error', ARGV[3], 'run_at', ARGV[4])
 redis.call('HDEL', jk(id), 'owner')
 redis.call('PERSIST', jk(id))
 redis.call('ZADD', DEAD, h[3], id)
@@ -1054,8 +1054,8 @@ class RedisStore(Store):
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         await self._script("retry_job", [], [job_id, _num(run_at), error])
 
-    async def dead_letter_job(self, job_id: str, error: str) -> None:
-        await self._script("dead_letter_job", [], [job_id, error])
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
+        await self._script("dead_letter_job", [], [job_id, error, _num(now)])
 
     async def dead_letters(self, limit: int) -> list[Job]:
         if limit <= 0:

@@ -238,6 +238,12 @@ async def _warn_without_public_url(app: web.Application) -> None:
                            "and signatures are checked against the URL each request arrived at")
 
 
+def webhook_urls(config: Config, providers: dict[str, Provider[Any, Any]], base: str) -> dict[str, str]:
+    """Per provider the tenants use: the URL to register with it (its first route, under `base`)."""
+    used = {tenant.provider.kind for tenant in config.tenants}
+    return {kind: base.rstrip("/") + provider.routes[0].path for kind, provider in providers.items() if kind in used}
+
+
 def setup(app: web.Application) -> None:
     for provider in app[PROVIDERS].values():
         for route in provider.routes:
