@@ -126,6 +126,7 @@ class InboundWorker:
         await lease_loop("inbound_worker", self._lease, self._wakeup, self.poll_interval, self.heartbeat)
 
     async def _lease(self) -> bool:
+        await self.heartbeat.hand_back_cut_short()
         room = self.concurrency * 4 - len(self._in_flight)
         if room <= 0:
             return False  # a turn's end wakes the leasing
@@ -151,8 +152,9 @@ class InboundWorker:
                     await self._dead_letter_turn(record, failure)
                     await self.store.complete_inbound(record.key)
             except StoreUnavailable as exc:
-                # Left leased: after the lease runs out it is picked up again.
+                # Handed back once the store answers again, and leased anew: the turn runs again.
                 log.error("store_unavailable", where="turn", error=str(exc), message_id=record.message.message_id)
+                self.heartbeat.cut_short(record.key)
             finally:
                 self._in_flight.discard(record.key)
                 left = self._conversations_in_flight.pop(conversation, 1) - 1

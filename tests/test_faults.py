@@ -396,7 +396,7 @@ async def test_sqlite_full_disk_answers_503_and_corrupts_nothing(world: World, t
     await asyncio.sleep(1.0)
     gw.kill()
     check_after_crash = integrity(db)
-    leased_when_killed = leased_sids(db)  # turns that failed on the store stay leased until the lease runs out
+    leased_when_killed = leased_sids(db)  # turns cut short by the full disk (handing them back is a write too)
     gw.preexec_fn = None  # "disk space freed": the same config and file, no size limit
     await gw.restart()
     refused_sids = [sid for sid, m in world.sent.items() if sid not in world.accepted]
