@@ -36,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--provider", choices=sorted(PROVIDER_TYPES), default=DEFAULT_KIND,
                       help=f"whose webhooks and API to play (default {DEFAULT_KIND})")
     demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
+    phone = sub.add_parser("phone", parents=[with_config],
+                           help="try dialogs in your browser: simulated phones against the gateway, no account")
+    phone.add_argument("--host", default="127.0.0.1", help="where the page listens (default 127.0.0.1)")
+    phone.add_argument("--port", type=int, default=9090, help="the page's port (default 9090)")
+    phone.add_argument("--logs", action="store_true", help="show the gateway's log lines")
     args = parser.parse_args(argv)
     command = args.command or "serve"
 
@@ -55,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
+
+    if command == "phone":
+        from sms_gateway.phone.run import run_phone
+
+        return run_phone(config, args.host, args.port, show_logs=args.logs)
 
     if command == "dead-letters":
         import asyncio

@@ -1,11 +1,13 @@
-"""A network-free engine for the demo and tests: echoes text and sends received media back."""
+"""A network-free engine for the demo, `sms-gateway phone` and tests: echoes text, sends received media back, and
+answers "options" with numbered options (as an assistant's option answer)."""
 
 from __future__ import annotations
 
 from sms_gateway.engines.base import TurnRequest
-from sms_gateway.model import Command, EngineReply
+from sms_gateway.model import Choice, Command, EngineReply
 
-WELCOME = "Hello! Send me a text or a picture and I will send it back."
+WELCOME = "Hello! Send me a text or a picture and I will send it back (or send \"options\" to pick one)."
+OPTIONS = Choice("Which colour do you like?", "option", ("Red", "Green", "Blue"), ("red", "green", "blue"))
 GOODBYE = "We have not heard from you for a while, so this conversation will end now. Goodbye!"
 
 
@@ -19,6 +21,8 @@ class EchoEngine:
         state = {"turns": (turns if isinstance(turns, int) else 0) + 1}
         if request.text == "smsResponseTimeout":
             return EngineReply(texts=[GOODBYE], engine_state=state)
+        if request.text.strip().lower() == "options":
+            return EngineReply(choices=[OPTIONS], engine_state=state)
 
         urls = media_urls(request.state.get("smsMedia"))
         texts = [f"You said: {request.text}"] if request.text else []
