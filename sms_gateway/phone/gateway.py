@@ -33,7 +33,7 @@ def phone_config(base: Config, gateway_url: str, api_urls: Mapping[str, str], db
     """`base` (the operator's configuration) made local: each tenant sends through its provider's sandbox at
     `api_urls[kind]`, users may start sessions by texting, media may be on this machine."""
     tenants = base.tenants or tuple(
-        TenantConfig(phone_number=number, description=f"echo engine ({PROVIDER_TYPES[kind].sandbox().name})",
+        TenantConfig(phone_number=number, description="echo engine",
                      engine=EngineConfig(kind="echo"), provider=PROVIDER_TYPES[kind].sandbox().settings(""),
                      notify_on_session_timeout=True)
         for kind, number in ECHO_TENANT_NUMBERS.items())

@@ -87,9 +87,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each change to a bubble or a turn, as JSON."""
     simulator = request.app[GATEWAY].simulator
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    queue = simulator.subscribe()
+    queue = simulator.subscribe()  # before the page learns it is connected (and loads the state): nothing missed
     try:
+        await response.prepare(request)
         await response.write(b": connected\n\n")
         while True:
             try:

@@ -115,6 +115,7 @@ class Simulator:
         self._subscribers: set[asyncio.Queue[JSON]] = set()
         self._ids = itertools.count(1)
         self._last_tenant: dict[str, str] = {}  # user -> the tenant they last texted
+        self._seq = 0  # events so far: a page that loads a snapshot skips the events it already holds
 
     # Live updates -----------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[JSON]:
@@ -126,7 +127,8 @@ class Simulator:
         self._subscribers.discard(queue)
 
     def publish(self, kind: str, item: Bubble | TurnRecord) -> None:
-        event = {"kind": kind, kind: as_json(item)}
+        self._seq += 1
+        event = {"kind": kind, kind: as_json(item), "seq": self._seq}
         for queue in list(self._subscribers):
             if queue.full():  # a page that stopped reading: it reloads the whole state when it reconnects
                 self._subscribers.discard(queue)
@@ -134,7 +136,7 @@ class Simulator:
                 queue.put_nowait(event)
 
     def snapshot(self) -> JSON:
-        return {"users": self.users, "tenants": [as_json(t) for t in self.tenants],
+        return {"seq": self._seq, "users": self.users, "tenants": [as_json(t) for t in self.tenants],
                 "bubbles": [as_json(b) for b in self.bubbles], "turns": [as_json(t) for t in self.turns]}
 
     # Lookups ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ const STATUS_LABELS = {
   failed: "Failed",
 };
 const state = { users: [], tenants: [], bubbles: new Map(), turns: new Map(), failNextSend: {},
-                user: null, tenant: null, attachments: [] };
+                user: null, tenant: null, attachments: [], pending: null, seq: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -53,7 +53,7 @@ function renderUsers() {
 
 function renderTenants() {
   $("tenant").replaceChildren(...state.tenants.map((t) => el("option", {
-    value: t.number, text: `${t.number} (${t.provider_name}${t.description ? ": " + t.description : ""})` })));
+    value: t.number, text: `${t.number} via ${t.provider_name}${t.description ? " (" + t.description + ")" : ""}` })));
   $("tenant").value = state.tenant;
 }
 
@@ -67,6 +67,7 @@ function inView(item) { return item.user === state.user && item.tenant === state
 
 function renderConversation() {
   const view = tenantView();
+  $("inspector-note").textContent = "";
   $("phone-title").textContent = `${state.user} ↔ ${state.tenant}${view ? " via " + view.provider_name : ""}`;
   $("messages").replaceChildren(...[...state.bubbles.values()].filter(inView).map(bubbleNode));
   $("turns").replaceChildren(...[...state.turns.values()].filter(inView).map(turnNode));
@@ -163,6 +164,9 @@ function upsert(map, id, item, render, container) {
 }
 
 function onEvent(event) {
+  if (state.pending) { state.pending.push(event); return; }  // applied once the snapshot being loaded is in
+  if (event.seq <= state.seq) return;  // the snapshot has it already
+  state.seq = event.seq;
   if (event.kind === "bubble") {
     const bubble = event.bubble;
     if (!state.users.includes(bubble.user)) { state.users.push(bubble.user); renderUsers(); }
@@ -177,8 +181,21 @@ function onEvent(event) {
 }
 
 async function load() {
-  const snapshot = await (await fetch("/api/state")).json();
-  state.users = snapshot.users;
+  state.pending = [];
+  let snapshot;
+  try {
+    snapshot = await (await fetch("/api/state")).json();
+  } finally {
+    const pending = state.pending;
+    state.pending = null;
+    if (snapshot) applySnapshot(snapshot);
+    pending.forEach(onEvent);
+  }
+}
+
+function applySnapshot(snapshot) {
+  state.seq = snapshot.seq;
+  state.users = [...new Set([...snapshot.users, ...state.users])];  // with users added here, not texted yet
   state.tenants = snapshot.tenants;
   state.failNextSend = snapshot.failNextSend;
   state.bubbles = new Map(snapshot.bubbles.map((b) => [b.bubble_id, b]));
