@@ -6,7 +6,9 @@ The page itself is driven in a real browser by tests/test_phone_browser.py.
 
 from __future__ import annotations
 
+import fnmatch
 import io
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from sms_gateway.config.model import Config, Credentials, EngineConfig, TenantCo
 from sms_gateway.engines.echo import GOODBYE
 from sms_gateway.phone.gateway import ECHO_TENANT_NUMBERS, Gateway, phone_config, running_gateway
 from sms_gateway.phone.segments import segments
-from sms_gateway.phone.server import MAX_UPLOAD_BYTES, create_phone_app
+from sms_gateway.phone.server import MAX_UPLOAD_BYTES, STATIC_FILES, create_phone_app
 from sms_gateway.phone.simulator import Bubble, TurnRecord
 from sms_gateway.providers.sinch.settings import SinchConfig
 from sms_gateway.providers.twilio.settings import TwilioConfig
@@ -238,3 +240,13 @@ def test_the_phone_runs_the_configured_engines_with_each_provider_played_by_its_
     echo = phone_config(Config(), "http://127.0.0.1:3", {k: "http://127.0.0.1:4" for k in ECHO_TENANT_NUMBERS},
                         tmp_path / "e.db")
     assert {t.provider.kind: t.engine.kind for t in echo.tenants} == {k: "echo" for k in ECHO_TENANT_NUMBERS}
+
+
+def test_the_page_ships_with_the_package() -> None:
+    """`pip install .` (not only an editable install) carries the page: pyproject's package data covers it."""
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["sms_gateway"]
+    static = Path(__file__).parent.parent / "sms_gateway" / "phone" / "static"
+    shipped = {f"phone/static/{name}" for name in STATIC_FILES}
+    assert {f"phone/static/{p.name}" for p in static.iterdir()} == shipped
+    assert all(any(fnmatch.fnmatch(path, pattern) for pattern in patterns) for path in shipped)

@@ -55,7 +55,7 @@ def phone_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
         finally:
             process.terminate()
-            process.wait(timeout=15)
+            assert process.wait(timeout=30) == 0, log.read_text()  # stops cleanly, even with a page open
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,11 @@ def test_a_dialog_with_text_pictures_options_a_failed_send_and_a_timeout(page: P
     hello = replies(p).filter(has_text="You said: hello")
     expect(hello).to_have_count(1)
     expect(hello.locator(".status")).to_have_text("Delivered")
+
+    # A long reply shows in the segments the phone receives it in (GSM-7: 153 characters each).
+    send(p, "la " * 60)
+    long_reply = replies(p).filter(has_text="You said: la la")
+    expect(long_reply.locator(".marker")).to_have_text(["segment 1/2", "segment 2/2"])
 
     # A picture (an uploaded file) with a caption: the reply carries it back, rendered.
     p.get_by_label("Attach a picture").set_input_files(str(PICTURE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,8 +19,10 @@ from sms_gateway.phone.server import create_phone_app
 DEFAULT_PORT = 9090
 
 
-async def serve_phone(config: Config, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled."""
+async def serve_phone(config: Config, host: str, port: int) -> None:
+    """Run until SIGTERM (or cancelled: Ctrl-C), then stop cleanly (the temporary store removed)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     with tempfile.TemporaryDirectory(prefix="sms-gateway-phone-") as tmp:
         async with running_gateway(config, Path(tmp) / "phone.db") as gateway:
             runner = web.AppRunner(create_phone_app(gateway))
@@ -29,9 +32,7 @@ async def serve_phone(config: Config, host: str, port: int, ready: asyncio.Event
                 shown_host = f"[{host}]" if ":" in host else host
                 print(f"sms-gateway phone: open http://{shown_host}:{port}/ (gateway at {gateway.url}; "
                       "Ctrl-C to stop)", flush=True)
-                if ready is not None:
-                    ready.set()
-                await asyncio.Event().wait()
+                await stop.wait()
             finally:
                 await runner.cleanup()
 

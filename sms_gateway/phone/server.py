@@ -37,7 +37,13 @@ def create_phone_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/fail-next-send", fail_next_send)
     app.router.add_post("/api/time-out", time_out)
     app.router.add_get("/media/{media_id}", media)
+    app.on_shutdown.append(_end_event_streams)
     return app
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    """Open pages' event streams end at once, so stopping does not wait for them."""
+    app[GATEWAY].simulator.close_subscribers()
 
 
 @web.middleware
@@ -97,8 +103,10 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": heartbeat\n\n")
                 continue
+            if event is None:  # the server stops
+                break
             await response.write(f"data: {json.dumps(event)}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the page went away
         pass
     finally:
         simulator.unsubscribe(queue)

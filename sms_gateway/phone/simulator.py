@@ -112,19 +112,27 @@ class Simulator:
         self.bubbles: list[Bubble] = []
         self.turns: list[TurnRecord] = []
         self.media = MediaStore(max_media_bytes)
-        self._subscribers: set[asyncio.Queue[JSON]] = set()
+        self._subscribers: set[asyncio.Queue[JSON | None]] = set()
         self._ids = itertools.count(1)
         self._last_tenant: dict[str, str] = {}  # user -> the tenant they last texted
         self._seq = 0  # events so far: a page that loads a snapshot skips the events it already holds
 
     # Live updates -----------------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue[JSON]:
-        queue: asyncio.Queue[JSON] = asyncio.Queue(maxsize=1000)
+    def subscribe(self) -> asyncio.Queue[JSON | None]:
+        """A queue of events; None when the server stops."""
+        queue: asyncio.Queue[JSON | None] = asyncio.Queue(maxsize=1000)
         self._subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[JSON]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[JSON | None]) -> None:
         self._subscribers.discard(queue)
+
+    def close_subscribers(self) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        self._subscribers.clear()
 
     def publish(self, kind: str, item: Bubble | TurnRecord) -> None:
         self._seq += 1
