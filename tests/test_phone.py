@@ -19,11 +19,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sms_gateway.config.model import Config, Credentials, EngineConfig, TenantConfig
+from sms_gateway.engines.base import EngineError, TurnRequest
 from sms_gateway.engines.echo import GOODBYE
+from sms_gateway.model import EngineReply
 from sms_gateway.phone.gateway import ECHO_TENANT_NUMBERS, Gateway, phone_config, running_gateway
+from sms_gateway.phone.observing import ObservingEngine
 from sms_gateway.phone.segments import segments
 from sms_gateway.phone.server import MAX_UPLOAD_BYTES, STATIC_FILES, create_phone_app
-from sms_gateway.phone.simulator import Bubble, TurnRecord
+from sms_gateway.phone.simulator import Bubble, Simulator, TenantView, TurnRecord
 from sms_gateway.providers.sinch.settings import SinchConfig
 from sms_gateway.providers.twilio.settings import TwilioConfig
 from tests.waiting import until
@@ -250,3 +253,21 @@ def test_the_page_ships_with_the_package() -> None:
     shipped = {f"phone/static/{name}" for name in STATIC_FILES}
     assert {f"phone/static/{p.name}" for p in static.iterdir()} == shipped
     assert all(any(fnmatch.fnmatch(path, pattern) for pattern in patterns) for path in shipped)
+
+
+async def test_the_inspector_sees_what_the_engine_received_even_when_it_fails() -> None:
+    class Failing:
+        async def turn(self, request: TurnRequest) -> EngineReply:
+            raise EngineError("Watson answered 503", status=503, retryable=True)
+
+        async def close(self) -> None:
+            return None
+
+    simulator = Simulator([TenantView("+15005550006", "twilio", "Twilio", "")])
+    engine = ObservingEngine(Failing(), simulator.engine_turn)
+    state = {"smsTenantPhoneNumber": "15005550006", "smsUserPhoneNumber": USER, "smsSessionID": "s1"}
+    with pytest.raises(EngineError):
+        await engine.turn(TurnRequest(text="hi", state=state))
+    (turn,) = simulator.turns
+    assert (turn.user, turn.tenant, turn.text) == (USER, "+15005550006", "hi")
+    assert turn.state == state and turn.error == "Watson answered 503" and turn.answer == {}
