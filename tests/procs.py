@@ -51,6 +51,11 @@ _OVERRIDING_PREFIXES = ("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_"
                         "TIMEOUT_FOR_SESSION", "NOTIFY_ON_SESSION", "CONVERSATION_FAILED")
 
 
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the variables that would override a gateway's YAML file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDING_PREFIXES)}
+
+
 def reply_for(text: str) -> str:
     """What the fake Watson's echo dialog answers to `text`."""
     return f"You said: {text}" if text else "Welcome"
@@ -385,7 +390,7 @@ class Gateways:
                                 watson_url=self.watson_url, **config)
         path = self.directory / f"{name}.yaml"
         path.write_text(json.dumps(native, indent=2))  # JSON is YAML
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDING_PREFIXES)}
+        base = inherited_env()
         full_env = {**base, "PYTHONUNBUFFERED": "1", "SHUTDOWN_DRAIN_SECONDS": str(drain_seconds),
                     "LOG_LEVEL": log_level, **(env or {})}
         process = GatewayProcess(name, path, port, self.directory, full_env, preexec_fn)
