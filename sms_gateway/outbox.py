@@ -149,7 +149,6 @@ class Outbox:
                                  wait - MAX_INLINE_WAIT_SECONDS / 2)
         if wait > 0:
             await asyncio.sleep(wait)
-        sent_at = time.time()
         started = time.perf_counter()
         result = await sender.send(message, self.callback_base())
         elapsed = time.perf_counter() - started
@@ -166,7 +165,7 @@ class Outbox:
             # record without the provider's id, so the next attempt asks the provider before sending again.
             return Outcome.done(sent=_record(message, result.provider_message_id, pipe, first_attempt_at))
         if result.throttled:
-            return await self._throttled(message, result, slot_key, tenant_key, sent_at, kind)
+            return await self._throttled(message, result, slot_key, tenant_key, now, kind)
         self.metrics.sends.labels("failed", kind).inc()
         self.metrics.errors.labels("send").inc()
         error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
@@ -183,11 +182,11 @@ class Outbox:
         return Outcome.failed(error)
 
     async def _throttled(self, message: OutboundMessage, result: SendResult, slot_key: str, tenant_key: str,
-                         sent_at: float, kind: str) -> Outcome:
-        """The provider refused the send for its sender's rate: nothing was sent, so the job is deferred (it
-        counts toward no retry limit) and the sender's shared pace slows down."""
+                         paced_at: float, kind: str) -> Outcome:
+        """The provider refused the send (whose slot was taken at `paced_at`) for its sender's rate: nothing was
+        sent, so the job is deferred (it counts toward no retry limit) and the sender's shared pace slows down."""
         self.metrics.sends.labels("throttled", kind).inc()
-        pace = await self.store.slow_sender(slot_key, time.time(), sent_at, result.retry_after,
+        pace = await self.store.slow_sender(slot_key, time.time(), paced_at, result.retry_after,
                                             self.accepted.per_second(tenant_key))
         log.info("send_throttled", message_id=message.message_id, code=result.error_code,
                  retry_after=result.retry_after, pace_per_second=round(pace.rate, 2), session_id=message.session_id)

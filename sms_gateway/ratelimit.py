@@ -61,19 +61,19 @@ class Pace:
         return now < self.since or self.rate_at(now) < CEILING
 
 
-def slowed(pace: Pace | None, now: float, sent_at: float, retry_after: float | None, start_rate: float) -> Pace:
-    """The pace after the provider throttled a send that began at `sent_at`.
+def slowed(pace: Pace | None, now: float, paced_at: float, retry_after: float | None, start_rate: float) -> Pace:
+    """The pace after the provider throttled a send whose slot was taken at `paced_at`.
 
-    A live pace is cut from its current rate, unless the send began before its last cut (the sends of a burst
-    that were already out when the first was throttled are answered by that cut); a number without one is cut
-    from `start_rate`, what it was seen to achieve. `retry_after` holds back every send until it has passed.
+    A live pace is cut from its current rate, unless the send's slot was taken before its last cut (the sends
+    of a burst that were already out or waiting for their slot when the first was throttled went at the old
+    rate: that cut answers them too); a number without one is cut from `start_rate`, what it was seen to
+    achieve. `retry_after` holds back every send until it has passed.
     """
-    hold = now + min(max(retry_after or 0.0, 0.0), MAX_HOLD_SECONDS)
     if pace is not None and pace.live(now):
-        hold = max(hold, pace.hold_until)
-        if sent_at < pace.cut_at:
-            return Pace(pace.rate, pace.cut_at, hold)
+        if paced_at < pace.cut_at:
+            return pace
         start_rate = pace.rate_at(now)
+    hold = now + min(max(retry_after or 0.0, 0.0), MAX_HOLD_SECONDS)
     return Pace(max(FLOOR, start_rate * DECREASE), now, hold)
 
 

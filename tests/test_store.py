@@ -385,25 +385,26 @@ async def test_a_wait_longer_than_allowed_reserves_nothing(store: Store) -> None
 
 
 async def test_a_throttled_sender_holds_for_retry_after_then_goes_at_half_its_rate(store: Store) -> None:
-    pace = await store.slow_sender("+1500", now=100.0, sent_at=99.9, retry_after=1.0, start_rate=10.0)
+    pace = await store.slow_sender("+1500", now=100.0, paced_at=99.9, retry_after=1.0, start_rate=10.0)
     assert pace == Pace(5.0, 100.0, 101.0)
     waits = [await store.reserve_send_slot("+1500", None, now=100.0) for _ in range(3)]
     assert waits == pytest.approx([1.0, 1.2, 1.4]), "nothing before Retry-After, then 5/s"
     assert await store.reserve_send_slot("+1666", None, now=100.0) == 0.0, "other senders are not slowed"
 
 
-async def test_sends_of_a_burst_already_out_cut_the_rate_once(store: Store) -> None:
-    await store.slow_sender("+1500", now=100.0, sent_at=99.9, retry_after=None, start_rate=40.0)
-    for _ in range(10):  # throttled answers to sends made before the cut
-        pace = await store.slow_sender("+1500", now=100.1, sent_at=99.95, retry_after=2.0, start_rate=40.0)
-    assert pace == Pace(20.0, 100.0, 102.1), "the later Retry-After holds, the rate is cut once"
-    pace = await store.slow_sender("+1500", now=103.0, sent_at=102.5, retry_after=None, start_rate=40.0)
-    assert pace.cut_at == 103.0 and pace.rate == pytest.approx(20.0 * 2 ** (0.9 / 2) / 2), \
-        "a send made after the cut and throttled again cuts again, from the rate it had grown to"
+async def test_sends_of_a_burst_already_paced_cut_the_rate_once(store: Store) -> None:
+    first = await store.slow_sender("+1500", now=100.0, paced_at=99.9, retry_after=1.0, start_rate=40.0)
+    assert first == Pace(20.0, 100.0, 101.0)
+    for _ in range(10):  # throttled answers to sends whose slots were taken before the cut
+        pace = await store.slow_sender("+1500", now=100.5, paced_at=99.95, retry_after=1.0, start_rate=40.0)
+        assert pace == first, "the first cut and its Retry-After answer them"
+    pace = await store.slow_sender("+1500", now=103.0, paced_at=102.5, retry_after=None, start_rate=40.0)
+    assert pace.cut_at == 103.0 and pace.rate == pytest.approx(20.0 * 2 ** (2.0 / 2) / 2), \
+        "a send paced after the cut and throttled again cuts again, from the rate it had grown to"
 
 
 async def test_a_throttled_sender_recovers_until_it_is_unlimited_again(store: Store) -> None:
-    await store.slow_sender("+1500", now=100.0, sent_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
+    await store.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
     gaps = []
     for at in (100.0, 104.0, 108.0):  # two slots a moment apart: their gap is the interval then
         first = await store.reserve_send_slot("+1500", None, now=at)
@@ -416,7 +417,7 @@ async def test_a_throttled_sender_recovers_until_it_is_unlimited_again(store: St
 
 async def test_a_cap_and_a_pace_the_slower_wins(store: Store) -> None:
     cap = SenderRate(2.0, 2)
-    await store.slow_sender("+1500", now=100.0, sent_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
+    await store.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
     assert [await store.reserve_send_slot("+1500", cap, now=100.0) for _ in range(2)] == [0.0, 1.0]
     assert [await store.reserve_send_slot("+1600", cap, now=100.0) for _ in range(3)] == [0.0, 0.0, 0.5]
 
@@ -518,7 +519,8 @@ async def test_a_send_begins_with_its_slot_and_record_and_completes_with_its_pro
     unsent = OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0)
     assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 0.0
     assert await store.find_outbound("mg1") == unsent, "known before the request leaves"
-    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 1.0, "the next slot is a second later"
+    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 1.0, \
+        "the next slot is a second later"
     await store.complete_send(job.job_id, OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0)
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=1.0)] == ["mg2"], "mg1 is done"

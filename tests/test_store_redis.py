@@ -158,7 +158,8 @@ async def test_job_order_per_key_holds_across_two_clients(clients: tuple[RedisSt
 
 async def test_send_slots_from_two_clients_are_distinct(clients: tuple[RedisStore, RedisStore]) -> None:
     a, b = clients
-    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", SenderRate(10.0, 1), 500.0) for i in range(40)))
+    cap = SenderRate(10.0, 1)
+    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", cap, 500.0) for i in range(40)))
     assert sorted(waits) == pytest.approx([i / 10 for i in range(40)])
     assert len(set(waits)) == 40
 

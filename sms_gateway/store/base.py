@@ -322,7 +322,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def slow_sender(
-        self, key: str, now: float, sent_at: float, retry_after: float | None, start_rate: float
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
     ) -> Pace:
-        """The provider throttled a send of this sender that began at `sent_at`: store (and return) the sender's
-        pace `ratelimit.slowed`, atomically against every process's calls."""
+        """The provider throttled a send of this sender whose slot was taken at `paced_at`: store (and return)
+        the sender's pace `ratelimit.slowed`, atomically against every process's calls."""

@@ -437,9 +437,9 @@ class MemoryStore(Store):
         return wait
 
     async def slow_sender(
-        self, key: str, now: float, sent_at: float, retry_after: float | None, start_rate: float
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
     ) -> Pace:
-        pace = self._paces[key] = slowed(self._paces.get(key), now, sent_at, retry_after, start_rate)
+        pace = self._paces[key] = slowed(self._paces.get(key), now, paced_at, retry_after, start_rate)
         return pace
 
 

@@ -729,16 +729,15 @@ return reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
 _SLOW_SENDER = (
     _PACE
     + """
--- KEYS: pace key; ARGV: prefix, now, sent_at, retry_after or '', start rate
-local now, sent_at, start_rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local hold = now + math.min(math.max(tonumber(ARGV[4]) or 0.0, 0.0), MAX_HOLD)
-local rate, cut_at
+-- KEYS: pace key; ARGV: prefix, now, paced_at, retry_after or '', start rate
+local now, paced_at, start_rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local p = read_pace(KEYS[1])
 if p and live(p, now) then
-  if p[3] > hold then hold = p[3] end
-  if sent_at < p[2] then rate, cut_at = p[1], p[2] else start_rate = rate_at(p, now) end
+  if paced_at < p[2] then return {fmt(p[1]), fmt(p[2]), fmt(p[3])} end
+  start_rate = rate_at(p, now)
 end
-if not rate then rate, cut_at = math.max(FLOOR, start_rate * DECREASE), now end
+local hold = now + math.min(math.max(tonumber(ARGV[4]) or 0.0, 0.0), MAX_HOLD)
+local rate, cut_at = math.max(FLOOR, start_rate * DECREASE), now
 local s = cut_at
 if hold > s then s = hold end
 local grow = 0
@@ -1118,8 +1117,8 @@ class RedisStore(Store):
         return float(await self._script("reserve_send_slot", keys, _slot_args(cap, now, max_wait)))
 
     async def slow_sender(
-        self, key: str, now: float, sent_at: float, retry_after: float | None, start_rate: float
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
     ) -> Pace:
-        args = [_num(now), _num(sent_at), "" if retry_after is None else _num(retry_after), _num(start_rate)]
+        args = [_num(now), _num(paced_at), "" if retry_after is None else _num(retry_after), _num(start_rate)]
         rate, cut_at, hold_until = await self._script("slow_sender", [self._k("pace", key)], args)
         return Pace(float(rate), float(cut_at), float(hold_until))

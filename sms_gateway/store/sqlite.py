@@ -272,10 +272,10 @@ def _reserve_send_slot(db: sqlite3.Connection, key: str, cap: SenderRate | None,
     return wait
 
 
-def _slow_sender(db: sqlite3.Connection, key: str, now: float, sent_at: float, retry_after: float | None,
+def _slow_sender(db: sqlite3.Connection, key: str, now: float, paced_at: float, retry_after: float | None,
                  start_rate: float) -> Pace:
     row = db.execute("SELECT rate, cut_at, hold_until FROM send_paces WHERE key = ?", (key,)).fetchone()
-    pace = slowed(None if row is None else Pace(*row), now, sent_at, retry_after, start_rate)
+    pace = slowed(None if row is None else Pace(*row), now, paced_at, retry_after, start_rate)
     db.execute("INSERT OR REPLACE INTO send_paces (key, rate, cut_at, hold_until) VALUES (?, ?, ?, ?)",
                (key, pace.rate, pace.cut_at, pace.hold_until))
     return pace
@@ -782,7 +782,7 @@ class SQLiteStore(Store):
         return await self._run(lambda db: _reserve_send_slot(db, key, cap, now, max_wait), single_write=True)
 
     async def slow_sender(
-        self, key: str, now: float, sent_at: float, retry_after: float | None, start_rate: float
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
     ) -> Pace:
-        return await self._run(lambda db: _slow_sender(db, key, now, sent_at, retry_after, start_rate),
+        return await self._run(lambda db: _slow_sender(db, key, now, paced_at, retry_after, start_rate),
                                single_write=True)
