@@ -247,6 +247,25 @@ async def test_sqlite_claims_from_two_stores_on_one_file_grant_exactly_one(tmp_p
         await second.close()
 
 
+async def test_sqlite_a_slowdown_seen_by_one_process_paces_the_other(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = SQLiteStore(url), SQLiteStore(url)
+    await first.open()
+    await second.open()
+    try:
+        assert await second.reserve_send_slot("+1500", None, now=100.0) == 0.0
+        await first.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=1.0, start_rate=8.0)
+        waits = await asyncio.gather(*((first if i % 2 else second).reserve_send_slot("+1500", None, now=100.0)
+                                       for i in range(8)))
+        assert sorted(waits) == pytest.approx([1.0 + i / 4 for i in range(8)]), "one queue at 4/s after the hold"
+        # Throttled again by an answer to a send paced before the cut: nothing changes for either.
+        await second.slow_sender("+1500", now=100.5, paced_at=99.0, retry_after=1.0, start_rate=8.0)
+        assert await first.reserve_send_slot("+1500", None, now=100.0) == pytest.approx(3.0)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_sqlite_database_made_before_claims_opens_and_claims(tmp_path: Path) -> None:
     path = tmp_path / "before-claims.db"
     store = SQLiteStore(f"sqlite:///{path}")

@@ -164,6 +164,17 @@ async def test_send_slots_from_two_clients_are_distinct(clients: tuple[RedisStor
     assert len(set(waits)) == 40
 
 
+async def test_a_slowdown_seen_by_one_client_paces_the_other(clients: tuple[RedisStore, RedisStore]) -> None:
+    a, b = clients
+    assert await b.reserve_send_slot("+1500", None, 500.0) == 0.0, "no pace, no cap: nothing to wait for"
+    await a.slow_sender("+1500", now=500.0, paced_at=500.0, retry_after=1.0, start_rate=8.0)
+    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", None, 500.0) for i in range(8)))
+    assert sorted(waits) == pytest.approx([1.0 + i / 4 for i in range(8)]), "one queue at 4/s after the hold"
+    # The pace is one key that expires once it limits nothing: 4/s grows past 1000/s in 2 * log2(250) s.
+    ttl = await a._redis.pttl(a._k("pace", "+1500"))
+    assert 1000 + 2000 * 7.9 <= ttl <= 1000 + 2000 * 8.0 + 2000
+
+
 async def test_key_prefix_isolates_two_gateways(server: RedisServer) -> None:
     server.flush()
     one, two = RedisStore(server.url + "?prefix=one"), RedisStore(server.url + "?prefix=two")
