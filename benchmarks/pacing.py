@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.crash import with_store
 from tests.procs import GatewayProcess, World, fault_world, users
-from tests.redis_server import RedisServer, redis_available
 
 
 async def burst(world: World, processes: list[GatewayProcess], people: list[str], label: str,
@@ -89,21 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.processes = args.processes or (2 if args.store == "redis" else 1)
     directory = Path(tempfile.mkdtemp(prefix="sms-gw-pacing-"))
-    redis: RedisServer | None = None
     try:
-        if args.store == "redis":
-            if not redis_available():
-                print("redis-server is not installed", file=sys.stderr)
-                return 2
-            redis = RedisServer(directory / "redis", appendonly=True)
-            redis.start()
-            store_url = redis.url
-        else:
-            store_url = f"sqlite:///{directory / 'gateway.db'}"
-        return asyncio.run(bench(args, directory, store_url))
+        return with_store(args.store, directory, "", lambda store_url: asyncio.run(bench(args, directory, store_url)))
     finally:
-        if redis is not None:
-            redis.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(directory)
 

@@ -248,7 +248,9 @@ class JobWorker:
                 await self.store.complete_job(job.job_id)
             return
         if outcome.state == "defer":
-            await self.store.defer_job(job.job_id, self.clock() + (outcome.retry_after or 0.0))
+            delay = outcome.retry_after or 0.0
+            log.debug("job_deferred", job_id=job.job_id, kind=job.kind, delay_s=round(delay, 2), reason=outcome.error)
+            await self.store.defer_job(job.job_id, self.clock() + delay)
             return
         error = outcome.error or "failed"
         if outcome.state == "retry" and job.attempts < kind.policy.max_attempts:

@@ -24,12 +24,12 @@ from sms_gateway.config.model import (
     ProxyConfig,
 )
 from sms_gateway.model import MessageLimits
-from sms_gateway.ratelimit import SenderRate, rates_from_config, sender_cap
 from sms_gateway.providers.sinch import LIMITS as SINCH_LIMITS
 from sms_gateway.providers.sinch import SinchConfig
 from sms_gateway.providers.telesign import TeleSignConfig
 from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
 from sms_gateway.providers.twilio import TwilioConfig
+from sms_gateway.ratelimit import SenderRate, rates_from_config, sender_cap
 
 REPO = Path(__file__).resolve().parents[1]
 
