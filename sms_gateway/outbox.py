@@ -49,8 +49,7 @@ def send_job(message: OutboundMessage, error_to: tuple[str, str] | None, extra: 
     return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time())
 
 
-# The outbox's own retry reasons: after these nothing was sent. (A wait for a slot defers the job, which keeps
-# its last error, so RATE_LIMITED is only found on jobs queued by an older version.)
+# The outbox's own retry reasons: after these nothing was sent.
 RATE_LIMITED = "rateLimited"
 UNKNOWN_TENANT = "unknownTenant"
 # A look-up at the provider that answered nothing: the attempt before it is still unknown.
