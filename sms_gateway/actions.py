@@ -78,7 +78,8 @@ def render_choices(title: str, labels: list[str], prefix: str | None) -> str:
     for number, label in enumerate(labels, start=1):
         if prefix:
             head = prefix.replace("%s", str(number)) if "%s" in prefix else f"{prefix}{number} "
-            lines.append(f"{head}{label}")
+            # "Enter %s for:" renders "Enter 1 for: Boat", as Watson's own SMS integration shows it.
+            lines.append(f"{head}{label}" if head[-1:].isspace() else f"{head} {label}")
         else:
             lines.append(f"{number}. {label}")
     return "\n".join(lines)

@@ -113,6 +113,8 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 rates=rates_from_config(config.rate_limits),
                 settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
                                 for t in config.tenants},
+                retry_interval_seconds={normalise_number(t.phone_number): t.provider.retry_interval_ms / 1000
+                                        for t in config.tenants if t.provider.retry_interval_ms is not None},
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
             relay = PipeRelay(store, callback_http)

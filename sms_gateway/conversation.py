@@ -51,10 +51,11 @@ class Conversations:
         self.deps = deps
 
     # Entry points ------------------------------------------------------------------------------
-    async def handle_inbound(self, message: InboundMessage, *, inbound_key: str | None = None) -> bool:
-        """Run the message's turn; False when the engine could not answer it (the user got the failure reply).
+    async def handle_inbound(self, message: InboundMessage, *, inbound_key: str | None = None) -> EngineError | None:
+        """Run the message's turn; the engine's error when it could not answer it (the user got the failure
+        reply), else None.
 
-        With `inbound_key` (the stored message's), a message this returns True for is marked processed, by the
+        With `inbound_key` (the stored message's), a message this returns None for is marked processed, by the
         turn's own last write where there is a turn.
         """
         d = self.deps
@@ -62,7 +63,7 @@ class Conversations:
         if tenant is None:  # the tenant was removed from the config after the message was stored
             log.warning("inbound_dropped", reason="no tenant", message_id=message.message_id)
             await self._complete(inbound_key)
-            return True
+            return None
         now = d.clock()
         start = await d.store.begin_turn(tenant.phone_number, message.user_number, now)
         if start.pipe is not None:  # during a call: the message belongs to Voice Gateway, never to the engine
@@ -72,7 +73,7 @@ class Conversations:
             log.info("inbound_relayed", message_id=message.message_id, pipe_id=pipe.pipe_id, user=message.user_number)
             d.metrics.turns.labels("relayed").inc()
             await self._complete(inbound_key)
-            return True
+            return None
         session, errors = start.session, start.errors
         if session is not None and session.is_expired(now):
             if await self._end_expired(tenant, session, errors):
@@ -88,17 +89,17 @@ class Conversations:
                 for error in errors:  # no turn saw them: they wait for the pair's next one
                     await d.store.push_sms_error(tenant.phone_number, message.user_number, error)
                 await self._complete(inbound_key)
-                return True
+                return None
             session = Session.new(tenant.phone_number, message.user_number, tenant.timeout_for_session, now)
             log.info("session_created", session_id=session.session_id, via="sms", user=message.user_number)
         session.last_activity = now
         text = chosen_option(message.text, session.pending_options) or message.text
         self._transcript("in", message.text, session)
         turn_id = f"in:{message.provider}:{message.message_id}"
-        answered = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id, errors=errors,
-                                       inbound_key=inbound_key)
+        failure = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id, errors=errors,
+                                      inbound_key=inbound_key)
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
-        return answered
+        return failure
 
     async def _complete(self, inbound_key: str | None) -> None:
         if inbound_key is not None:
@@ -127,10 +128,10 @@ class Conversations:
         final: bool = False,
         errors: list[JSON] | None = None,
         inbound_key: str | None = None,
-    ) -> bool:
+    ) -> EngineError | None:
         """Run the turn and, while the dialog asks for it, the no-input turns that follow it.
 
-        Returns False when the engine did not answer the first turn.
+        Returns the engine's error when it did not answer the first turn, else None.
 
         `errors`: the smsErrors for the first turn, already taken from the store (else the turn takes them).
         `inbound_key`: the stored message this turn answers; marked processed with the session's save when the
@@ -142,31 +143,29 @@ class Conversations:
         `turn_id` names the cause of the turn (an inbound message id, a timeout); the ids of the messages it
         sends derive from it, so running the same turn again after a crash does not send its replies twice.
         """
-        answered = True
+        failure: EngineError | None = None
         replies: list[Job] = []
         for chained in range(MAX_CHAINED_TURNS):
             if replies:
                 await self._queue(replies, session)
             plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final,
                                         errors=errors if chained == 0 else None, replies=None if final else replies)
-            if chained == 0:
-                answered = plan is not None
+            if chained == 0 and isinstance(plan, EngineError):
+                failure = plan
             if final:
-                return answered
-            if plan is None or plan.terminate:
-                break
-            if not plan.force_no_input:
+                return failure
+            if isinstance(plan, EngineError) or plan.terminate or not plan.force_no_input:
                 break
             text, media = NO_INPUT_TURN_TEXT, ()
         else:
             log.warning("no_input_turns_capped", session_id=session.session_id, limit=MAX_CHAINED_TURNS)
-        ended = plan is not None and plan.terminate
-        queued = await self.deps.store.end_turn(session, ended=ended, inbound_key=inbound_key if answered else None,
-                                                jobs=replies)
+        ended = not isinstance(plan, EngineError) and plan.terminate
+        queued = await self.deps.store.end_turn(session, ended=ended,
+                                                inbound_key=inbound_key if failure is None else None, jobs=replies)
         self._queued(queued, replies, session)
         if ended:
             log.info("session_ended", session_id=session.session_id, reason="terminateSession")
-        return answered
+        return failure
 
     async def _queue(self, jobs: list[Job], session: Session) -> None:
         queued = 0
@@ -184,7 +183,8 @@ class Conversations:
     async def _one_turn(
         self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool,
         errors: list[JSON] | None, replies: list[Job] | None,
-    ) -> TurnPlan | None:
+    ) -> TurnPlan | EngineError:
+        """One engine turn and its sends; the engine's error if it did not answer (the failure reply is sent)."""
         d = self.deps
         if errors is None:
             errors = await d.store.pop_sms_errors(session.tenant_number, session.user_number)
@@ -193,12 +193,12 @@ class Conversations:
         combined = TurnPlan()
         for _ in range(MAX_ENGINE_SWITCHES + 1):
             reply = await self._ask_engine(tenant, session, text, state)
-            if reply is None:
+            if isinstance(reply, EngineError):
                 for error in errors:  # the engine never saw them: keep them for the next turn
                     await d.store.push_sms_error(session.tenant_number, session.user_number, error)
                 await self._send_failed_reply(tenant, session, turn_id, replies)
                 d.metrics.turns.labels("engine_failed").inc()
-                return None
+                return reply
             session.engine_state = reply.engine_state
             for command in reply.commands:
                 d.metrics.commands.labels(command.name).inc()
@@ -215,7 +215,9 @@ class Conversations:
         d.metrics.turns.labels("ok").inc()
         return combined
 
-    async def _ask_engine(self, tenant: TenantConfig, session: Session, text: str, state: JSON) -> EngineReply | None:
+    async def _ask_engine(
+        self, tenant: TenantConfig, session: Session, text: str, state: JSON
+    ) -> EngineReply | EngineError:
         d = self.deps
         engine_config = self.engine_config(tenant, session)
         engine = d.engines.get(engine_config)
@@ -227,7 +229,7 @@ class Conversations:
             d.metrics.errors.labels("engine").inc()
             log.error("engine_failed", session_id=session.session_id, engine=engine_config.kind, error=str(exc),
                       status=exc.status)
-            return None
+            return exc
         finally:
             elapsed = time.perf_counter() - started
             d.metrics.engine_latency.labels(engine_config.kind).observe(elapsed)

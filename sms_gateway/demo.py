@@ -3,13 +3,15 @@ other process.
 
 It starts the gateway (SQLite store in a temporary folder, the built-in echo engine) and the provider's sandbox
 (a local stand-in for its send API), posts a signed MMS webhook the way the provider would, then prints what the
-engine received and the messages that would have gone to the phone, and reports one delivered.
+engine received, the engine's answer (its smsActSendMedia command), the messages that would have gone to the
+phone, and reports one delivered. It prints no warning meant for a production gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 import sys
 import tempfile
@@ -20,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from sms_gateway.app import create_app
-from sms_gateway.config.model import Config, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
+from sms_gateway.config.model import Config, Credentials, EngineConfig, MediaPolicy, ProviderConfig, TenantConfig
 from sms_gateway.engines.echo import EchoEngine
 from sms_gateway.logs import configure_logging
 from sms_gateway.providers import DEFAULT_KIND, PROVIDER_TYPES
@@ -42,6 +44,9 @@ def demo_config(gateway_url: str, tenant_number: str, provider: ProviderConfig, 
         engine=EngineConfig(kind="echo"),
         provider=provider,
         allow_session_create_via_sms=True,
+        # The demo does not use the REST API: closed with credentials nobody knows, so the warning a production
+        # gateway gives for a tenant without any is not printed here.
+        control_credentials=Credentials("demo", secrets.token_urlsafe(16)),
     )
     return Config(
         tenants=(tenant,),
@@ -94,14 +99,18 @@ async def _round_trip(gateway_url: str, sandbox: Sandbox, echo: EchoEngine, out:
         # As a v1 engine gets them: a None value means "not set this turn" and is left out.
         state = {key: value for key, value in echo.last_request.state.items() if value is not None}
         out.append(_indent(json.dumps({"input": {"text": echo.last_request.text}, "context": state}, indent=2)))
+        if echo.last_reply is not None:
+            out.append("3. engine -> gateway: its answer, as a Watson Assistant v1 dialog gives it (the smsAction "
+                       "smsActSendMedia sends the media back)")
+            out.append(_indent(json.dumps(echo.last_reply.raw, indent=2)))
         count = len(sandbox.sent)
-        out.append(f"3. gateway -> {sandbox.api_name}: the {'MMS' if count == 1 else f'{count} messages'}"
+        out.append(f"4. gateway -> {sandbox.api_name}: the {'MMS' if count == 1 else f'{count} messages'}"
                    " that would have gone to the phone")
         for message in sandbox.sent:
             out.append(_indent(json.dumps(message.shown, indent=2)))
         status = await sandbox.report_delivered(http, gateway_url, sandbox.tenant_number, sandbox.sent[0])
         if status is not None:
-            out.append(f"4. {sandbox.name} -> gateway: delivery status 'delivered' answered {status}")
+            out.append(f"5. {sandbox.name} -> gateway: delivery status 'delivered' answered {status}")
     return answer.status == 200 and status in (None, 200)
 
 

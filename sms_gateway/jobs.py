@@ -225,7 +225,7 @@ class JobWorker:
         try:
             async with self._slots:
                 if kind is None:
-                    await self.store.dead_letter_job(job.job_id, f"no handler for job kind {job.kind!r}")
+                    await self.store.dead_letter_job(job.job_id, f"no handler for job kind {job.kind!r}", self.clock())
                     return
                 try:
                     outcome = await kind.handler(job)
@@ -261,7 +261,7 @@ class JobWorker:
             return
         log.error("job_dead_lettered", job_id=job.job_id, kind=job.kind, attempts=job.attempts, error=error)
         self.metrics.dead_letters.labels(job.kind).inc()
-        await self.store.dead_letter_job(job.job_id, error)
+        await self.store.dead_letter_job(job.job_id, error, self.clock())
         if kind.on_dead is not None:
             await kind.on_dead(job, error)
 

@@ -90,6 +90,7 @@ class Outbox:
         rates: dict[str, SenderRate] | None = None,  # the optional hard caps (`rateLimits`)
         backoff_base: float = 0.5,
         settle_seconds: Mapping[str, float] | None = None,
+        retry_interval_seconds: Mapping[str, float] | None = None,
         latency_threshold_ms: int = 0,
     ) -> None:
         self.store = store
@@ -103,6 +104,8 @@ class Outbox:
         self.backoff_base = backoff_base
         # Per tenant: how long after a timed-out send the provider has surely finished with it.
         self.settle_seconds = dict(settle_seconds or {})
+        # Per tenant: the least wait before a retried send (IBM's smsProviderRetryInterval).
+        self.retry_interval_seconds = dict(retry_interval_seconds or {})
         self.latency_threshold_ms = latency_threshold_ms
         # Called when a message is given up on (dead-lettered): (job, error code, error message).
         self.on_failed: list[Callable[[Job, str, str], Awaitable[None]]] = []
@@ -173,6 +176,9 @@ class Outbox:
                     attempt=job.attempts, session_id=message.session_id)
         if result.retryable and (limit is None or job.attempts < limit):
             retry_after = result.retry_after
+            interval = self.retry_interval_seconds.get(tenant_key)
+            if interval is not None:
+                retry_after = max(retry_after or 0.0, interval)
             if result.error_code == TIMEOUT:
                 # The provider may still be creating the message: wait until it surely has, so the next
                 # attempt's look-up finds it instead of sending it again.

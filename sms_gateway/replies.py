@@ -13,13 +13,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from sms_gateway.model import JSON, Choice, Command, EngineReply
+
+log = structlog.get_logger("sms_gateway.replies")
 
 SMS_CHANNELS = frozenset({"text_messaging", "sms"})
 # Context keys that carry commands; they are dropped from the stored v1 context so they fire only once.
 ACTION_KEYS = ("smsAction", "vgwAction", "vgwActionSequence")
 VGW_KEYS = ("vgwAction", "vgwActionSequence")
 MAIN_SKILL = "main skill"
+COMMAND_SHAPE = '{"command": "<command name>", "parameters": {...}}'
+V1_CONTEXT = "context"
+V2_CONTEXT = f"context.skills['{MAIN_SKILL}'].user_defined"
+# Where each command key may be, as named in a warning (made once: the parse runs every turn).
+_WHERE = {
+    (source, key): f"{source}.{key}"
+    for source in ("output", V1_CONTEXT, V2_CONTEXT, "output.user_defined", "output.generic[].user_defined")
+    for key in ACTION_KEYS
+}
 
 
 def parse_v1_answer(body: object) -> EngineReply:
@@ -34,8 +47,8 @@ def parse_v1_answer(body: object) -> EngineReply:
     context_obj = _obj(context)
     generic = _generic(output)
 
-    texts = _generic_texts(generic) or _v1_texts(output.get("text"))
-    reply = _build(answer, output, context_obj, generic, texts)
+    texts = _v1_reply_texts(output, generic)
+    reply = _build(answer, output, context_obj, generic, texts, V1_CONTEXT)
     if isinstance(context, dict):
         reply.engine_state = {"context": without_actions(context)}
     return reply
@@ -46,7 +59,7 @@ def parse_v2_answer(body: object) -> EngineReply:
     answer = _obj(body)
     output = _obj(answer.get("output"))
     generic = _generic(output)
-    return _build(answer, output, _v2_skill_vars(answer), generic, _generic_texts(generic))
+    return _build(answer, output, _v2_skill_vars(answer), generic, _generic_texts(generic), V2_CONTEXT)
 
 
 def action_keys_in_v2_context(body: object) -> list[str]:
@@ -59,27 +72,52 @@ def without_actions(context: JSON) -> JSON:
     return {key: value for key, value in context.items() if key not in ACTION_KEYS}
 
 
-def commands_from(value: object) -> list[Command]:
-    """Commands from one `smsAction`/`vgwAction`/`vgwActionSequence` value: an object or a list of objects."""
+def commands_from(value: object, where: str = "smsAction") -> list[Command]:
+    """Commands from one `smsAction`/`vgwAction`/`vgwActionSequence` value: an object or a list of objects.
+
+    An entry in another shape is skipped with a warning naming the shape the gateway reads (`where` says where
+    the engine put it)."""
     entries = value if isinstance(value, list) else [value]
     commands = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        name = entry.get("command")
-        if not isinstance(name, str) or not name:
-            continue
-        params = entry.get("parameters")
-        commands.append(Command(name, dict(params) if isinstance(params, dict) else {}))
+        if isinstance(entry, dict):
+            name = entry.get("command")
+            if isinstance(name, str) and name:
+                params = entry.get("parameters")
+                if len(entry) > 1 + ("parameters" in entry) or not isinstance(params, dict | None):
+                    _warn_shape(where, entry, name)
+                commands.append(Command(name, dict(params) if isinstance(params, dict) else {}))
+                continue
+        if entry is not None:
+            _warn_shape(where, entry, None)
     return commands
 
 
-def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], texts: list[str]) -> EngineReply:
+def _warn_shape(where: str, entry: object, name: str | None) -> None:
+    """Log what is wrong with a command entry, by its keys only (values may hold phone numbers)."""
+    if not isinstance(entry, dict):
+        found = f"a {type(entry).__name__}"
+        expected = COMMAND_SHAPE
+    elif name is None:
+        keys = [str(key)[:40] for key in list(entry)[:5]]
+        found = "{" + ", ".join(f'"{key}": ...' for key in keys) + "}" if keys else "{}"
+        named = next((key for key in keys if key.startswith(("sms", "vgw", "terminate", "set"))), None)
+        expected = COMMAND_SHAPE.replace("<command name>", named) if named else COMMAND_SHAPE
+    else:
+        extra = [str(key)[:40] for key in list(entry) if key not in ("command", "parameters")][:5]
+        found = f"{name} with " + (f"{', '.join(extra)} beside \"parameters\"" if extra
+                                    else "\"parameters\" that is not an object")
+        expected = COMMAND_SHAPE.replace("<command name>", name)
+    log.warning("command_unreadable", where=where, found=found, expected=expected)
+
+
+def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], texts: list[str],
+           ctx_name: str) -> EngineReply:
     user_defined = _obj(output.get("user_defined"))
     commands = [
-        *commands_from(output.get("smsAction")),
-        *commands_from(ctx_vars.get("smsAction")),
-        *commands_from(user_defined.get("smsAction")),
+        *commands_from(output.get("smsAction"), _WHERE["output", "smsAction"]),
+        *commands_from(ctx_vars.get("smsAction"), _WHERE[ctx_name, "smsAction"]),
+        *commands_from(user_defined.get("smsAction"), _WHERE["output.user_defined", "smsAction"]),
     ]
     choices: list[Choice] = []
     for item in generic:
@@ -87,7 +125,7 @@ def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], text
         if kind == "user_defined":
             item_defined = _obj(item.get("user_defined"))
             for key in ACTION_KEYS:
-                commands += commands_from(item_defined.get(key))
+                commands += commands_from(item_defined.get(key), _WHERE["output.generic[].user_defined", key])
         elif kind == "image":
             source = item.get("source")
             if isinstance(source, str) and source:
@@ -100,10 +138,25 @@ def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], text
             choice = _choice(item, "suggestions", "suggestion")
             if choice:
                 choices.append(choice)
-    for source in (output, ctx_vars, user_defined):
+    for source, name in ((output, "output"), (ctx_vars, ctx_name), (user_defined, "output.user_defined")):
         for key in VGW_KEYS:
-            commands += commands_from(source.get(key))
+            commands += commands_from(source.get(key), _WHERE[name, key])
     return EngineReply(texts=texts, commands=commands, choices=choices, raw=answer)
+
+
+def _v1_reply_texts(output: JSON, generic: list[JSON]) -> list[str]:
+    """`output.generic`'s texts, unless an SOE edited `output.text` after Watson answered.
+
+    Watson (API 2018-07-10 on) sends both forms; IBM's SOE samples edit only `output.text`. So when that has
+    texts that match neither the generic texts for SMS nor all of them, the SOE's texts are the reply.
+    """
+    generic_texts = _generic_texts(generic)
+    text = _v1_texts(output.get("text"))
+    if not generic_texts:
+        return text
+    if not text or text == generic_texts or text == _generic_texts(_dicts(output.get("generic"))):
+        return generic_texts
+    return text
 
 
 def _generic_texts(generic: list[JSON]) -> list[str]:

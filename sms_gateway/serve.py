@@ -19,8 +19,9 @@ from aiohttp import web
 from sms_gateway import heap
 from sms_gateway.app import create_app
 from sms_gateway.config.model import Config
-from sms_gateway.keys import STATE
+from sms_gateway.keys import PROVIDERS, STATE
 from sms_gateway.web.connections import ConnectionDeadlines, deadline_protocol_factory
+from sms_gateway.web.webhooks import webhook_urls
 
 log = structlog.get_logger("sms_gateway.serve")
 
@@ -92,6 +93,9 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
         log.info("gateway_started", host=config.http_host, port=listener.port, store=config.store_url.split(":")[0],
                  tenants=len(config.tenants), header_timeout_s=config.header_timeout_s,
                  body_timeout_s=config.body_timeout_s, keepalive_timeout_s=config.keepalive_timeout_s)
+        base = config.public_url or f"http://{_local_host(config.http_host)}:{listener.port}"
+        log.info("webhook_urls", urls=webhook_urls(config, app[PROVIDERS], base),
+                 public_url_set=config.public_url is not None)
         await stop.wait()
         log.info("shutdown_requested", drain_seconds=drain_seconds)
         app[STATE].shutting_down = True
@@ -101,6 +105,13 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
             trimming.cancel()
         await listener.close()
         log.info("gateway_stopped")
+
+
+def _local_host(host: str) -> str:
+    """The host to show in a URL for the address the gateway listens on (every interface: this machine)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
 
 
 def run(config: Config, drain_seconds: float = 2.0) -> None:

@@ -16,6 +16,7 @@ import structlog
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.conversation import Conversations
+from sms_gateway.engines.base import EngineError
 from sms_gateway.jobs import (
     JobKind,
     LeaseHeartbeat,
@@ -142,11 +143,11 @@ class InboundWorker:
             try:
                 tokens = structlog.contextvars.bind_contextvars(message_id=record.message.message_id)
                 try:
-                    answered = await self.conversations.handle_inbound(record.message, inbound_key=record.key)
+                    failure = await self.conversations.handle_inbound(record.message, inbound_key=record.key)
                 finally:  # bound_contextvars() does the same at twice the cost: this runs on every turn
                     structlog.contextvars.reset_contextvars(**tokens)
-                if not answered:  # (an answered message was marked processed by its turn)
-                    await self._dead_letter_turn(record)
+                if failure is not None:  # (an answered message was marked processed by its turn)
+                    await self._dead_letter_turn(record, failure)
                     await self.store.complete_inbound(record.key)
             except StoreUnavailable as exc:
                 # Left leased: after the lease runs out it is picked up again.
@@ -161,12 +162,13 @@ class InboundWorker:
 
         return job
 
-    async def _dead_letter_turn(self, record: InboundRecord) -> None:
-        """Keep a message the engine could not answer where an operator can list and replay it."""
+    async def _dead_letter_turn(self, record: InboundRecord, failure: EngineError) -> None:
+        """Keep a message the engine could not answer where an operator can list and replay it, with the
+        engine's error (its HTTP status and message, or why it could not be reached)."""
         # Queued to run never, then dead-lettered: no worker can pick it up in between.
         job = Job(f"turn:{record.key}", TURN, record.message.to_json(), run_at=NEVER)
         await self.store.enqueue_job(job)
-        await self.store.dead_letter_job(job.job_id, "engine did not answer (the user got the failure reply)")
+        await self.store.dead_letter_job(job.job_id, str(failure), time.time())
         self.metrics.dead_letters.labels(TURN).inc()
 
     def turn_job_kind(self) -> JobKind:
@@ -174,7 +176,7 @@ class InboundWorker:
 
         async def replay(job: Job) -> Outcome:
             message = InboundMessage.from_json(job.payload)
-            answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            answered: asyncio.Future[EngineError | None] = asyncio.get_running_loop().create_future()
 
             async def turn() -> None:
                 try:
@@ -186,7 +188,8 @@ class InboundWorker:
 
             # Through the session's queue, so the replayed turn never overlaps a live one.
             self.runner.submit(session_key(message.tenant_number, message.user_number), turn)
-            return Outcome.done() if await answered else Outcome.failed("engine did not answer")
+            failure = await answered
+            return Outcome.done() if failure is None else Outcome.failed(str(failure))
 
         return JobKind(replay, RetryPolicy(max_attempts=1))
 

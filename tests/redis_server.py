@@ -1,10 +1,11 @@
 """A throw-away `redis-server` for tests: its own free port, its own directory, stopped afterwards.
 
-    with RedisServer(appendonly=True) as server:
+    with RedisServer(appendonly=True, appendfsync="always") as server:
         store = create_store(server.url)
         ...
         server.stop()       # Redis is down
         server.start()      # the same server again: same port, same directory (AOF data kept)
+        server.kill()       # kill -9: a crash, nothing written on the way out
 
 Never touches a shared Redis. `redis_available()` tells a fixture whether to skip.
 """
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,11 +44,20 @@ def _command(port: int, command: bytes, timeout: float = 1.0) -> bytes:
 
 
 class RedisServer:
-    def __init__(self, directory: Path | str | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path | str | None = None,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self._owned_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix="sms-gw-redis-")) if directory is None else Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # Redis's default
+        self.extra_args = list(extra_args)  # e.g. ["--rename-command", "CONFIG", ""]
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -79,10 +89,12 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", self.appendfsync,
                 "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log"),
                 "--daemonize", "no",
                 "--protected-mode", "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,6 +124,11 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self._kill()
         self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: Redis dies at once, as in a crash; what it had not written to its files is gone."""
+        self.resume()
+        self._kill()
 
     def _kill(self) -> None:
         if self._process is not None:
@@ -160,7 +177,9 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path | str | None = None, *, appendonly: bool = False) -> Iterator[RedisServer]:
+def redis_server(
+    directory: Path | str | None = None, *, appendonly: bool = False, appendfsync: str = "everysec"
+) -> Iterator[RedisServer]:
     """For a pytest fixture: `with redis_server() as server: yield server`."""
-    with RedisServer(directory, appendonly=appendonly) as server:
+    with RedisServer(directory, appendonly=appendonly, appendfsync=appendfsync) as server:
         yield server

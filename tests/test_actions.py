@@ -79,6 +79,22 @@ def test_options_rendered_as_numbered_text_with_configured_prefix() -> None:
     assert render_choices("", ["a"], "Option ") == "Option 1 a"
 
 
+def test_prefix_without_a_trailing_space_gets_one_before_the_label() -> None:
+    s = session()
+    suggestion = EngineReply(
+        choices=[Choice("Did you mean:", "suggestion", ("I'd like to pay a bill", "Open an account"), ("pay", "open"))],
+        commands=[Command("smsActSetDisambiguationConfig", {"prefixText": "Enter %s for:"})],
+    )
+    assert interpret(suggestion, s).text.splitlines()[1:] == [
+        "Enter 1 for: I'd like to pay a bill",
+        "Enter 2 for: Open an account",
+    ]
+    options = EngineReply(choices=[Choice("Insure what?", "option", ("Boat",), ("boat",))],
+                          commands=[Command("smsActSetOptionsConfig", {"prefixText": "%s)"})])
+    assert interpret(options, s).text.splitlines()[1:] == ["1) Boat"]
+    assert render_choices("", ["Boat"], "Choose %s -\t") == "Choose 1 -\tBoat", "a prefix ending in any space is kept"
+
+
 def test_vgw_send_sms_defaults_to_session_numbers() -> None:
     s = session()
     plan = interpret(

@@ -138,6 +138,19 @@ async def test_set_conversation_config_switches_workspace_within_the_turn(tmp_pa
         assert gw.watson.of_kind("v1")[-1].path.endswith("/WS2/message")
 
 
+async def test_soe_edit_of_output_text_is_the_reply_and_generic_media_still_sent(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gw:
+        # What IBM's SOE samples do: Watson answered; the SOE rewrote output.text and left output.generic alone.
+        output = text_output("Your balance is <balance>.")
+        output["generic"].append({"response_type": "image", "source": "https://e.example.com/chart.png"})
+        output["text"] = ["Your balance is $12.34."]
+        gw.watson.v1_dialog = lambda text, ctx: {"output": output}
+        await gw.sms("balance")
+        (sent,) = await gw.wait_sent(1)
+        assert sent.body == "Your balance is $12.34."
+        assert sent.media_urls == ["https://e.example.com/chart.png"]
+
+
 async def test_options_are_numbered_text_with_prefix(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
         output = text_output("Let's get you a quote.")

@@ -218,6 +218,17 @@ async def test_retries_5xx_then_succeeds(
     assert sleeps == [0.25, 0.5]
 
 
+async def test_configured_retry_interval_is_the_wait_before_every_retry(
+    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession, sleep: Any, sleeps: list[float]
+) -> None:
+    # IBM's convRetryInterval (ms): a fixed wait, not our doubling backoff.
+    fake.fail(times=3, status=503)
+    engine = WatsonV1Engine(v1(base_url, max_retries=3, retry_interval_ms=1500), http, sleep=sleep)
+    reply = await engine.turn(TurnRequest(text="hi", state=state()))
+    assert reply.texts == ["You said: hi"]
+    assert sleeps == [1.5, 1.5, 1.5]
+
+
 async def test_gives_up_after_max_retries(
     fake: FakeWatson, base_url: str, http: aiohttp.ClientSession, sleep: Any, sleeps: list[float]
 ) -> None:
@@ -688,6 +699,11 @@ async def test_echo_engine() -> None:
     assert second.commands == [Command("smsActSendMedia", {"mediaURL": ["https://example.com/cat.jpg"]})]
     assert second.engine_state == {"turns": 2}
     assert engine.last_request is not None and engine.last_request.text == "look"
+    # What it answered, as a v1 dialog would: the demo prints it.
+    assert engine.last_reply is second and second.raw == {"output": {
+        "text": ["You said: look", "Got your 1 media"],
+        "smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": ["https://example.com/cat.jpg"]}},
+    }}
 
     bye = await engine.turn(
         TurnRequest(text="smsResponseTimeout", state=state(), engine_state=second.engine_state)

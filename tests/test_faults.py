@@ -55,7 +55,7 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def dead_letter_count(config: Path) -> int:
     result = cli(config, "dead-letters", "list")
     assert result.returncode == 0, result.stdout + result.stderr
-    return int(result.stdout.strip().splitlines()[-1].split()[0])
+    return len(result.stdout.splitlines())  # one JSON line each (the count is on stderr)
 
 
 # 1. kill -9 with messages accepted but unprocessed -------------------------------------------------------

@@ -1,6 +1,6 @@
 """Fault tests with real gateway processes on a real, private Redis (`redis-server` started by the test):
-one MessageSid to two processes, Redis restarted mid-run, two processes as one gateway (load, turn order,
-a shared rate limit), kill -9 of one of them.
+one MessageSid to two processes, Redis restarted mid-run, Redis killed -9 right after acknowledgements, two
+processes as one gateway (load, turn order, a shared rate limit), kill -9 of one of them.
 
 Each test prints a Tally (sent, accepted, answered, duplicated, lost); run with `-s` to see them.
 """
@@ -145,6 +145,38 @@ async def test_redis_restart_with_turns_in_flight_loses_nothing(world: World, re
     tally.extra.update(engine_turns=len(world.watson.turn_texts()), left_in_store=pending_work(redis))
     tally.report()
     assert answered == 10 and duplicated == 0 and lost == []
+
+
+# Redis killed -9 right after acknowledgements ---------------------------------------------------------------
+async def test_redis_killed_right_after_a_burst_of_acknowledgements_loses_none(world: World, tmp_path: Path) -> None:
+    """appendonly yes, appendfsync always: 30 webhooks (3 users x 10) all acknowledged 200 while the engine holds
+    each user's first turn, so the other 27 are nowhere but in Redis; redis-server is killed with SIGKILL at the
+    last 200 and restarted on its append-only file: every message reaches the engine once and is answered once."""
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    with RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always") as redis:
+        gw = await world.gateways.start("gw", store_url=redis.url)
+        durability = [e for e in gw.log_events() if e.get("event") == "store_durability"]
+        assert [e.get("mode") for e in durability] == ["fsync_always"], durability
+        world.watson.hold(60)
+        burst = [(f"crash {u} {k}", user) for k in range(10) for u, user in enumerate(users(3))]
+        results = await asyncio.gather(*(world.deliver(gw, text, user) for text, user in burst))
+        redis.kill()
+        in_engine_at_kill = len(world.watson.turn_texts())
+        assert [s for _, s in results] == [200] * 30
+        redis.start()  # the same port and directory: the append-only file is all it has
+        await ready_again(gw)
+        world.watson.release()
+        answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=1.5)
+        turns = Counter(world.watson.turn_texts())
+        tally = world.tally("redis kill -9 after 30 acknowledgements")
+        tally.extra.update(in_engine_at_kill=in_engine_at_kill, engine_turns=sum(turns.values()),
+                           left_in_store=pending_work(redis))
+        tally.report()
+        assert in_engine_at_kill <= 3, "the other messages must wait in Redis, or the test shows nothing"
+        assert all(turns[text] == 1 for text, _ in burst), {t: n for t, n in turns.items() if n != 1}
+        assert answered == 30 and duplicated == 0 and lost == []
+        assert pending_work(redis) == {"inbound": 0, "jobs": 0}
 
 
 # Two processes, one gateway -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ client did wrong is not logged as the gateway's error; phone numbers are redacte
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -14,8 +15,11 @@ from typing import Any
 import pytest
 import structlog
 
+from sms_gateway.config.model import Credentials
 from sms_gateway.logs import configure_logging, redact_numbers_in_text, reset_logging
-from tests.harness import running_gateway
+from sms_gateway.web.rejections import RejectionLog
+from tests.harness import USER, inbound_form, running_gateway
+from tests.phones import SinchPhone, TeleSignPhone
 
 
 class Logs:
@@ -133,3 +137,81 @@ def test_free_text_is_kept_when_the_operator_asks(logs: Logs) -> None:
     logs.configure(redact_numbers=False)
     structlog.get_logger("t").warning("send_failed", error="The 'To' number +15551230001 is not valid")
     assert logs.lines()[0]["error"] == "The 'To' number +15551230001 is not valid"
+
+
+def rejected(logs: Logs) -> list[dict[str, Any]]:
+    return [line for line in logs.lines() if line["event"] == "webhook_rejected"]
+
+
+async def test_a_bad_twilio_signature_is_logged_once_with_the_url_checked_and_the_fix(tmp_path: Path,
+                                                                                      logs: Logs) -> None:
+    async with running_gateway(tmp_path) as gw:
+        for _ in range(3):
+            status, _, _ = await gw.post_form(inbound_form("hi"), signature="RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+            assert status == 403
+    (line,) = rejected(logs)
+    assert line["level"] == "warning" and line["outcome"] == "bad_signature" and line["route"] == "inbound"
+    assert f"checked against the URL {gw.url}/sms.receiver/SmsRecv" in line["hint"]
+    assert "set PUBLIC_URL to the URL configured at Twilio" in line["hint"]
+    assert line["tenant"] == "***01"
+    raw = logs.stream.getvalue()
+    assert "RSOYDt4T1cUTdK1PDd93" not in raw and gw.twilio.auth_token not in raw
+
+
+async def test_an_unknown_to_is_logged_once_with_the_configured_numbers_redacted(tmp_path: Path,
+                                                                                logs: Logs) -> None:
+    async with running_gateway(tmp_path) as gw:
+        for to in ("5005550001", "+19998887777"):  # a tenant number without its country code, then a stranger
+            status, _, _ = await gw.post_form(inbound_form("hi", tenant=to))
+            assert status == 403
+    (line,) = rejected(logs)  # one cause: the second refusal is counted, not logged
+    assert line["level"] == "warning" and line["outcome"] == "unknown_tenant"
+    assert "the Twilio tenants' numbers are ***01, ***02, ***03, ***04" in line["hint"]
+    assert "E.164" in line["hint"]
+    raw = logs.stream.getvalue()
+    assert "5005550001" not in raw and "9998887777" not in raw
+
+
+async def test_bad_basic_credentials_are_logged_once_without_them_and_the_challenge_not_at_all(
+    tmp_path: Path, logs: Logs
+) -> None:
+    creds = Credentials("twilio-hook", "s3cret-hook-pass")
+    async with running_gateway(tmp_path, tenant_overrides={"webhook_credentials": creds}) as gw:
+        status, _, _ = await gw.post_form(inbound_form("hi"))
+        assert status == 401  # the challenge a provider expects: not a rejection to report
+        assert rejected(logs) == []
+        wrong = "Basic " + base64.b64encode(b"twilio-hook:guess").decode()
+        for _ in range(2):
+            status, _, _ = await gw.post_form(inbound_form("hi"), headers={"Authorization": wrong})
+            assert status == 403
+    (line,) = rejected(logs)
+    assert line["outcome"] == "unauthorized" and line["tenant"] == "***01" and "webHookCredentials" in line["hint"]
+    raw = logs.stream.getvalue()
+    assert "twilio-hook" not in raw and "guess" not in raw and "s3cret" not in raw
+
+
+async def test_sinch_and_telesign_signatures_are_logged_with_their_own_hints(tmp_path: Path, logs: Logs) -> None:
+    async with running_gateway(tmp_path, sinch=True, telesign=True) as gw:
+        sinch, telesign = SinchPhone(gw), TeleSignPhone(gw)
+        status, _ = await sinch.fake.post_webhook(gw.http, sinch.url, sinch._event("hi", None, USER, None),
+                                                  secret="not-the-secret")
+        assert status == 403
+        status, _ = await telesign.fake.post_callback(gw.http, telesign.url, telesign.callback("hi", None, USER),
+                                                      api_key="T3RoZXIga2V5IG9mIGFub3RoZXIgY3VzdG9tZXI=")
+        assert status == 403
+    by_route = {line["route"]: line for line in rejected(logs)}
+    assert by_route["sinch"]["outcome"] == "bad_signature" and "webhookSecret" in by_route["sinch"]["hint"]
+    assert by_route["telesign"]["outcome"] == "bad_signature" and "apiKey" in by_route["telesign"]["hint"]
+    assert "Twilio" not in json.dumps(by_route)
+
+
+def test_a_cause_is_logged_again_after_the_interval_with_the_count_refused_since() -> None:
+    now = [0.0]
+    rejections = RejectionLog(interval=300, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as captured:
+        for second in (0, 1, 2, 299, 301, 302):
+            now[0] = second
+            rejections.refused("inbound", "bad_signature", "+15005550001", reason="invalid")
+        rejections.refused("inbound", "bad_signature", "+15005550002", reason="invalid")  # another tenant
+    assert [(line["tenant"], line["refused_since_last_logged"]) for line in captured] == [
+        ("+15005550001", 0), ("+15005550001", 3), ("+15005550002", 0)]

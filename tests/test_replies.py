@@ -4,6 +4,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from sms_gateway.model import Choice, Command, EngineReply
 from sms_gateway.replies import action_keys_in_v2_context, commands_from, parse_v1_answer, parse_v2_answer
@@ -40,6 +41,41 @@ def test_v1_prefers_generic_text_over_duplicate_output_text() -> None:
     assert parse_v1_answer(
         {"output": {"text": ["Hello"], "generic": [{"response_type": "pause"}]}}
     ).texts == ["Hello"]
+
+
+def test_v1_output_text_edited_by_an_soe_wins_over_watsons_generic_text() -> None:
+    # IBM's SOE samples rewrite output.text after Watson answers; output.generic still has Watson's text.
+    body = {
+        "output": {
+            "text": ["Your balance is $1,234.56."],
+            "generic": [
+                {"response_type": "text", "text": "Your balance is <balance>."},
+                {"response_type": "image", "source": "https://x.test/chart.png"},
+                {"response_type": "option", "title": "Anything else?",
+                 "options": [{"label": "Pay a bill", "value": {"input": {"text": "pay"}}}]},
+                {"response_type": "user_defined", "user_defined": {"smsAction": cmd(TIMEOUT)}},
+            ],
+        }
+    }
+    reply = parse_v1_answer(body)
+    assert reply.texts == ["Your balance is $1,234.56."]
+    assert reply.commands == [
+        Command("smsActSendMedia", {"mediaURL": ["https://x.test/chart.png"]}),
+        TIMEOUT,
+    ], "the generic items that are not text still count"
+    assert reply.choices == [Choice("Anything else?", "option", ("Pay a bill",), ("pay",))]
+
+
+def test_v1_output_text_listing_every_channels_texts_is_not_an_soe_edit() -> None:
+    # Watson's output.text holds the texts of every channel; the SMS reply keeps only those for SMS.
+    generic = [
+        {"response_type": "text", "text": "Say it", "channels": [{"channel": "voice_telephony"}]},
+        {"response_type": "text", "text": "Text it", "channels": [{"channel": "text_messaging"}]},
+    ]
+    assert parse_v1_answer({"output": {"text": ["Say it", "Text it"], "generic": generic}}).texts == ["Text it"]
+    assert parse_v1_answer({"output": {"text": [], "generic": generic}}).texts == ["Text it"], (
+        "an empty output.text is no edit"
+    )
 
 
 def test_generic_items_for_other_channels_are_skipped() -> None:
@@ -184,6 +220,35 @@ def test_malformed_commands_are_skipped() -> None:
     assert commands_from(value) == [Command("ok", {"a": 1}), Command("noparams"), Command("badparams")]
     assert commands_from(None) == []
     assert commands_from({"command": "single"}) == [Command("single")]
+
+
+def test_a_command_in_a_shape_the_gateway_does_not_read_is_a_warning_naming_the_expected_shape() -> None:
+    media = {"mediaURL": ["https://example.com/a.gif"]}
+    with capture_logs() as logs:
+        reply = parse_v1_answer({"output": {"smsAction": {"smsActSendMedia": media}}})
+    assert reply.commands == []
+    (warning,) = logs
+    assert warning["event"] == "command_unreadable" and warning["log_level"] == "warning"
+    assert warning["where"] == "output.smsAction" and warning["found"] == '{"smsActSendMedia": ...}'
+    assert warning["expected"] == '{"command": "smsActSendMedia", "parameters": {...}}'
+    assert "example.com" not in str(warning)  # the shape by its keys, not the engine's values
+
+    with capture_logs() as logs:
+        reply = parse_v2_answer({"output": {"generic": [
+            {"response_type": "user_defined", "user_defined": {"smsAction": {"command": "smsActSendMedia", **media}}},
+        ]}, "context": {"skills": {"main skill": {"user_defined": {"smsAction": "terminateSession"}}}}})
+    assert reply.commands == [Command("smsActSendMedia")]  # run, and ignored for its missing mediaURL, as before
+    assert [(w["where"], w["found"]) for w in logs] == [
+        ("context.skills['main skill'].user_defined.smsAction", "a str"),
+        ("output.generic[].user_defined.smsAction", 'smsActSendMedia with mediaURL beside "parameters"'),
+    ]
+
+
+def test_well_formed_commands_log_nothing() -> None:
+    with capture_logs() as logs:
+        reply = parse_v1_answer({"output": {"smsAction": [cmd(MEDIA), {"command": "terminateSession"}]},
+                                 "context": {"smsAction": None}})
+    assert reply.commands == [MEDIA, END] and logs == []
 
 
 def test_non_object_answers_give_empty_replies() -> None:

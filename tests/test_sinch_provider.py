@@ -300,8 +300,10 @@ async def test_address_finds_the_tenant_by_app_id() -> None:
 )
 async def test_address_refuses(body: bytes, content_type: str, error: type[Exception], match: str) -> None:
     provider = provider_for(TENANT_CONFIG)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as refused:
         await provider.address(hook(body, content_type=content_type), Directory([TENANT_CONFIG]))
+    if isinstance(refused.value, UnknownTenant):  # the operator is told which apps the tenants use
+        assert refused.value.hint is not None and DEFAULT_APP_ID in refused.value.hint
 
 
 async def test_address_accepts_a_charset_parameter() -> None:
@@ -324,8 +326,9 @@ async def test_tenants_sharing_an_app_are_told_apart_by_number_and_by_message() 
     report = delivery_report(DEFAULT_APP_ID, "01SINCHID", "DELIVERED", metadata="our-1")
     assert (await provider.address(signed_hook(report), directory)).tenant is second
     unknown = inbound_event(DEFAULT_APP_ID, DEFAULT_USER_IDENTITY, text="hi")
-    with pytest.raises(UnknownTenant, match="several tenants"):
+    with pytest.raises(UnknownTenant, match="several tenants") as refused:
         await provider.address(signed_hook(unknown), directory)
+    assert refused.value.hint is not None and "+12025550100, +12025550111" in refused.value.hint
 
 
 # ------------------------------------------------------------------------------ parsing

@@ -370,9 +370,10 @@ async def test_jobs_are_idempotent_ordered_per_key_retried_and_dead_lettered(sto
     await store.complete_job("j1")
     await store.complete_job("j3")
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=60.0)] == ["j2", "j4"]
-    await store.dead_letter_job("j2", "21610 unsubscribed")
+    await store.dead_letter_job("j2", "21610 unsubscribed", now=65.0)
     dead = await store.dead_letters(10)
-    assert [(j.job_id, j.last_error) for j in dead] == [("j2", "21610 unsubscribed")]
+    assert [(j.job_id, j.last_error, j.run_at) for j in dead] == [("j2", "21610 unsubscribed", 65.0)], \
+        "kept with its cause and when it was given up on"
     assert await store.replay_dead_letter("j2", now=70.0) is True
     assert await store.replay_dead_letter("j2", now=70.0) is False
     assert await store.dead_letters(10) == []
@@ -592,7 +593,7 @@ async def test_finished_work_is_forgotten_after_retention_and_nothing_else(pruni
     await store.lease_jobs("w", 10, 30, now)
     await store.complete_job("j-old-done")
     await store.complete_job("j-new-done")
-    await store.dead_letter_job("j-old-dead", "gave up")
+    await store.dead_letter_job("j-old-dead", "gave up", old)
     await store.retry_job("j-old-queued", old, "later")
     await store.record_outbound(OutboundRecord("m-old", "+15005550006", "+15551230000", None, "SM1", None, old))
     await store.record_outbound(OutboundRecord("m-new", "+15005550006", "+15551230000", None, "SM2", None, now))

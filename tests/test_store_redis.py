@@ -240,7 +240,7 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "pending_job_count": lambda: store.pending_job_count(),
         "complete_job": lambda: store.complete_job("j"),
         "retry_job": lambda: store.retry_job("j", 1.0, "e"),
-        "dead_letter_job": lambda: store.dead_letter_job("j", "e"),
+        "dead_letter_job": lambda: store.dead_letter_job("j", "e", 1.0),
         "dead_letters": lambda: store.dead_letters(10),
         "replay_dead_letter": lambda: store.replay_dead_letter("j", 1.0),
         "reserve_send_slot": lambda: store.reserve_send_slot("k", SenderRate(1.0, 1), 0.0),
@@ -477,10 +477,10 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
             def calls(s: Store, jid: str = jid, at: float = at, error: str = error) -> Awaitable[Any]:
                 return s.retry_job(jid, at, error)
         elif op == 6:
-            jid, error = rng.choice(job_ids), f"dead{step}"
+            jid, error, at = rng.choice(job_ids), f"dead{step}", now
 
-            def calls(s: Store, jid: str = jid, error: str = error) -> Awaitable[Any]:
-                return s.dead_letter_job(jid, error)
+            def calls(s: Store, jid: str = jid, error: str = error, at: float = at) -> Awaitable[Any]:
+                return s.dead_letter_job(jid, error, at)
         elif op == 7:
             jid, at = rng.choice(job_ids), now
 

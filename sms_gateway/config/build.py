@@ -79,12 +79,14 @@ ENGINE_FIELDS = {
     "convConnectTimeout": "connect_timeout_ms",
     "convReadTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
+    "retryInterval": "retry_interval_ms",
 }
 # The keys every provider's settings have; each provider's own are its settings type's KEYS.
 PROVIDER_FIELDS = {
     "connectTimeout": "connect_timeout_ms",
     "readTimeout": "read_timeout_ms",
     "maxRetryNum": "max_retries",
+    "retryInterval": "retry_interval_ms",
 }
 PROXY_FIELDS = {"url": "url", "username": "username", "password": "password"}
 CREDENTIAL_FIELDS = {"username": "username", "password": "password"}
@@ -179,6 +181,47 @@ def semantic_problems(native: Mapping[str, Any]) -> list[PathProblem]:
         else:
             first_with[digits] = i
     return problems
+
+
+# The credentials each engine authType sends; any other of CREDENTIAL_KEYS that is set is ignored.
+AUTH_CREDENTIALS = {"none": (), "basic": ("username", "password"), "iam": ("apikey",), "bearer": ("bearerToken",)}
+CREDENTIAL_KEYS = ("apikey", "username", "password", "bearerToken")
+# At most this many digits and no "+": a short code, which has no country code to write.
+SHORT_CODE_DIGITS = 8
+
+
+def semantic_warnings(native: Mapping[str, Any]) -> list[PathProblem]:
+    """Valid settings that are ignored or probably wrong, in a normalised, schema-valid native dict: engine
+    credentials that the authType does not send, tenant numbers that are not E.164, each provider's own."""
+    warnings: list[PathProblem] = []
+    by_kind: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for i, tenant in _tenants(native):
+        by_kind.setdefault(tenant["smsProvider"].get("type", DEFAULT_KIND), []).append((i, tenant))
+        conversation = tenant["conversation"]
+        auth = conversation.get("authType", "none")
+        for key in CREDENTIAL_KEYS:
+            if key in conversation and key not in AUTH_CREDENTIALS.get(auth, ()):
+                used = " and ".join(AUTH_CREDENTIALS.get(auth, ())) or "no credentials"
+                warnings.append((("tenants", i, "conversation", key),
+                                 f"is ignored: authType {auth} sends {used}"))
+        warning = e164_warning(tenant["tenantPhoneNumber"])
+        if warning is not None:
+            warnings.append((("tenants", i, "tenantPhoneNumber"), warning))
+    for kind, tenants in by_kind.items():
+        warnings += settings_type(kind).config_warnings(tenants)
+    return warnings
+
+
+def e164_warning(number: str) -> str | None:
+    """Why a tenant number (schema-valid) is probably not the number a provider will send, if it is not."""
+    _, _, bare = number.rpartition(":")  # a channel prefix, e.g. "whatsapp:+1..."
+    digits = normalise_number(bare)
+    if len(digits) > 15:
+        return f"has {len(digits)} digits: an E.164 number has at most 15"
+    if bare.startswith("+") or len(digits) <= SHORT_CODE_DIGITS:
+        return None
+    return ("is not E.164 (a + and the country code, then the number): providers send numbers so, and a tenant "
+            "is matched on digits, so only if its digits include the country code")
 
 
 def _tenants(native: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:

@@ -6,10 +6,12 @@ Problems name the variable.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from sms_gateway.config.ibm_json import engine_kind, parse_bool, parse_int
+from sms_gateway.config.model import ConfigWarning
 
 Problem = tuple[str, str]
 Kind = Literal["str", "int", "bool"]
@@ -64,8 +66,19 @@ TENANT_VARS: Table = {
     "CONVERSATION_FAILED_REPLY_MESSAGE": (("conversationFailedReplyMessage",), "str"),
 }
 API_VERSION_VAR = "WATSON_CONVERSATION_API_VERSION"
-# Proxy prefix -> the tenant section it applies to.
+TENANT_FILE_VAR = "MULTI_TENANT_CONFIG_FILE"
+# CTRL_TENANT_USERNAME/PASSWORD: among the single tenant's variables, and read for a file's tenants too.
+SHARED_CONTROL_VARS = ("CTRL_TENANT_USERNAME", "CTRL_TENANT_PASSWORD")
+# Proxy prefix -> the tenant section it applies to; each prefix is followed by one of PROXY_SUFFIXES.
 PROXY_PREFIXES = {"WCS_PROXY": "conversation", "SMS_PROXY": "smsProvider"}
+PROXY_SUFFIXES = ("HOST", "PORT", "TYPE", "USERNAME", "PASSWORD")
+
+# Every variable read; a variable with one of IBM_PREFIXES that is not one of them is probably misspelt.
+KNOWN_VARS = frozenset({
+    *GLOBAL_VARS, *TENANT_VARS, API_VERSION_VAR, TENANT_FILE_VAR,
+    *(f"{prefix}_{suffix}" for prefix in PROXY_PREFIXES for suffix in PROXY_SUFFIXES),
+})
+IBM_PREFIXES = ("WATSON_", "SMS_", "CTRL_", "WCS_", "TENANT_", "MULTI_TENANT_", "CONVERSATION_")
 
 # Native key path -> the variable that sets it, for naming that variable in an error.
 GLOBAL_NAMES = {path: name for name, (path, _) in GLOBAL_VARS.items()}
@@ -82,6 +95,33 @@ TENANT_NAMES: dict[tuple[str, ...], str] = {
 
 def get(environ: Mapping[str, str], name: str) -> str | None:
     return environ.get(name) or None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[ConfigWarning]:
+    """A warning for each set variable that looks like one of IBM's (its prefix) but is none we read."""
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(IBM_PREFIXES) and name not in KNOWN_VARS and get(environ, name) is not None:
+            close = difflib.get_close_matches(name, KNOWN_VARS, n=1)
+            hint = f"did you mean {close[0]}?" if close else "no such setting"
+            warnings.append(ConfigWarning(name, f"is not a variable of the gateway and is ignored ({hint})"))
+    return warnings
+
+
+def ignored_tenant_variables(environ: Mapping[str, str]) -> list[ConfigWarning]:
+    """The single tenant's variables that are set but not read: with a tenant file, or without
+    TENANT_PHONE_NUMBER."""
+    tenant_file = get(environ, TENANT_FILE_VAR)
+    if tenant_file is None and get(environ, "TENANT_PHONE_NUMBER") is not None:
+        return []
+    ignored = [name for name in TENANT_VARS if name not in SHARED_CONTROL_VARS and get(environ, name) is not None]
+    if get(environ, API_VERSION_VAR) is not None:
+        ignored.append(API_VERSION_VAR)
+    if not ignored:
+        return []
+    why = (f"the tenants come from {TENANT_FILE_VAR}" if tenant_file is not None
+           else "the single tenant's variables are read only when TENANT_PHONE_NUMBER is set")
+    return [ConfigWarning(", ".join(ignored), f"ignored: {why}")]
 
 
 def read_globals(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:

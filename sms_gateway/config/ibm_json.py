@@ -1,7 +1,8 @@
 """IBM SMS Gateway's multi-tenant JSON (`MULTI_TENANT_CONFIG_FILE`) -> native tenant dicts.
 
 IBM writes every value as a string ("true", "30000"); real JSON booleans and numbers are accepted too.
-Keys we do not rename pass through unchanged, so the native schema reports unknown ones.
+Keys we do not rename pass through unchanged, so the native schema reports unknown ones; keys IBM documents that
+have no equivalent here (`NO_EFFECT_KEYS`) are taken out with a warning each.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ INT_KEYS = {
     "connectTimeout",
     "readTimeout",
     "maxRetryNum",
+    "retryInterval",
+    "smsProviderMaxRetryNo",
+    "smsProviderRetryInterval",
+    "smsProvideRetryInterval",  # IBM's "Advanced JSON configuration properties" page spells it so
+    "convMaxRetryNo",
+    "convRetryInterval",
 }
 # Tenant-level IBM keys that belong to the engine or the provider in the native format.
 MOVED_KEYS: dict[str, tuple[str, str]] = {
@@ -38,6 +45,17 @@ MOVED_KEYS: dict[str, tuple[str, str]] = {
     "smsProviderConnectTimeout": ("smsProvider", "connectTimeout"),
     "smsProviderReadTimeout": ("smsProvider", "readTimeout"),
     "smsProvideReadTimeout": ("smsProvider", "readTimeout"),
+    "smsProviderMaxRetryNo": ("smsProvider", "maxRetryNum"),
+    "smsProviderRetryInterval": ("smsProvider", "retryInterval"),
+    "smsProvideRetryInterval": ("smsProvider", "retryInterval"),
+    "convMaxRetryNo": ("conversation", "maxRetryNum"),
+    "convRetryInterval": ("conversation", "retryInterval"),
+}
+# Tenant keys IBM documents that this gateway has no equivalent for: accepted, each with a warning.
+NO_EFFECT_KEYS = {
+    # IBM's transcription and usage events to a REST server or Cloudant.
+    "reporting": "this gateway sends no reporting events (for message texts in its log set"
+    " logging.transcriptionMessages / ENABLE_TRANSCRIPTION_MESSAGES; for counts scrape /metrics)",
 }
 
 
@@ -66,6 +84,7 @@ class TenantFile(NamedTuple):
     # per tenant: native key path inside the tenant -> the IBM tenant key it came from
     moved: list[dict[tuple[str, ...], str]]
     problems: list[Problem]
+    warnings: list[Problem]  # keys accepted that have no effect here
 
 
 def read_tenant_json(path: str) -> TenantFile:
@@ -73,19 +92,30 @@ def read_tenant_json(path: str) -> TenantFile:
         with open(path, encoding="utf-8") as f:
             data = json.loads(_strip_trailing_commas(f.read()))
     except OSError as e:
-        return TenantFile([], [], [(path, f"cannot read the file: {e.strerror or e}")])
+        return TenantFile([], [], [(path, f"cannot read the file: {e.strerror or e}")], [])
     except json.JSONDecodeError as e:
-        return TenantFile([], [], [(path, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})")])
+        return TenantFile([], [], [(path, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})")], [])
     if not isinstance(data, dict) or not isinstance(data.get("tenants"), list):
-        return TenantFile([], [], [(path, 'must be a JSON object {"tenants": [...]}')])
+        return TenantFile([], [], [(path, 'must be a JSON object {"tenants": [...]}')], [])
     problems = [(f"{path}:{key}", "unknown key") for key in data if key != "tenants"]
-    tenants, moved = [], []
+    tenants, moved, warnings = [], [], []
     for i, raw in enumerate(data["tenants"]):
+        warnings += [(f"{path}:tenants[{i}].{key}", reason) for key, reason in _no_effect(raw)]
         tenant, moves, tenant_problems = _tenant_to_native(raw)
         tenants.append(tenant)
         moved.append(moves)
         problems += [(f"{path}:tenants[{i}].{key}", reason) for key, reason in tenant_problems]
-    return TenantFile(tenants, moved, problems)
+    return TenantFile(tenants, moved, problems, warnings)
+
+
+def _no_effect(raw: Any) -> list[Problem]:
+    """A warning for each `NO_EFFECT_KEYS` key of the tenant, which is taken out so the schema accepts it."""
+    if not isinstance(raw, dict):
+        return []
+    found = [key for key in NO_EFFECT_KEYS if key in raw]
+    for key in found:
+        del raw[key]
+    return [(key, f"has no effect: {NO_EFFECT_KEYS[key]}") for key in found]
 
 
 # IBM's own sample tenantConfig.json ends its list with a trailing comma, which its Java parser accepts.

@@ -4,7 +4,9 @@ Precedence: the YAML file, then environment variables over the global settings t
 `MULTI_TENANT_CONFIG_FILE`, else the single-tenant variables (when `TENANT_PHONE_NUMBER` is set), else the
 YAML. `CTRL_TENANT_USERNAME`/`PASSWORD` protect every tenant without its own `controlCredentials`, whichever
 the source. Every problem found is collected and raised together, each naming the key as the user wrote it: a
-native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`.
+native key path (`tenants[0].conversation.url`), an environment variable, or `<file>:<IBM key path>`. What is
+valid but ignored or suspicious (a misspelt IBM variable, a source that replaces another) is returned beside the
+Config as warnings named the same way (`read_config`).
 """
 
 from __future__ import annotations
@@ -15,36 +17,54 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from jsonschema import Draft202012Validator, ValidationError
 
 from sms_gateway.config import env
-from sms_gateway.config.build import build_config, normalise, semantic_problems
+from sms_gateway.config.build import build_config, normalise, semantic_problems, semantic_warnings
 from sms_gateway.config.ibm_json import read_tenant_json
 from sms_gateway.config.mask import SECRET_KEYS, mask_url
-from sms_gateway.config.model import Config, KeyPath
+from sms_gateway.config.model import Config, ConfigWarning, KeyPath
 from sms_gateway.config.yaml_file import read_yaml
 
 TenantNamer = Callable[[int, KeyPath], str]  # (tenant index, key path inside it) -> name
 
 
 class ConfigError(Exception):
-    """Every configuration problem found, as (key path, reason) pairs."""
+    """Every configuration problem found, as (key path, reason) pairs, and the warnings found before them (a
+    misspelt variable may be why a required one is missing)."""
 
-    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, errors: Sequence[tuple[str, str]], warnings: Sequence[ConfigWarning] = ()) -> None:
         self.errors = list(errors)
+        self.warnings = list(warnings)
         super().__init__("\n".join(f"{key}: {reason}" for key, reason in self.errors))
 
 
+class LoadedConfig(NamedTuple):
+    config: Config
+    warnings: list[ConfigWarning]  # valid settings that are ignored, overridden or suspicious
+
+
 def load_config(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    return read_config(config_file, environ).config
+
+
+def read_config(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """The configuration and what looks wrong in it; ConfigError with every problem when it is invalid."""
     environ = os.environ if environ is None else environ
     native, problems = read_yaml(config_file) if config_file else ({}, [])
+    file_tenants = native.get("tenants")
     overrides, env_problems = env.read_globals(environ)
     problems += env_problems
     _merge(native, overrides)
-    name_tenant_key, tenant_problems = _select_tenants(native, environ)
+    name_tenant_key, tenant_problems, source, file_warnings = _select_tenants(native, environ)
     problems += tenant_problems
+    warnings = env.unknown_variables(environ) + env.ignored_tenant_variables(environ)
+    warnings += [ConfigWarning(key, reason) for key, reason in file_warnings]
+    if source is not None and isinstance(file_tenants, list) and file_tenants:
+        warnings.append(ConfigWarning(f"{config_file}:tenants", f"its {len(file_tenants)} tenant(s) are replaced by "
+                                      f"those of {source}"))
 
     def name(path: KeyPath) -> str:
         if path[:1] == ("tenants",) and len(path) > 1 and isinstance(path[1], int):
@@ -56,19 +76,30 @@ def load_config(config_file: str | None = None, environ: Mapping[str, str] | Non
     path_problems += _schema_problems(native) + semantic_problems(native)
     problems += [(name(path), reason) for path, reason in path_problems]
     if problems:
-        raise ConfigError(problems)
-    return build_config(native)
+        raise ConfigError(problems, warnings)
+    warnings += [ConfigWarning(name(path), reason) for path, reason in semantic_warnings(native)]
+    config = build_config(native)
+    if not config.tenants:
+        warnings.append(ConfigWarning("tenants", "none is configured, so every webhook is answered 403"))
+    return LoadedConfig(config, warnings)
 
 
-def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple[TenantNamer, list[tuple[str, str]]]:
-    """Put the tenants from the winning source in `native`; return how to name their keys in errors."""
+def _select_tenants(
+    native: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[TenantNamer, list[tuple[str, str]], str | None, list[tuple[str, str]]]:
+    """Put the tenants from the winning source in `native`; return how to name their keys in errors, the
+    problems, the environment's source of them if it replaced the YAML's, and the tenant file's warnings."""
     proxies, problems = env.read_proxies(environ)
-    tenant_file = env.get(environ, "MULTI_TENANT_CONFIG_FILE")
+    tenant_file = env.get(environ, env.TENANT_FILE_VAR)
+    source: str | None = None
+    file_warnings: list[tuple[str, str]] = []
     shared_control: dict[str, str] | None = None  # CTRL_TENANT_*, for the file's tenants without their own
     if tenant_file is not None:
+        source = env.TENANT_FILE_VAR
         loaded = read_tenant_json(tenant_file)
         native["tenants"] = loaded.tenants
         problems += loaded.problems
+        file_warnings += loaded.warnings
         shared_control, control_problems = env.read_control_credentials(environ)
         problems += control_problems
 
@@ -77,6 +108,7 @@ def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple
             return f"{tenant_file}:{format_path(('tenants', i, moved) if moved else ('tenants', i, *path))}"
 
     elif env.get(environ, "TENANT_PHONE_NUMBER") is not None:
+        source = "TENANT_PHONE_NUMBER and the single tenant's variables"
         tenant, tenant_problems = env.read_tenant(environ)  # CTRL_TENANT_* among its variables
         native["tenants"] = [tenant]
         problems += tenant_problems
@@ -102,7 +134,7 @@ def _select_tenants(native: dict[str, Any], environ: Mapping[str, str]) -> tuple
         # empty section is IBM's unfilled placeholder, so it counts as none.
         if shared_control is not None and not tenant.get("controlCredentials"):
             tenant["controlCredentials"] = dict(shared_control)
-    return name, problems
+    return name, problems, source, file_warnings
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:

@@ -26,6 +26,15 @@ DEFAULT_FAILED_REPLY = "We're sorry, but we can't respond to your message."
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """A setting that is valid but probably not what the operator meant (ignored, overridden, or suspicious):
+    `key` as the operator wrote it (a native key path, an environment variable, `<file>:<key>`)."""
+
+    key: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Credentials:
     username: str
     password: str = field(repr=False)  # secrets stay out of reprs, logs and tracebacks
@@ -56,6 +65,7 @@ class EngineConfig:
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
     max_retries: int = 2
+    retry_interval_ms: int | None = None  # the wait before each retry; None: a short doubling backoff
     proxy: ProxyConfig | None = None
 
     @property
@@ -78,6 +88,7 @@ class ProviderConfig:
     connect_timeout_ms: int = 30000
     read_timeout_ms: int = 30000
     max_retries: int = 2
+    retry_interval_ms: int | None = None  # the least wait before each retry; None: the outbox's backoff
     proxy: ProxyConfig | None = None
 
     @property
@@ -88,6 +99,12 @@ class ProviderConfig:
     def config_problems(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
         """What the schema cannot say about this provider's tenants (index, native tenant dict), as (key path,
         reason); the tenants passed the schema's checks of their shape only loosely: check types before use."""
+        return []
+
+    @classmethod
+    def config_warnings(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
+        """Settings of this provider's (schema-valid) tenants that are ignored or suspicious, as (key path,
+        reason)."""
         return []
 
 

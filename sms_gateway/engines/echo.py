@@ -1,9 +1,15 @@
-"""A network-free engine for the demo and tests: echoes text and sends received media back."""
+"""A network-free engine for the demo and tests: echoes text and sends received media back.
+
+It answers the way a Watson Assistant v1 dialog would (`output.text`, the command in `output.smsAction`), and
+that answer is read by the same parser as a real v1 engine's, so the demo shows an answer the gateway really
+interprets.
+"""
 
 from __future__ import annotations
 
 from sms_gateway.engines.base import TurnRequest
-from sms_gateway.model import Command, EngineReply
+from sms_gateway.model import JSON, EngineReply
+from sms_gateway.replies import parse_v1_answer
 
 WELCOME = "Hello! Send me a text or a picture and I will send it back."
 GOODBYE = "We have not heard from you for a while, so this conversation will end now. Goodbye!"
@@ -12,24 +18,33 @@ GOODBYE = "We have not heard from you for a while, so this conversation will end
 class EchoEngine:
     def __init__(self) -> None:
         self.last_request: TurnRequest | None = None
+        self.last_reply: EngineReply | None = None  # its `raw` is the v1 answer it gave
 
     async def turn(self, request: TurnRequest) -> EngineReply:
         self.last_request = request
         turns = request.engine_state.get("turns")
         state = {"turns": (turns if isinstance(turns, int) else 0) + 1}
-        if request.text == "smsResponseTimeout":
-            return EngineReply(texts=[GOODBYE], engine_state=state)
-
-        urls = media_urls(request.state.get("smsMedia"))
-        texts = [f"You said: {request.text}"] if request.text else []
-        commands = []
-        if urls:
-            texts.append(f"Got your {len(urls)} media")
-            commands.append(Command("smsActSendMedia", {"mediaURL": urls}))
-        return EngineReply(texts=texts or [WELCOME], commands=commands, engine_state=state)
+        reply = parse_v1_answer(v1_answer(request))
+        reply.engine_state = state
+        self.last_reply = reply
+        return reply
 
     async def close(self) -> None:
         return None
+
+
+def v1_answer(request: TurnRequest) -> JSON:
+    """The v1 `/message` answer for the turn: the text echoed, and the media sent back with smsActSendMedia."""
+    if request.text == "smsResponseTimeout":
+        return {"output": {"text": [GOODBYE]}}
+    urls = media_urls(request.state.get("smsMedia"))
+    texts = [f"You said: {request.text}"] if request.text else []
+    if urls:
+        texts.append(f"Got your {len(urls)} media")
+    output: JSON = {"text": texts or [WELCOME]}
+    if urls:
+        output["smsAction"] = {"command": "smsActSendMedia", "parameters": {"mediaURL": urls}}
+    return {"output": output}
 
 
 def media_urls(media: object) -> list[str]:

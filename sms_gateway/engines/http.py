@@ -56,6 +56,9 @@ class HttpOptions:
         if proxy and proxy.username:
             auth = {"Proxy-Authorization": basic_authorization(proxy.username, proxy.password or "")}
         connect, read = config.connect_timeout_ms / 1000, config.read_timeout_ms / 1000
+        # IBM's convRetryInterval: the same wait before every retry.
+        interval = None if config.retry_interval_ms is None else config.retry_interval_ms / 1000
+        backoff = {} if interval is None else {"backoff_s": interval, "max_backoff_s": interval}
         return cls(
             # sock_read bounds each wait for bytes, so an engine trickling a byte at a time would never time out:
             # `total` bounds the whole call (as the providers' transport does).
@@ -63,6 +66,7 @@ class HttpOptions:
             max_retries=max(0, config.max_retries),
             proxy=proxy.url if proxy else None,
             proxy_headers=auth,
+            **backoff,
         )
 
     def backoff(self, attempt: int) -> float:

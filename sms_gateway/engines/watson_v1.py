@@ -7,6 +7,7 @@ the next turn, with this turn's state variables as top-level context keys.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import aiohttp
 
@@ -56,7 +57,7 @@ class WatsonV1Engine:
         else:
             if not config.url or not config.workspace_id:
                 raise ValueError("engine 'watson_v1' needs a url and a workspace_id")
-            self.url = f"{config.url.rstrip('/')}/v1/workspaces/{config.workspace_id}/message"
+            self.url = f"{config.url.rstrip('/')}/v1/workspaces/{quote(config.workspace_id, safe='')}/message"
             self._params = {"version": config.version_date}
         self._client = JsonClient(
             http, authorizer or create_authorizer(config), HttpOptions.from_config(config), sleep=sleep

@@ -9,6 +9,8 @@ integration does (`input.attachments`, `context.integrations.text_messaging`).
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import aiohttp
 
 from sms_gateway.config.model import EngineConfig
@@ -34,11 +36,12 @@ class WatsonV2Engine:
     ) -> None:
         if not config.url or not config.assistant_id:
             raise ValueError("engine 'watson_v2' needs a url and an assistant_id")
-        base = f"{config.url.rstrip('/')}/v2/assistants/{config.assistant_id}"
+        # Ids and session ids are path segments, encoded as the SDK encodes them.
+        base = f"{config.url.rstrip('/')}/v2/assistants/{quote(config.assistant_id, safe='')}"
         if config.v2_path_style == "environments":
             if not config.environment_id:
                 raise ValueError("engine 'watson_v2' with path style 'environments' needs an environment_id")
-            base += f"/environments/{config.environment_id}"
+            base += f"/environments/{quote(config.environment_id, safe='')}"
         self.sessions_url = f"{base}/sessions"
         self._params = {"version": config.version_date}
         self._client = JsonClient(
@@ -71,7 +74,8 @@ class WatsonV2Engine:
         return reply
 
     async def _message(self, session_id: str, body: JSON) -> JSON:
-        return await self._client.post(f"{self.sessions_url}/{session_id}/message", body, params=self._params)
+        url = f"{self.sessions_url}/{quote(session_id, safe='')}/message"
+        return await self._client.post(url, body, params=self._params)
 
     async def close(self) -> None:
         """Sessions expire on WA's side; the HTTP session belongs to the app."""

@@ -43,11 +43,20 @@ class InvalidRequest(Exception):
     """A provider webhook that cannot be understood (answered 400)."""
 
 
-class UnknownTenant(Exception):
+class Refusal(Exception):
+    """A webhook refused for what may be the operator's mistake: `hint` tells them what to check (logged once
+    per cause; never a secret, and no more than a few dozen characters of what the caller sent)."""
+
+    def __init__(self, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.hint = hint
+
+
+class UnknownTenant(Refusal):
     """A webhook for a number or account that is not one of this gateway's tenants (answered 403)."""
 
 
-class WebhookRefused(Exception):
+class WebhookRefused(Refusal):
     """A webhook that does not prove it comes from the provider (answered 403): bad or missing signature,
     stale timestamp, unknown signing algorithm."""
 
@@ -145,7 +154,7 @@ class Provider(abc.ABC, Generic[P, S]):
 
     kind: ClassVar[str]
     settings_type: ClassVar[type[ProviderConfig]]
-    routes: ClassVar[tuple[WebhookRoute, ...]]
+    routes: ClassVar[tuple[WebhookRoute, ...]]  # the first: the one to register with the provider (shown at start)
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -124,6 +124,11 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve requests."""
 
+    async def wait_durable(self) -> None:  # noqa: B027 - optional hook
+        """Return once the writes answered so far would survive a crash of the store's server; called before an
+        answer that promises them (a webhook's 200, a REST call's 2xx). StoreUnavailable when that cannot be
+        confirmed in time. A store whose writes are durable when they return has nothing to wait for."""
+
     # Inbound queue with dedupe ---------------------------------------------------------------
     @abc.abstractmethod
     async def accept_inbound(self, message: InboundMessage) -> bool:
@@ -243,10 +248,13 @@ class Store(abc.ABC):
         attempts and last error stay what they were before it (a send the provider throttled was not made)."""
 
     @abc.abstractmethod
-    async def dead_letter_job(self, job_id: str, error: str) -> None: ...
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
+        """Give up on the job: kept with `error` (the cause an operator reads) and `now` as its `run_at`."""
 
     @abc.abstractmethod
-    async def dead_letters(self, limit: int) -> list[Job]: ...
+    async def dead_letters(self, limit: int) -> list[Job]:
+        """The oldest `limit` dead letters, each with its cause (`last_error`) and when it was given up on
+        (`run_at`)."""
 
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:

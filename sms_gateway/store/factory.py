@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from sms_gateway.config.mask import mask_urls_in_text
 from sms_gateway.store.base import Store
 
@@ -37,6 +39,23 @@ def store_url_problem(url: str) -> str | None:
             raise ValueError(f"unsupported store URL {url!r} ({_SUPPORTED})")
     except (ValueError, TypeError) as exc:
         return mask_urls_in_text(str(exc))
+    return None
+
+
+def existing_store_problem(url: str) -> str | None:
+    """Why an operator's command (`dead-letters`) cannot read the store at `url` that a gateway wrote: a SQLite
+    file that does not exist (opening it would create an empty one), or a memory store (no other process can
+    see it); None when it may be opened. Checks `store_url_problem` first."""
+    problem = store_url_problem(url)
+    if problem is not None or url.startswith(("redis:", "rediss:")):
+        return problem
+    if url.startswith("memory:"):
+        return "memory:// keeps nothing beyond its own process: point STORE_URL at the gateway's store"
+    from sms_gateway.store.sqlite import sqlite_path
+
+    path = sqlite_path(url)[0]
+    if not os.path.isfile(path):
+        return f"no SQLite database at {os.path.abspath(path)} (STORE_URL {mask_urls_in_text(url)})"
     return None
 
 

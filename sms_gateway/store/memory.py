@@ -371,11 +371,11 @@ class MemoryStore(Store):
             state.state = "queued"
             state.job = replace(state.job, run_at=run_at, attempts=max(state.job.attempts - 1, 0))
 
-    async def dead_letter_job(self, job_id: str, error: str) -> None:
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         state = self._active_jobs.pop(job_id, None) or self._dead_jobs.get(job_id) or self._take_done(job_id)
         if state is not None:
             state.state = "dead"
-            state.job = replace(state.job, last_error=error)
+            state.job = replace(state.job, last_error=error, run_at=now)
             self._dead_jobs[job_id] = state
 
     async def dead_letters(self, limit: int) -> list[Job]:

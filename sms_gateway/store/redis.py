@@ -17,8 +17,10 @@ retries) instead of half-starting. Once open, the client reconnects by itself wh
 first call to meet a lost connection closes the pool's idle ones too, so a restart costs one failed call, not
 one per pooled connection.
 
-Durability is Redis's: run it with `appendonly yes` (and `appendfsync always` if a power cut must not lose the
-last second of acknowledged webhooks). Standalone Redis or Sentinel; not Redis Cluster (scripts touch keys
+Durability is Redis's: `open()` reads the server's `appendonly` and `appendfsync` and logs what an
+acknowledgement guarantees (`store_durability`, see redis_durability). With `appendonly yes` and `appendfsync
+always` a write is on disk when Redis answers it; with `everysec` on Redis >= 7.2, `wait_durable()` waits for it
+(WAITAOF) before the gateway acknowledges. Standalone Redis or Sentinel; not Redis Cluster (scripts touch keys
 they compute). Keys that would otherwise grow forever get a TTL: a processed message's claim, a delivery
 status claim, an outbound record and a finished job are kept `RETENTION_SECONDS` (7 days); smsErrors waiting
 for a user who never comes back are kept as long; a pipe is kept until 7 days after it expires; a
@@ -57,6 +59,7 @@ from sms_gateway.store.base import (
     conversation_key,
     inbound_key,
 )
+from sms_gateway.store.redis_durability import Durability, RedisDurability, classify
 
 T = TypeVar("T")
 
@@ -622,12 +625,12 @@ return 1
 _DEAD_LETTER_JOB = (
     _JOBS_COMMON
     + """
--- ARGV: prefix, id, error
+-- ARGV: prefix, id, error, now
 local id = ARGV[2]
 local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'seq')
 if not h[1] then return 0 end
 if h[1] == 'queued' or h[1] == 'leased' then deactivate(id, h[2]) end
-redis.call('HSET', jk(id), 'state', 'dead', 'last_error', ARGV[3])
+redis.call('HSET', jk(id), 'state', 'dead', 'last_error', ARGV[3], 'run_at', ARGV[4])
 redis.call('HDEL', jk(id), 'owner')
 redis.call('PERSIST', jk(id))
 redis.call('ZADD', DEAD, h[3], id)
@@ -768,6 +771,9 @@ class RedisStore(Store):
         self._retention = int(retention_seconds)
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._durability: RedisDurability | None = None
+        # WAITAOF's own timeout ends before ours, so a slow fsync is an answer (0 fsyncs), not a lost connection.
+        self._waitaof_ms = max(int(self._operation_timeout * 750), 1)
 
     @property
     def prefix(self) -> str:
@@ -865,15 +871,42 @@ class RedisStore(Store):
             "defer_job": _DEFER_JOB,
         }
         self._scripts = {name: client.register_script(source) for name, source in sources.items()}
-        await self._warn_if_not_durable()
+        self._durability = await self._read_durability()
 
-    async def _warn_if_not_durable(self) -> None:
+    async def _read_durability(self) -> RedisDurability:
+        """What an acknowledgement guarantees on this server (see redis_durability), logged once."""
         try:
-            config = await self._call(self._redis.config_get("appendonly"))
+            config = await self._call(self._redis.config_get("append*"))
         except StoreUnavailable:
-            return  # CONFIG is often disabled on managed Redis; nothing to say then
-        if config.get("appendonly") == "no":
-            log.warning("redis_not_durable", reason="appendonly is off: a Redis restart loses queued messages and jobs")
+            config = {}  # CONFIG is often disabled or renamed on managed Redis
+        try:
+            version = (await self._call(self._redis.info("server"))).get("redis_version")
+        except StoreUnavailable:
+            version = None
+        durability = classify(config.get("appendonly"), config.get("appendfsync"),
+                              None if version is None else str(version))
+        report = log.info if durability.durable else log.warning
+        report("store_durability", mode=str(durability.mode), appendonly=durability.appendonly,
+               appendfsync=durability.appendfsync, redis_version=durability.version, guarantee=durability.guarantee)
+        return durability
+
+    @property
+    def durability(self) -> RedisDurability | None:
+        """The server's durability as read at `open()` (None before)."""
+        return self._durability
+
+    async def wait_durable(self) -> None:
+        if self._durability is None or self._durability.mode is not Durability.WAITAOF:
+            return
+        # WAITAOF confirms the writes of its own connection: one more write on the connection it runs on comes
+        # after every write already answered (whichever connection made it) in the one append-only file, so once
+        # it is on disk, so are they. A pipeline, not MULTI: WAITAOF does not block inside a transaction.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._k("durable"), "1", ex=3600)
+        pipe.waitaof(1, 0, self._waitaof_ms)
+        _, (local, _replicas) = await self._call(pipe.execute())
+        if int(local) < 1:
+            raise StoreUnavailable(f"redis: the write was not confirmed on disk (WAITAOF) within {self._waitaof_ms} ms")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -1098,8 +1131,8 @@ class RedisStore(Store):
     async def defer_job(self, job_id: str, run_at: float) -> None:
         await self._script("defer_job", [], [job_id, _num(run_at)])
 
-    async def dead_letter_job(self, job_id: str, error: str) -> None:
-        await self._script("dead_letter_job", [], [job_id, error])
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
+        await self._script("dead_letter_job", [], [job_id, error, _num(now)])
 
     async def dead_letters(self, limit: int) -> list[Job]:
         if limit <= 0:

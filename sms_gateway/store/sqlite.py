@@ -669,10 +669,11 @@ class SQLiteStore(Store):
             single_write=True,
         )
 
-    async def dead_letter_job(self, job_id: str, error: str) -> None:
+    async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._run(
             lambda db: db.execute(
-                "UPDATE jobs SET state = 'dead', owner = NULL, last_error = ? WHERE job_id = ?", (error, job_id)
+                "UPDATE jobs SET state = 'dead', owner = NULL, last_error = ?, run_at = ? WHERE job_id = ?",
+                (error, now, job_id),
             ),
             single_write=True,
         )

@@ -228,6 +228,8 @@ def endpoint(route: str) -> Callable[[Callable[[web.Request], Awaitable[web.Resp
             metrics = request.app[METRICS]
             try:
                 response = await handle(request)
+                if request.method not in ("GET", "HEAD") and response.status < 300:
+                    await request.app[STORE].wait_durable()  # what a 2xx promises is kept
             except ApiError as exc:
                 response = exc.response()
             except StoreUnavailable as exc:

@@ -30,6 +30,7 @@ from sms_gateway.providers.base import (
 from sms_gateway.store.base import Job, OutboundRecord, Store, StoreUnavailable
 from sms_gateway.web.basic_auth import caller
 from sms_gateway.web.errors import json_error
+from sms_gateway.web.rejections import RejectionLog
 
 log = structlog.get_logger("sms_gateway.web.webhooks")
 
@@ -97,7 +98,14 @@ def check_basic_auth(request: web.Request, tenant: TenantConfig) -> web.Response
     return None
 
 
+BAD_CREDENTIALS_HINT = ("the Basic credentials in the webhook URL configured at the provider "
+                        "(https://user:password@host/...) must be the tenant's webHookCredentials "
+                        "(SMS_WEBHOOK_USERNAME / SMS_WEBHOOK_PASSWORD)")
+
+
 def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handler:
+    rejections = RejectionLog()
+
     async def handle(request: web.Request) -> web.StreamResponse:
         app = request.app
         metrics = app[METRICS]
@@ -122,15 +130,20 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
             except InvalidRequest as exc:
                 return reject("bad_request", json_error(400, "badRequest", str(exc)))
             except UnknownTenant as exc:
+                rejections.refused(route.name, "unknown_tenant", None, provider=provider.kind, reason=str(exc),
+                                   hint=exc.hint)
                 return reject("unknown_tenant", json_error(403, "forbidden", str(exc)))
             denied = check_basic_auth(request, addressed.tenant)
             if denied is not None:
+                if denied.status == 403:  # a 401 is the challenge providers expect before sending credentials
+                    rejections.refused(route.name, "unauthorized", addressed.tenant.phone_number,
+                                       provider=provider.kind, reason="bad credentials", hint=BAD_CREDENTIALS_HINT)
                 return reject("unauthorized", denied)
             try:
                 verified = provider.verify(hook, addressed)
             except WebhookRefused as exc:
-                log.warning("signature_rejected", provider=provider.kind, tenant=addressed.tenant.phone_number,
-                            reason=str(exc))
+                rejections.refused(route.name, "bad_signature", addressed.tenant.phone_number, provider=provider.kind,
+                                   reason=str(exc), hint=exc.hint)
                 return reject("bad_signature", json_error(403, "forbidden", str(exc)))
             try:
                 events = provider.parse(hook, addressed)
@@ -146,6 +159,8 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
             if replay is not None and not await store.claim_once(replay.key, replay.until):
                 log.warning("webhook_replayed", provider=provider.kind, tenant=addressed.tenant.phone_number)
                 return reject("replayed", json_error(403, "forbidden", "this request was already received"))
+            if events or replay is not None:
+                await store.wait_durable()  # the provider never sends again what it got a 200 for
         except StoreUnavailable as exc:
             log.error("store_unavailable", where=f"{route.name}_webhook", error=str(exc))
             return reject("store_unavailable", json_error(503, "storeUnavailable", "message store unavailable"))
@@ -221,6 +236,12 @@ async def _warn_without_public_url(app: web.Application) -> None:
                     reason="PUBLIC_URL (http.publicURL) is not set: messages are sent without a per-message status "
                            "callback (Twilio's StatusCallback), so their delivery statuses never reach the gateway, "
                            "and signatures are checked against the URL each request arrived at")
+
+
+def webhook_urls(config: Config, providers: dict[str, Provider[Any, Any]], base: str) -> dict[str, str]:
+    """Per provider the tenants use: the URL to register with it (its first route, under `base`)."""
+    used = {tenant.provider.kind for tenant in config.tenants}
+    return {kind: base.rstrip("/") + provider.routes[0].path for kind, provider in providers.items() if kind in used}
 
 
 def setup(app: web.Application) -> None:

@@ -1,6 +1,7 @@
 """A fake Watson Assistant (v1, v2 both path styles, an SOE path) and IBM Cloud IAM token endpoint.
 
-Payload shapes follow shared/reference/watson-assistant.md. Every request is recorded; answers come from a
+Payload shapes follow Watson Assistant's published v1/v2 API reference and parse with ibm-watson's models
+(tests/test_watson_wire.py). Every request is recorded; answers come from a
 per-test `dialog` callable, and failures can be scripted.
 
     fake = FakeWatson(workspaces={"WS1"}, assistants={"A1": {"E1"}})
@@ -221,7 +222,9 @@ class FakeWatson:
         output = partial.pop("output", None) or text_output()
         context.update(partial.pop("context", None) or {})
         answer: JSON = {"intents": [], "entities": [], "input": {"text": text}}
-        answer |= {"output": output, "context": context}
+        # user_id: as sent, else the conversation id (WA's rule); the SDK's MessageResponse requires it.
+        user_id = body.get("user_id") if isinstance(body.get("user_id"), str) else context["conversation_id"]
+        answer |= {"output": output, "context": context, "user_id": user_id}
         answer.update(partial)
         return web.json_response(answer)
 

@@ -20,6 +20,7 @@ from sms_gateway.providers.base import (
     TenantDirectory,
     UnknownTenant,
     Verified,
+    WebhookRefused,
     WebhookRequest,
     WebhookRoute,
 )
@@ -48,6 +49,8 @@ LIMITS = MessageLimits(
 )
 
 ACKNOWLEDGEMENT: JSON = {"status": "accepted"}
+SIGNATURE_HINT = ("the tenant's smsProvider.webhookSecret must be the secret of the Sinch app's webhook, and this "
+                  "machine's clock right (Sinch's timestamp is checked)")
 
 
 class SinchProvider(Provider[JSON, SinchConfig]):
@@ -73,7 +76,10 @@ class SinchProvider(Provider[JSON, SinchConfig]):
         app_id = app_id_of(payload)
         candidates = self._tenants_by_app.get(app_id, ())
         if not candidates:
-            raise UnknownTenant(f"no tenant uses the Sinch app {app_id!r}")
+            configured = ", ".join(sorted(self._tenants_by_app)[:10]) or "none"
+            raise UnknownTenant(f"no tenant uses the Sinch app {app_id[:64]!r}", hint=(
+                f"the Sinch apps of the tenants (smsProvider.appId) are {configured}: the callback's app_id must "
+                "be one of them"))
         if len(candidates) == 1:
             return Addressed(candidates[0], payload)
         return Addressed(await _one_of(candidates, payload, tenants, app_id), payload)
@@ -82,7 +88,10 @@ class SinchProvider(Provider[JSON, SinchConfig]):
         # Always checked: Sinch signs every callback of a webhook that has a secret, and there is no setting to
         # turn the check off.
         settings = self.settings(addressed.tenant)
-        signed = signature.verify(hook.headers, hook.body, settings.webhook_secret, hook.received_at)
+        try:
+            signed = signature.verify(hook.headers, hook.body, settings.webhook_secret, hook.received_at)
+        except WebhookRefused as exc:
+            raise WebhookRefused(str(exc), hint=SIGNATURE_HINT) from exc
         return Verified(replay=Replay(key=f"sinch:{settings.app_id}:{signed.nonce}", until=signed.remember_until))
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Sequence[Event]:
@@ -126,7 +135,10 @@ async def _one_of(candidates: Sequence[TenantConfig], payload: Mapping[str, Any]
         sent_by = await tenants.by_message(our_id)
         if sent_by is not None and sent_by in candidates:
             return sent_by
-    raise UnknownTenant(f"several tenants use the Sinch app {app_id!r} and the callback does not say which")
+    numbers = ", ".join(tenant.phone_number for tenant in candidates[:10])
+    raise UnknownTenant(f"several tenants use the Sinch app {app_id!r} and the callback does not say which", hint=(
+        f"a message to this app is addressed by the number it was sent to, and its tenants' numbers (and "
+        f"mmsSender) are {numbers}"))
 
 
 def _numbers(tenant: TenantConfig) -> set[str]:

@@ -20,6 +20,7 @@ from sms_gateway.providers.base import (
     TenantDirectory,
     UnknownTenant,
     Verified,
+    WebhookRefused,
     WebhookRequest,
     WebhookRoute,
 )
@@ -52,6 +53,8 @@ _SHORT_CODE = re.compile(r"[0-9]{5,6}")
 _TENANT_DIGITS = re.compile(r"[0-9]{1,15}")
 
 ACKNOWLEDGEMENT: JSON = {"status": "accepted"}
+SIGNATURE_HINT = ("the tenant's smsProvider.customerId and apiKey must be the TeleSign account's: TeleSign signs "
+                  "its callbacks with that key")
 
 
 def limits_for(sender_id: str) -> MessageLimits:
@@ -76,14 +79,20 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
         digits = hook.path_params.get("tenant", "")
         tenant = tenants.by_number(digits) if _TENANT_DIGITS.fullmatch(digits) else None
         if tenant is None or not isinstance(tenant.provider, TeleSignConfig):
-            raise UnknownTenant("the callback URL does not name a TeleSign tenant's number")
+            numbers = [t.phone_number for t in self.config.tenants if isinstance(t.provider, TeleSignConfig)]
+            raise UnknownTenant("the callback URL does not name a TeleSign tenant's number", hint=(
+                f"the callback URL named {digits[:32]!r}; it must be {CALLBACK_PATH} with the digits of a TeleSign "
+                f"tenant's number, and those are {', '.join(numbers[:10]) or 'none'}"))
         return Addressed(tenant, decode_json_object(hook))
 
     def verify(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Verified:
         # Always checked: TeleSign signs every callback with the API key. There is no nonce or timestamp to
         # refuse a replay with; the core takes each message id and (id, status) once instead.
         settings = self.settings(addressed.tenant)
-        verify_callback(hook.headers, hook.body, settings.customer_id, settings.api_key)
+        try:
+            verify_callback(hook.headers, hook.body, settings.customer_id, settings.api_key)
+        except WebhookRefused as exc:
+            raise WebhookRefused(str(exc), hint=SIGNATURE_HINT) from exc
         return Verified()
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Sequence[Event]:

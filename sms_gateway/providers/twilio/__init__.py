@@ -7,6 +7,7 @@ twilio-python is used only for `RequestValidator` (the reference signature algor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -105,15 +106,25 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
             else:
                 tenant = self._ours(tenants.by_number(address(form.params, "From") or ""))
             if tenant is None:
-                raise UnknownTenant("status for a message or number that is not of this gateway's Twilio tenants")
+                raise UnknownTenant("status for a message or number that is not of this gateway's Twilio tenants",
+                                    hint=self._numbers_hint("From", form.params.get("From", "")))
             return Addressed(tenant, form)
         to_number = form.params.get("To", "")
         if not to_number:
             raise InvalidRequest("missing 'To'")
         tenant = self._ours(tenants.by_number(to_number))
         if tenant is None:
-            raise UnknownTenant("'To' is not a number of this gateway")
+            raise UnknownTenant("'To' is not a number of this gateway", hint=self._numbers_hint("To", to_number))
         return Addressed(tenant, form)
+
+    @functools.cached_property
+    def _numbers_shown(self) -> str:
+        numbers = [t.phone_number for t in self.config.tenants if isinstance(t.provider, TwilioConfig)]
+        return (", ".join(numbers[:10]) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")) or "none"
+
+    def _numbers_hint(self, field: str, received: str) -> str:
+        return (f"{field} was {received[:32]!r}; the Twilio tenants' numbers are {self._numbers_shown}: a tenant is "
+                "matched on the digits of its number, so write it as Twilio sends it, in E.164 (+ and country code)")
 
     def _ours(self, tenant: TenantConfig | None) -> TenantConfig | None:
         return tenant if tenant is not None and isinstance(tenant.provider, TwilioConfig) else None
@@ -124,7 +135,10 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
             return Verified()
         if not verify_signature(hook.url, addressed.payload.signed, hook.headers.get(SIGNATURE_HEADER),
                                 settings.password):
-            raise WebhookRefused(f"invalid {SIGNATURE_HEADER}")
+            raise WebhookRefused(f"invalid {SIGNATURE_HEADER}", hint=(
+                f"the signature was checked against the URL {hook.url[:200]}: set PUBLIC_URL to the URL configured "
+                "at Twilio (behind a proxy), and check that the tenant's smsProvider.password is the account's "
+                "auth token"))
         return Verified()
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[TwilioForm]) -> Sequence[Event]:

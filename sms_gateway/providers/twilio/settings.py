@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sms_gateway.config.model import ProviderConfig
+from sms_gateway.config.model import KeyPath, ProviderConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,11 @@ class TwilioConfig(ProviderConfig):
     username: str = ""  # Twilio Account SID
     password: str = field(default="", repr=False)  # Twilio Auth Token (also the webhook signing key)
     validate_signature: bool = True
+
+    @classmethod
+    def config_warnings(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
+        return [(("tenants", i, "smsProvider", "url"), "is ignored: explicitURL is the URL messages are sent to")
+                for i, tenant in tenants if "url" in tenant["smsProvider"] and "explicitURL" in tenant["smsProvider"]]
 
     @property
     def send_url(self) -> str:
