@@ -168,7 +168,7 @@ def gateway_config(
     tenant_extra: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A native config: one Watson v1 tenant on the fakes, rate limits high unless given.
+    """A native config: one Watson v1 tenant on the fakes, no rate limits unless given.
 
     `lease_seconds` (store.leaseSeconds, the gateway's default when None) bounds how soon the work of a killed
     process is taken over: fault tests that kill a process set it to a few seconds."""
@@ -177,8 +177,7 @@ def gateway_config(
         "store": {"url": store_url},
         "logging": {"level": "info", "redactPhoneNumbers": False},
         "media": {"checkSize": False},
-        "rateLimits": dict(rate_limits) if rate_limits is not None
-        else {"longCode": 10000, "tollFree": 10000, "shortCode": 10000},
+        **({"rateLimits": dict(rate_limits)} if rate_limits is not None else {}),
         "tenants": [{
             "tenantPhoneNumber": tenant,
             "conversation": {"type": "watson_v1", "url": watson_url, "workspaceID": "WS1", "authType": "none",
