@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,25 +296,30 @@ def main(argv: list[str] | None = None) -> int:
 
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sms-gw-crash-"))
     directory.mkdir(parents=True, exist_ok=True)
-    redis: RedisServer | None = None
     try:
-        if args.store == "redis":
-            if not redis_available():
-                print("redis-server is not installed", file=sys.stderr)
-                return 2
-            redis = RedisServer(directory / "redis", appendonly=True)
-            redis.start()
-            store_url = redis.url
-        else:
-            db = directory / "gateway.db"
-            store_url = f"sqlite:///{db}" + ("?synchronous=normal" if args.synchronous == "normal" else "")
-        return asyncio.run(run(args, directory, store_url))
+        sqlite_query = "?synchronous=normal" if args.synchronous == "normal" else ""
+        return with_store(args.store, directory, sqlite_query,
+                          lambda store_url: asyncio.run(run(args, directory, store_url)))
     finally:
-        if redis is not None:
-            redis.close()
         if not args.dir:
             with contextlib.suppress(OSError):
                 shutil.rmtree(directory)
+
+
+def with_store(store: str, directory: Path, sqlite_query: str, run: Callable[[str], int]) -> int:
+    """`run(store URL)` on a SQLite file in `directory` (`sqlite_query` its URL options) or on a private
+    redis-server (appendonly) started there and stopped after; 2 when redis-server is not installed."""
+    if store != "redis":
+        return run(f"sqlite:///{directory / 'gateway.db'}{sqlite_query}")
+    if not redis_available():
+        print("redis-server is not installed", file=sys.stderr)
+        return 2
+    redis = RedisServer(directory / "redis", appendonly=True)
+    redis.start()
+    try:
+        return run(redis.url)
+    finally:
+        redis.close()
 
 
 if __name__ == "__main__":

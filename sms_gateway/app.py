@@ -138,8 +138,6 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             app[WORKER] = worker
             app[JOBS] = jobs
             app[OUTBOX] = outbox
-            # Registered, and the work of processes gone meanwhile (a crash before this start) freed, before
-            # the workers' first lease: a restart takes the interrupted work at once.
             def lease_now() -> None:
                 worker.notify()
                 jobs.notify()
@@ -147,6 +145,8 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             # A dead process's sends may still be created by their provider: its jobs wait as the outbox does.
             heartbeat = OwnerHeartbeat(store, owner, on_released=lease_now,
                                        job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0))
+            # Registered, and the work of processes gone meanwhile (a crash before this start) freed, before
+            # the workers' first lease: a restart takes the interrupted work at once.
             await heartbeat.start()
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
                      asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]

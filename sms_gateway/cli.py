@@ -1,4 +1,4 @@
-"""The `sms-gateway` console script: serve, check-config, dead-letters, demo."""
+"""The `sms-gateway` console script: serve, check-config, dead-letters, demo, phone."""
 
 from __future__ import annotations
 
@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--provider", choices=sorted(PROVIDER_TYPES), default=DEFAULT_KIND,
                       help=f"whose webhooks and API to play (default {DEFAULT_KIND})")
     demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
+
+    phone = sub.add_parser(
+        "phone", parents=[with_config], help="try dialogs in your browser: simulated phones, no account needed",
+        description="Start the gateway with the configured engines (the echo engine when none is configured), "
+                    "each tenant's provider played by a local stand-in, and serve a page with a phone per "
+                    "simulated user and an inspector of each turn (state variables, the engine's answer, what "
+                    "went to the provider). Runs until Ctrl-C.",
+    )
+    phone.add_argument("--host", default="127.0.0.1", help="where the page listens (default 127.0.0.1)")
+    phone.add_argument("--port", type=int, default=9090, help="the page's port (default 9090)")
+    phone.add_argument("--logs", action="store_true", help="show the gateway's log lines")
     return parser
 
 
@@ -126,6 +137,13 @@ def _main(argv: Sequence[str] | None) -> int:
         for key, reason in exc.errors:
             print(f"  {key}: {reason}", file=sys.stderr)
         return 2
+
+    if command == "phone":
+        from sms_gateway.phone.run import run_phone
+
+        if config.tenants:  # without one, the phone has echo tenants: "no tenant" is no news
+            _print_warnings(warnings)
+        return run_phone(config, args.host, args.port, show_logs=args.logs)
 
     if command == "dead-letters":
         import asyncio

@@ -26,7 +26,7 @@ log = structlog.get_logger("sms_gateway.jobs")
 class Outcome:
     """What a handler says about one attempt."""
 
-    state: str  # "done" | "retry" | "failed"
+    state: str  # "done" | "retry" | "defer" | "failed"
     error: str | None = None
     retry_after: float | None = None
     sent: OutboundRecord | None = None  # a send's record, written with the job's completion in one go
@@ -38,6 +38,12 @@ class Outcome:
     @classmethod
     def retry(cls, error: str, retry_after: float | None = None) -> Outcome:
         return cls("retry", error, retry_after)
+
+    @classmethod
+    def defer(cls, reason: str, run_in: float) -> Outcome:
+        """Run the job again in `run_in` seconds, as though this attempt had not been made: nothing was done (a
+        send waiting for its sender's pace), so it counts toward no retry limit."""
+        return cls("defer", reason, run_in)
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
@@ -267,6 +273,11 @@ class JobWorker:
                 await self.store.complete_send(job.job_id, outcome.sent)
             else:
                 await self.store.complete_job(job.job_id)
+            return
+        if outcome.state == "defer":
+            delay = outcome.retry_after or 0.0
+            log.debug("job_deferred", job_id=job.job_id, kind=job.kind, delay_s=round(delay, 2), reason=outcome.error)
+            await self.store.defer_job(job.job_id, self.clock() + delay)
             return
         error = outcome.error or "failed"
         if outcome.state == "retry" and job.attempts < kind.policy.max_attempts:

@@ -100,6 +100,8 @@ class SendResult:
     error_message: str | None = None
     http_status: int | None = None
     retry_after: float | None = None  # the provider's Retry-After, in seconds
+    # The provider refused it for the sending number's (or account's) rate: not sent, the sender is to slow down.
+    throttled: bool = False
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,5 @@
 """The outbox: every message to a user is a `send` job, so it survives a crash, is retried with backoff
-within the provider's limits, waits for its sender's rate-limit slot, and is sent at most once per id."""
+within the provider's limits, goes at its sender's pace (`ratelimit`), and is sent at most once per id."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ import structlog
 from sms_gateway.config.model import normalise_number
 from sms_gateway.jobs import JobKind, Outcome, RetryPolicy
 from sms_gateway.metrics import Metrics, warn_if_slow
-from sms_gateway.model import JSON, OutboundMessage
+from sms_gateway.model import JSON, OutboundMessage, SendResult
 from sms_gateway.providers.base import TIMEOUT, Sender
-from sms_gateway.ratelimit import SenderRate, sender_rate
+from sms_gateway.ratelimit import MAX_HOLD_SECONDS, AcceptedRate, SenderRate, sender_cap
 from sms_gateway.store.base import Job, OutboundRecord, Store
 
 log = structlog.get_logger("sms_gateway.outbox")
 
 SEND = "send"
-# A rate-limit wait longer than this goes back to the queue instead of holding a worker slot.
-MAX_INLINE_WAIT_SECONDS = 10.0
+# A wait for the sender's next slot longer than this goes back to the queue instead of holding a worker slot,
+# and takes its slot when it comes back, at the sender's pace then (which may have grown since).
+MAX_INLINE_WAIT_SECONDS = 2.0
+# A throttled send without a Retry-After comes back after this.
+THROTTLED_RETRY_SECONDS = 0.5
 
 
 def message_id_for(turn_id: str, index: int) -> str:
@@ -84,7 +87,7 @@ class Outbox:
         callback_base: Callable[[], str | None],
         *,
         max_attempts: Mapping[str, int] | None = None,
-        rates: dict[str, SenderRate] | None = None,
+        rates: dict[str, SenderRate] | None = None,  # the optional hard caps (`rateLimits`)
         backoff_base: float = 0.5,
         settle_seconds: Mapping[str, float] | None = None,
         retry_interval_seconds: Mapping[str, float] | None = None,
@@ -97,6 +100,7 @@ class Outbox:
         self.callback_base = callback_base
         self.max_attempts = dict(max_attempts or {})
         self.rates = rates
+        self.accepted = AcceptedRate()
         self.backoff_base = backoff_base
         # Per tenant: how long after a timed-out send the provider has surely finished with it.
         self.settle_seconds = dict(settle_seconds or {})
@@ -134,16 +138,17 @@ class Outbox:
                 log.info("send_found_at_provider", message_id=message.message_id, provider_id=sid,
                          reason="an earlier attempt's outcome was unknown; not sending it twice")
                 return Outcome.done(sent=_record(message, sid, pipe, previous.first_attempt_at or time.time()))
-        rate = sender_rate(message.tenant_number, self.rates)
+        slot_key = f"send:{tenant_key}"
         now = time.time()
         first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else now
-        # Recorded with the rate-limit slot, before the request leaves: a delivery status can arrive before the
+        # Recorded with the send slot, before the request leaves: a delivery status can arrive before the
         # provider's answer, and a crash from here on is an unknown outcome that the next attempt checks at the
-        # provider before sending again (after a "rateLimited" retry it knows nothing was sent).
-        wait = await self.store.begin_send(f"send:{tenant_key}", rate.per_second, rate.burst, now,
-                                           _record(message, None, pipe, first_attempt_at))
+        # provider before sending again (a deferred attempt leaves the job's last error as it was).
+        wait = await self.store.begin_send(slot_key, sender_cap(message.tenant_number, self.rates), now,
+                                           _record(message, None, pipe, first_attempt_at), MAX_INLINE_WAIT_SECONDS)
         if wait > MAX_INLINE_WAIT_SECONDS:
-            return Outcome.retry(f"{RATE_LIMITED}: waiting for the sender's rate-limit slot", retry_after=wait)
+            return Outcome.defer(f"{RATE_LIMITED}: waiting for the sender's next slot",
+                                 wait - MAX_INLINE_WAIT_SECONDS / 2)
         if wait > 0:
             await asyncio.sleep(wait)
         started = time.perf_counter()
@@ -153,6 +158,7 @@ class Outbox:
         warn_if_slow("provider", elapsed, self.latency_threshold_ms, message.session_id)
         kind = "mms" if message.media_urls else "sms"
         if result.ok:
+            self.accepted.accepted(tenant_key)
             self.metrics.sends.labels("sent", kind).inc()
             log.info("message_sent", message_id=message.message_id, provider=sender.kind,
                      provider_id=result.provider_message_id, session_id=message.session_id,
@@ -160,6 +166,8 @@ class Outbox:
             # Recorded with the job's completion, in one write: a crash before it leaves the job leased and the
             # record without the provider's id, so the next attempt asks the provider before sending again.
             return Outcome.done(sent=_record(message, result.provider_message_id, pipe, first_attempt_at))
+        if result.throttled:
+            return await self._throttled(message, result, slot_key, tenant_key, now, kind)
         self.metrics.sends.labels("failed", kind).inc()
         self.metrics.errors.labels("send").inc()
         error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
@@ -177,6 +185,19 @@ class Outbox:
                 retry_after = max(retry_after or 0.0, self.settle_seconds.get(tenant_key, 0.0))
             return Outcome.retry(error, retry_after=retry_after)
         return Outcome.failed(error)
+
+    async def _throttled(self, message: OutboundMessage, result: SendResult, slot_key: str, tenant_key: str,
+                         paced_at: float, kind: str) -> Outcome:
+        """The provider refused the send (whose slot was taken at `paced_at`) for its sender's rate: nothing was
+        sent, so the job is deferred (it counts toward no retry limit) and the sender's shared pace slows down."""
+        self.metrics.sends.labels("throttled", kind).inc()
+        pace = await self.store.slow_sender(slot_key, time.time(), paced_at, result.retry_after,
+                                            self.accepted.per_second(tenant_key))
+        log.info("send_throttled", message_id=message.message_id, code=result.error_code,
+                 retry_after=result.retry_after, pace_per_second=round(pace.rate, 2), session_id=message.session_id)
+        run_in = min(result.retry_after, MAX_HOLD_SECONDS) if result.retry_after is not None \
+            else THROTTLED_RETRY_SECONDS
+        return Outcome.defer(f"{result.error_code or 'throttled'}: {result.error_message or 'throttled'}", run_in)
 
     async def dead(self, job: Job, error: str) -> None:
         code, message = error_parts(error)

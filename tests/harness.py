@@ -223,7 +223,6 @@ async def running_gateway(
                 store_url=store_url or f"sqlite:///{tmp_path / 'gateway.db'}",
                 media=MediaPolicy(check_size=False),
                 latency_reporting_threshold_ms=1000,
-                rate_limits={"long_code": 1000.0},
                 # The tenants have no control credentials: their REST API is closed unless a test opens it.
                 allow_anonymous_control=allow_anonymous_control,
             )

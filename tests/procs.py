@@ -51,6 +51,11 @@ _OVERRIDING_PREFIXES = ("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_"
                         "TIMEOUT_FOR_SESSION", "NOTIFY_ON_SESSION", "CONVERSATION_FAILED")
 
 
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the variables that would override a gateway's YAML file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDING_PREFIXES)}
+
+
 def reply_for(text: str) -> str:
     """What the fake Watson's echo dialog answers to `text`."""
     return f"You said: {text}" if text else "Welcome"
@@ -163,7 +168,7 @@ def gateway_config(
     tenant_extra: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A native config: one Watson v1 tenant on the fakes, rate limits high unless given.
+    """A native config: one Watson v1 tenant on the fakes, no rate limits unless given.
 
     `lease_seconds` (store.leaseSeconds, the gateway's default when None) bounds how soon the work of a killed
     process is taken over: fault tests that kill a process set it to a few seconds."""
@@ -172,8 +177,7 @@ def gateway_config(
         "store": {"url": store_url},
         "logging": {"level": "info", "redactPhoneNumbers": False},
         "media": {"checkSize": False},
-        "rateLimits": dict(rate_limits) if rate_limits is not None
-        else {"longCode": 10000, "tollFree": 10000, "shortCode": 10000},
+        **({"rateLimits": dict(rate_limits)} if rate_limits is not None else {}),
         "tenants": [{
             "tenantPhoneNumber": tenant,
             "conversation": {"type": "watson_v1", "url": watson_url, "workspaceID": "WS1", "authType": "none",
@@ -389,7 +393,7 @@ class Gateways:
                                 watson_url=self.watson_url, **config)
         path = self.directory / f"{name}.yaml"
         path.write_text(json.dumps(native, indent=2))  # JSON is YAML
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDING_PREFIXES)}
+        base = inherited_env()
         full_env = {**base, "PYTHONUNBUFFERED": "1", "SHUTDOWN_DRAIN_SECONDS": str(drain_seconds),
                     "LOG_LEVEL": log_level, **(env or {})}
         process = GatewayProcess(name, path, port, self.directory, full_env, preexec_fn, module)

@@ -29,6 +29,7 @@ from sms_gateway.providers.sinch import SinchConfig
 from sms_gateway.providers.telesign import TeleSignConfig
 from sms_gateway.providers.twilio import LIMITS as TWILIO_LIMITS
 from sms_gateway.providers.twilio import TwilioConfig
+from sms_gateway.ratelimit import SenderRate, rates_from_config, sender_cap
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -682,6 +683,18 @@ def test_shipped_example_yaml_loads() -> None:
     config = load_config(str(REPO / "config" / "sms-gateway.example.yaml"), {})
     assert [t.engine.kind for t in config.tenants] == ["watson_v1", "watson_v2", "watson_v2", "watson_v1"]
     assert [t.provider.kind for t in config.tenants] == ["twilio", "twilio", "sinch", "telesign"]
+
+
+def test_rate_limits_are_opt_in_caps_per_number_type_or_number() -> None:
+    shipped = load_config(str(REPO / "config" / "sms-gateway.example.yaml"), {})
+    assert shipped.rate_limits == {}
+    assert sender_cap("+15555550100", rates_from_config(shipped.rate_limits)) is None, "no limit by default"
+    configured = build_config({"rateLimits": {"longCode": 2, "numbers": {"+18005550199": 25}}})
+    caps = rates_from_config(configured.rate_limits)
+    assert sender_cap("+15555550100", caps) == SenderRate(2.0, 2)
+    assert sender_cap("+18005550199", caps) == SenderRate(25.0, 25), "a number's own cap"
+    assert sender_cap("+18005550100", caps) is None, "no toll-free cap configured, none assumed"
+    assert sender_cap("12345", caps) is None
 
 
 def test_shipped_example_tenant_json_loads() -> None:

@@ -710,3 +710,11 @@ async def test_echo_engine() -> None:
     )
     assert bye.texts == [GOODBYE] and bye.commands == []
     await engine.close()
+
+
+async def test_echo_engine_answers_options_with_an_option_list() -> None:
+    engine = EchoEngine()
+    reply = await engine.turn(TurnRequest(text=" Options ", state=state()))
+    assert reply.texts == [] and reply.commands == []
+    assert [(c.kind, c.labels, c.values) for c in reply.choices] == [
+        ("option", ("Red", "Green", "Blue"), ("red", "green", "blue"))]

@@ -826,10 +826,24 @@ async def test_send_failures_are_classified(fake: FakeSinch, http: aiohttp.Clien
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code, result.http_status) == (outcome, str(status), status)
     assert result.retry_after == retry_after
+    assert result.throttled is (status == 429), "a 429 tells the sender to slow down"
     assert sender.may_have_sent(str(status)) is (status >= 500)
     error = fake.rejected[-1]
     assert result.error_message == f"{error.message} ({error.rpc_status})"
     assert not fake.messages
+
+
+async def test_a_sender_over_sinchs_rate_is_throttled_with_retry_after(
+    fake: FakeSinch, http: aiohttp.ClientSession
+) -> None:
+    fake.limit_rate(1, retry_after=1)
+    sender = sender_for(fake, http)
+    first, second = await sender.send(outbound("one"), None), await sender.send(outbound("two"), None)
+    assert first.ok and not first.throttled
+    assert (second.outcome, second.error_code, second.throttled, second.retry_after) == (
+        SendOutcome.RETRY, "429", True, 1.0)
+    assert not sender.may_have_sent("429")
+    assert [m.text for m in fake.messages] == ["one"]
 
 
 async def test_an_error_page_that_is_not_json(fake: FakeSinch, http: aiohttp.ClientSession) -> None:

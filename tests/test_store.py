@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sms_gateway.model import InboundMessage, Media, Session
+from sms_gateway.ratelimit import Pace, SenderRate
 from sms_gateway.retention import RetentionSweeper
 from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable, TurnStart
 from sms_gateway.store.factory import create_store
@@ -238,6 +239,25 @@ async def test_sqlite_claims_from_two_stores_on_one_file_grant_exactly_one(tmp_p
         await second.close()
 
 
+async def test_sqlite_a_slowdown_seen_by_one_process_paces_the_other(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = SQLiteStore(url), SQLiteStore(url)
+    await first.open()
+    await second.open()
+    try:
+        assert await second.reserve_send_slot("+1500", None, now=100.0) == 0.0
+        await first.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=1.0, start_rate=8.0)
+        waits = await asyncio.gather(*((first if i % 2 else second).reserve_send_slot("+1500", None, now=100.0)
+                                       for i in range(8)))
+        assert sorted(waits) == pytest.approx([1.0 + i / 4 for i in range(8)]), "one queue at 4/s after the hold"
+        # Throttled again by an answer to a send paced before the cut: nothing changes for either.
+        await second.slow_sender("+1500", now=100.5, paced_at=99.0, retry_after=1.0, start_rate=8.0)
+        assert await first.reserve_send_slot("+1500", None, now=100.0) == pytest.approx(3.0)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_sqlite_database_made_before_claims_opens_and_claims(tmp_path: Path) -> None:
     path = tmp_path / "before-claims.db"
     store = SQLiteStore(f"sqlite:///{path}")
@@ -357,11 +377,74 @@ async def test_jobs_are_idempotent_ordered_per_key_retried_and_dead_lettered(sto
 
 
 async def test_send_slots_queue_bursts_at_the_configured_rate(store: Store) -> None:
-    waits = [await store.reserve_send_slot("+1500", 1.0, 1, now=100.0) for _ in range(4)]
+    waits = [await store.reserve_send_slot("+1500", SenderRate(1.0, 1), now=100.0) for _ in range(4)]
     assert waits == [0.0, 1.0, 2.0, 3.0]
-    burst = [await store.reserve_send_slot("toll-free", 3.0, 3, now=100.0) for _ in range(6)]
+    burst = [await store.reserve_send_slot("toll-free", SenderRate(3.0, 3), now=100.0) for _ in range(6)]
     assert burst[:3] == [0.0, 0.0, 0.0] and burst[3] == pytest.approx(1 / 3)
-    assert await store.reserve_send_slot("+1500", 1.0, 1, now=200.0) == 0.0, "an idle bucket refills"
+    assert await store.reserve_send_slot("+1500", SenderRate(1.0, 1), now=200.0) == 0.0, "an idle bucket refills"
+
+
+async def test_a_sender_never_throttled_and_without_a_cap_never_waits(store: Store) -> None:
+    assert [await store.reserve_send_slot("+1500", None, now=100.0) for _ in range(100)] == [0.0] * 100
+
+
+async def test_a_wait_longer_than_allowed_reserves_nothing(store: Store) -> None:
+    cap = SenderRate(1.0, 1)
+    assert [await store.reserve_send_slot("+1500", cap, 100.0, max_wait=2.0) for _ in range(3)] == [0.0, 1.0, 2.0]
+    assert await store.reserve_send_slot("+1500", cap, 100.0, max_wait=2.0) == 3.0
+    assert await store.reserve_send_slot("+1500", cap, 100.0, max_wait=2.0) == 3.0, "the first took no slot"
+    assert await store.reserve_send_slot("+1500", cap, 100.0) == 3.0
+
+
+async def test_a_throttled_sender_holds_for_retry_after_then_goes_at_half_its_rate(store: Store) -> None:
+    pace = await store.slow_sender("+1500", now=100.0, paced_at=99.9, retry_after=1.0, start_rate=10.0)
+    assert pace == Pace(5.0, 100.0, 101.0)
+    waits = [await store.reserve_send_slot("+1500", None, now=100.0) for _ in range(3)]
+    assert waits == pytest.approx([1.0, 1.2, 1.4]), "nothing before Retry-After, then 5/s"
+    assert await store.reserve_send_slot("+1666", None, now=100.0) == 0.0, "other senders are not slowed"
+
+
+async def test_sends_of_a_burst_already_paced_cut_the_rate_once(store: Store) -> None:
+    first = await store.slow_sender("+1500", now=100.0, paced_at=99.9, retry_after=1.0, start_rate=40.0)
+    assert first == Pace(20.0, 100.0, 101.0)
+    for _ in range(10):  # throttled answers to sends whose slots were taken before the cut
+        pace = await store.slow_sender("+1500", now=100.5, paced_at=99.95, retry_after=1.0, start_rate=40.0)
+        assert pace == first, "the first cut and its Retry-After answer them"
+    pace = await store.slow_sender("+1500", now=103.0, paced_at=102.5, retry_after=None, start_rate=40.0)
+    assert pace.cut_at == 103.0 and pace.rate == pytest.approx(20.0 * 2 ** (2.0 / 2) / 2), \
+        "a send paced after the cut and throttled again cuts again, from the rate it had grown to"
+
+
+async def test_a_throttled_sender_recovers_until_it_is_unlimited_again(store: Store) -> None:
+    await store.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
+    gaps = []
+    for at in (100.0, 104.0, 108.0):  # two slots a moment apart: their gap is the interval then
+        first = await store.reserve_send_slot("+1500", None, now=at)
+        second = await store.reserve_send_slot("+1500", None, now=at)
+        gaps.append(second - first)
+    assert gaps == pytest.approx([1.0, 1 / 4, 1 / 16]), "the rate doubles every 2 s"
+    # 1/s grows past 1000/s in 2 * log2(1000) ~ 20 s: the sender no longer waits at all.
+    assert [await store.reserve_send_slot("+1500", None, now=121.0) for _ in range(50)] == [0.0] * 50
+
+
+async def test_a_cap_and_a_pace_the_slower_wins(store: Store) -> None:
+    cap = SenderRate(2.0, 2)
+    await store.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=None, start_rate=2.0)  # 1/s
+    assert [await store.reserve_send_slot("+1500", cap, now=100.0) for _ in range(2)] == [0.0, 1.0]
+    assert [await store.reserve_send_slot("+1600", cap, now=100.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+
+
+async def test_a_deferred_job_keeps_its_attempts_and_last_error(store: Store) -> None:
+    await store.enqueue_job(Job("mg1", "send", {}, order_key="userA", run_at=0.0))
+    await store.enqueue_job(Job("mg2", "send", {}, order_key="userA", run_at=0.0))
+    [job] = await store.lease_jobs("w", 10, 30, now=1.0)
+    await store.retry_job(job.job_id, 2.0, "timeout: no answer")
+    [job] = await store.lease_jobs("w", 10, 30, now=2.0)
+    assert job.attempts == 2
+    await store.defer_job(job.job_id, 3.0)
+    assert await store.lease_jobs("w", 10, 30, now=2.5) == [], "not before its time, and mg2 still waits"
+    [job] = await store.lease_jobs("w", 10, 30, now=3.0)
+    assert (job.job_id, job.attempts, job.last_error) == ("mg1", 2, "timeout: no answer")
 
 
 async def test_one_conversation_is_leased_one_message_at_a_time_in_order(store: Store) -> None:
@@ -446,9 +529,10 @@ async def test_a_send_begins_with_its_slot_and_record_and_completes_with_its_pro
     await store.enqueue_job(Job("mg2", "send", {}, order_key="userA", run_at=0.0))
     [job] = await store.lease_jobs("w", 10, 30, now=1.0)
     unsent = OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0)
-    assert await store.begin_send("send:+1500", 1.0, 1, 1.0, unsent) == 0.0
+    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 0.0
     assert await store.find_outbound("mg1") == unsent, "known before the request leaves"
-    assert await store.begin_send("send:+1500", 1.0, 1, 1.0, unsent) == 1.0, "the next slot is a second later"
+    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 1.0, \
+        "the next slot is a second later"
     await store.complete_send(job.job_id, OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0)
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=1.0)] == ["mg2"], "mg1 is done"

@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sms_gateway.model import InboundMessage, Session
+from sms_gateway.ratelimit import SenderRate
 from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
@@ -177,9 +178,21 @@ async def test_job_order_per_key_holds_across_two_clients(clients: tuple[RedisSt
 
 async def test_send_slots_from_two_clients_are_distinct(clients: tuple[RedisStore, RedisStore]) -> None:
     a, b = clients
-    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", 10.0, 1, 500.0) for i in range(40)))
+    cap = SenderRate(10.0, 1)
+    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", cap, 500.0) for i in range(40)))
     assert sorted(waits) == pytest.approx([i / 10 for i in range(40)])
     assert len(set(waits)) == 40
+
+
+async def test_a_slowdown_seen_by_one_client_paces_the_other(clients: tuple[RedisStore, RedisStore]) -> None:
+    a, b = clients
+    assert await b.reserve_send_slot("+1500", None, 500.0) == 0.0, "no pace, no cap: nothing to wait for"
+    await a.slow_sender("+1500", now=500.0, paced_at=500.0, retry_after=1.0, start_rate=8.0)
+    waits = await asyncio.gather(*((a if i % 2 else b).reserve_send_slot("+1500", None, 500.0) for i in range(8)))
+    assert sorted(waits) == pytest.approx([1.0 + i / 4 for i in range(8)]), "one queue at 4/s after the hold"
+    # The pace is one key that expires once it limits nothing: 4/s grows past 1000/s in 2 * log2(250) s.
+    ttl = await a._redis.pttl(a._k("pace", "+1500"))
+    assert 1000 + 2000 * 7.9 <= ttl <= 1000 + 2000 * 8.0 + 2000
 
 
 async def test_key_prefix_isolates_two_gateways(server: RedisServer) -> None:
@@ -250,7 +263,9 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "dead_letter_job": lambda: store.dead_letter_job("j", "e", 1.0),
         "dead_letters": lambda: store.dead_letters(10),
         "replay_dead_letter": lambda: store.replay_dead_letter("j", 1.0),
-        "reserve_send_slot": lambda: store.reserve_send_slot("k", 1.0, 1, 0.0),
+        "reserve_send_slot": lambda: store.reserve_send_slot("k", SenderRate(1.0, 1), 0.0),
+        "slow_sender": lambda: store.slow_sender("k", 0.0, 0.0, None, 10.0),
+        "defer_job": lambda: store.defer_job("j", 1.0),
         "beat_owner": lambda: store.beat_owner(Owner("1-a", "m", 1), 6.0, 0.0),
         "owners": lambda: store.owners(0.0),
         "end_owner": lambda: store.end_owner("1-a"),
@@ -356,7 +371,7 @@ async def test_cancelled_calls_stop_and_leave_the_pool_healthy(server: RedisServ
         while True:
             try:
                 assert await store.enqueue_job(Job(f"s{tag}-{n}", "k", {"n": n})) is True
-                assert await store.reserve_send_slot(f"k{tag}", 1e6, 1, 0.0) >= 0.0
+                assert await store.reserve_send_slot(f"k{tag}", SenderRate(1e6, 1), 0.0) >= 0.0
             except AssertionError as exc:
                 errors.append(repr(exc))
             except StoreUnavailable as exc:

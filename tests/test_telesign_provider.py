@@ -879,6 +879,7 @@ def test_answers_are_classified(name: str, answer_: Answer, outcome: SendOutcome
                                 retry_after: float | None) -> None:
     result = errors.send_result(answer_)
     assert (result.outcome, result.error_code, result.retry_after) == (outcome, code, retry_after)
+    assert result.throttled is (code in ("3204", "3205", "429")), "a rate limit tells the sender to slow down"
     assert result.http_status == answer_.status
     if outcome is SendOutcome.SENT:
         assert (result.provider_message_id, result.status) == (REFERENCE_ID, "in_progress")
@@ -1057,6 +1058,18 @@ async def test_send_failures_are_classified(fake: FakeTeleSign, http: aiohttp.Cl
     assert not fake.messages
     # The next send goes through.
     assert (await sender.send(outbound(), None)).ok
+
+
+async def test_a_sender_over_telesigns_rate_is_throttled_with_retry_after(
+    fake: FakeTeleSign, http: aiohttp.ClientSession
+) -> None:
+    fake.limit_rate(1, retry_after=1)
+    sender = sender_for(fake, http)
+    first, second = await sender.send(outbound("one"), None), await sender.send(outbound("two"), None)
+    assert first.ok and not first.throttled
+    assert (second.outcome, second.error_code, second.http_status) == (SendOutcome.RETRY, "3204", 429)
+    assert (second.throttled, second.retry_after) == (True, 1.0)
+    assert [m.sms_text for m in fake.messages] == ["one"]
 
 
 async def test_a_timeout_is_unknown_and_telesign_may_have_sent_it(fake: FakeTeleSign,

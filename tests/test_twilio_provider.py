@@ -566,6 +566,7 @@ async def test_throttling_and_server_errors_are_retryable(
     fake.fail_next(1, status=status)
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.retryable, result.http_status) == (outcome, True, status)
+    assert result.throttled is (status == 429), "a 429 (20429) tells the sender to slow down"
     assert result.error_code is not None and may_have_sent(result.error_code) is (outcome is SendOutcome.UNKNOWN)
     assert (await sender.send(outbound(), None)).ok  # the outbox's next attempt
     assert fake.request_count == 2 and len(fake.messages) == 1
@@ -582,7 +583,7 @@ async def test_invalid_to_fails_for_good(fake: FakeTwilio, http: aiohttp.ClientS
 async def test_non_retryable_errors(fake: FakeTwilio, http: aiohttp.ClientSession, status: int, code: int) -> None:
     fake.fail_next(1, status=status, code=code)
     result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
-    assert not result.ok and not result.retryable
+    assert not result.ok and not result.retryable and not result.throttled
     assert result.error_code == str(code or status)
     assert fake.request_count == 1
 
@@ -590,7 +591,19 @@ async def test_non_retryable_errors(fake: FakeTwilio, http: aiohttp.ClientSessio
 async def test_throttling_code_on_a_400_is_retried(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     fake.fail_next(1, status=400, code=14107)
     result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
-    assert (result.outcome, result.error_code) == (SendOutcome.RETRY, "14107")
+    assert (result.outcome, result.error_code, result.throttled) == (SendOutcome.RETRY, "14107", True)
+
+
+async def test_a_sender_over_twilios_rate_is_throttled_with_retry_after(
+    fake: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    fake.limit_rate(1, retry_after=1)
+    sender = TwilioSender(fake.provider_config(), http)
+    first, second = await sender.send(outbound("one"), None), await sender.send(outbound("two"), None)
+    assert first.ok and not first.throttled
+    assert (second.outcome, second.error_code, second.http_status) == (SendOutcome.RETRY, "20429", 429)
+    assert (second.throttled, second.retry_after) == (True, 1.0)
+    assert [m.body for m in fake.messages] == ["one"]
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [("7", 7.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600.0),

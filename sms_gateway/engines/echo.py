@@ -1,4 +1,5 @@
-"""A network-free engine for the demo and tests: echoes text and sends received media back.
+"""A network-free engine for the demo, `sms-gateway phone` and tests: echoes text, sends received media back, and
+answers "options" with an option list (numbered options a user answers with a number).
 
 It answers the way a Watson Assistant v1 dialog would (`output.text`, the command in `output.smsAction`), and
 that answer is read by the same parser as a real v1 engine's, so the demo shows an answer the gateway really
@@ -11,7 +12,10 @@ from sms_gateway.engines.base import TurnRequest
 from sms_gateway.model import JSON, EngineReply
 from sms_gateway.replies import parse_v1_answer
 
-WELCOME = "Hello! Send me a text or a picture and I will send it back."
+WELCOME = "Hello! Send me a text or a picture and I will send it back (or send \"options\" to pick one)."
+# A v1 dialog's option answer (output.generic), each option's value the input text it stands for.
+OPTIONS: JSON = {"response_type": "option", "title": "Which colour do you like?", "options": [
+    {"label": label, "value": {"input": {"text": label.lower()}}} for label in ("Red", "Green", "Blue")]}
 GOODBYE = "We have not heard from you for a while, so this conversation will end now. Goodbye!"
 
 
@@ -37,6 +41,8 @@ def v1_answer(request: TurnRequest) -> JSON:
     """The v1 `/message` answer for the turn: the text echoed, and the media sent back with smsActSendMedia."""
     if request.text == "smsResponseTimeout":
         return {"output": {"text": [GOODBYE]}}
+    if request.text.strip().lower() == "options":
+        return {"output": {"text": [], "generic": [OPTIONS]}}
     urls = media_urls(request.state.get("smsMedia"))
     texts = [f"You said: {request.text}"] if request.text else []
     if urls:

@@ -4,6 +4,7 @@ end to end with no account (`sms-gateway demo --provider NAME`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,15 @@ class SandboxMessage:
     media_urls: tuple[str, ...]
     shown: JSON  # the request as the provider's API received it, for display
     our_message_id: str | None  # the gateway's id, where the provider echoes it back
+    refused: bool = False  # the stand-in refused it (`fail_next_send`): it never reached the phone
+
+
+@dataclass(frozen=True, slots=True)
+class UserMedia:
+    """A media a user's message carries: where the provider hosts it, and its content type."""
+
+    url: str
+    content_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,9 @@ class Sandbox(Protocol):
     tenant_number: str  # the demo tenant's number: one this provider can send MMS from
     sent: list[SandboxMessage]
     arrived: asyncio.Event  # set whenever a message reaches the stand-in
+    # When set, the next message sent is refused for good (the provider's answer to a message it will never
+    # send, e.g. to an unsubscribed number), so the engine hears of it as smsError; then cleared.
+    fail_next_send: bool
 
     def api(self) -> web.Application:
         """The stand-in for the provider's send API."""
@@ -54,6 +67,12 @@ class Sandbox(Protocol):
                               user_number: str) -> WebhookAnswer:
         """Post a signed sample MMS (text and images) from `user_number`, as the provider's inbound webhook
         would: two images where the provider delivers several per message, else one."""
+        ...
+
+    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
+                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+        """Post a signed message from `user_number`, as the provider's inbound webhook would: an SMS, or an MMS
+        when it carries media (in as many webhooks as the provider needs for them)."""
         ...
 
     async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,

@@ -8,11 +8,13 @@ and a send (`begin_turn`, `end_turn`, `begin_send`, `complete_send`) are atomic 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sms_gateway.config.model import normalise_number
 from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.ratelimit import Pace, SenderRate
 
 
 class StoreUnavailable(Exception):
@@ -119,18 +121,6 @@ class Owner:
 class OwnerState:
     owner: Owner
     alive: bool  # its heartbeat has not run out
-
-
-def gcra_reserve(tat: float | None, rate_per_second: float, burst: int, now: float) -> tuple[float, float]:
-    """One reservation of the generic cell rate algorithm: (seconds to wait, the new theoretical arrival time).
-
-    Every back end stores only the arrival time per key and runs this under its own atomicity.
-    """
-    interval = 1.0 / rate_per_second
-    tolerance = interval * max(burst - 1, 0)
-    new_tat = max(tat if tat is not None else now, now) + interval
-    allowed_at = new_tat - interval - tolerance
-    return max(0.0, allowed_at - now), new_tat
 
 
 def inbound_key(message: InboundMessage) -> str:
@@ -277,6 +267,11 @@ class Store(abc.ABC):
         """Release the lease and run the job again at `run_at`."""
 
     @abc.abstractmethod
+    async def defer_job(self, job_id: str, run_at: float) -> None:
+        """Release the lease and run the job again at `run_at` as though this attempt had not been made: its
+        attempts and last error stay what they were before it (a send the provider throttled was not made)."""
+
+    @abc.abstractmethod
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         """Give up on the job: kept with `error` (the cause an operator reads) and `now` as its `run_at`."""
 
@@ -344,10 +339,10 @@ class Store(abc.ABC):
         return queued
 
     async def begin_send(
-        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
     ) -> float:
         """`reserve_send_slot`, and `record_outbound` of the message about to be sent (without a provider id)."""
-        wait = await self.reserve_send_slot(slot_key, rate_per_second, burst, now)
+        wait = await self.reserve_send_slot(slot_key, cap, now, max_wait)
         await self.record_outbound(record)
         return wait
 
@@ -369,11 +364,22 @@ class Store(abc.ABC):
         """
         return 0
 
-    # Rate limits --------------------------------------------------------------------------------
+    # Sending pace -------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
-        """Reserve the next send slot of a token bucket (GCRA) shared by every process.
+    async def reserve_send_slot(
+        self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf
+    ) -> float:
+        """Reserve the sender's next send slot (`ratelimit.reserve`: the slower of the configured `cap` and the
+        sender's pace), shared by every process.
 
-        Returns how many seconds the caller must wait before sending; every call gets its own slot, so
-        bursts queue instead of being rejected.
+        Returns how many seconds the caller must wait before sending; every call gets its own slot, so bursts
+        queue instead of being rejected, but a wait longer than `max_wait` reserves nothing. Without a cap and a
+        live pace there is nothing to wait for, and nothing is written.
         """
+
+    @abc.abstractmethod
+    async def slow_sender(
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
+    ) -> Pace:
+        """The provider throttled a send of this sender whose slot was taken at `paced_at`: store (and return)
+        the sender's pace `ratelimit.slowed`, atomically against every process's calls."""

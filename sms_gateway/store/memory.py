@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
 import struct
 import time
 import zlib
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.ratelimit import Pace, SenderRate, reserve, slowed
 from sms_gateway.store.base import (
     InboundRecord,
     Job,
@@ -22,7 +24,6 @@ from sms_gateway.store.base import (
     Pipe,
     Store,
     conversation_key,
-    gcra_reserve,
     inbound_key,
 )
 
@@ -142,6 +143,7 @@ class MemoryStore(Store):
         self._expiries: list[tuple[float, tuple[str, str], str]] = []
         self._slots: dict[str, float] = {}
         self._owners: dict[str, tuple[Owner, float]] = {}  # owner id -> (owner, alive until)
+        self._paces: dict[str, Pace] = {}
 
     async def ping(self) -> None:
         return None
@@ -366,6 +368,12 @@ class MemoryStore(Store):
             state.job = replace(state.job, run_at=run_at, last_error=error)
             self._activate(state)
 
+    async def defer_job(self, job_id: str, run_at: float) -> None:
+        state = self._active_jobs.get(job_id)
+        if state is not None and state.state == "leased":
+            state.state = "queued"
+            state.job = replace(state.job, run_at=run_at, attempts=max(state.job.attempts - 1, 0))
+
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         state = self._active_jobs.pop(job_id, None) or self._dead_jobs.get(job_id) or self._take_done(job_id)
         if state is not None:
@@ -448,9 +456,19 @@ class MemoryStore(Store):
                     state.lease_until = min(state.lease_until, now + job_settle_seconds)
         return gone
 
-    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
-        wait, self._slots[key] = gcra_reserve(self._slots.get(key), rate_per_second, burst, now)
+    async def reserve_send_slot(
+        self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf
+    ) -> float:
+        wait, tat = reserve(self._slots.get(key), self._paces.get(key), cap, now, max_wait)
+        if tat is not None:
+            self._slots[key] = tat
         return wait
+
+    async def slow_sender(
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
+    ) -> Pace:
+        pace = self._paces[key] = slowed(self._paces.get(key), now, paced_at, retry_after, start_rate)
+        return pace
 
 
 def _pack_outbound(record: OutboundRecord) -> str:

@@ -46,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.ratelimit import CEILING, DECREASE, DOUBLING_SECONDS, FLOOR, MAX_HOLD_SECONDS, Pace, SenderRate
 from sms_gateway.store.base import (
     RETENTION_SECONDS,
     InboundRecord,
@@ -108,6 +109,12 @@ def _pair(tenant_number: str, user_number: str) -> str:
 def _num(value: float) -> str:
     """A float as Redis should store it: repr round-trips exactly (Lua's own formatting keeps 14 digits)."""
     return repr(float(value))
+
+
+def _slot_args(cap: SenderRate | None, now: float, max_wait: float) -> list[str | int | float]:
+    """A send slot's arguments of the pace scripts' reserve(): cap rate or '', cap burst, now, max wait or ''."""
+    return ["" if cap is None else _num(cap.per_second), 0 if cap is None else int(cap.burst), _num(now),
+            "" if max_wait == math.inf else _num(max_wait)]
 
 
 def _dumps(data: Any) -> str:
@@ -600,6 +607,23 @@ return 1
 """
 )
 
+_DEFER_JOB = (
+    _JOBS_COMMON
+    + """
+-- ARGV: prefix, id, run_at
+local id = ARGV[2]
+local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'attempts')
+if h[1] ~= 'leased' then return 0 end
+local attempts = (tonumber(h[3]) or 1) - 1
+if attempts < 0 then attempts = 0 end
+redis.call('HSET', jk(id), 'state', 'queued', 'run_at', ARGV[3], 'attempts', attempts)
+redis.call('HDEL', jk(id), 'owner')
+unindex(id)
+if h[2] then promote(h[2]) else activate(id) end
+return 1
+"""
+)
+
 _DEAD_LETTER_JOB = (
     _JOBS_COMMON
     + """
@@ -643,40 +667,89 @@ return 1
 """
 )
 
-# gcra_reserve() of base.py, same double arithmetic in the same order; %.17g round-trips a double exactly.
-_RESERVE = """
-local function reserve(key, rate, burst, now)
-  rate, burst, now = tonumber(rate), tonumber(burst), tonumber(now)
-  local interval = 1.0 / rate
-  local tolerance = interval * math.max(burst - 1, 0)
-  local tat = tonumber(redis.call('GET', key) or '')
-  local base = now
-  if tat ~= nil and tat > now then base = tat end
+# ratelimit.py's Pace, slowed() and reserve(), same double arithmetic in the same order; %.17g round-trips a
+# double exactly. A pace is one string, "rate cut_at hold_until", that expires when it limits nothing any more.
+_PACE = f"""
+local DOUBLING, CEILING, DECREASE, FLOOR, MAX_HOLD = {DOUBLING_SECONDS!r}, {CEILING!r}, {DECREASE!r}, {FLOOR!r},
+  {MAX_HOLD_SECONDS!r}
+"""+"""
+local function fmt(x) return string.format('%.17g', x) end
+local function read_pace(key)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local r, c, h = string.match(v, '^(%S+) (%S+) (%S+)$')
+  return {tonumber(r), tonumber(c), tonumber(h)}
+end
+local function since(p) if p[2] > p[3] then return p[2] end return p[3] end
+local function rate_at(p, now)
+  local s = since(p)
+  if now <= s then return p[1] end
+  return p[1] * 2.0 ^ math.min((now - s) / DOUBLING, 64.0)
+end
+local function live(p, now) return now < since(p) or rate_at(p, now) < CEILING end
+local function reserve(slot_key, pace_key, cap_rate, cap_burst, now, max_wait)
+  local per_second, burst, start = math.huge, 1, now
+  if cap_rate ~= '' then per_second, burst = tonumber(cap_rate), tonumber(cap_burst) end
+  local p = read_pace(pace_key)
+  if p and live(p, now) then
+    local r = rate_at(p, now)
+    if r < per_second then per_second, burst = r, 1 end
+    if p[3] > now then start = p[3] end
+  end
+  if per_second == math.huge then return '0' end
+  local interval = 1.0 / per_second
+  local base = start
+  local tat = tonumber(redis.call('GET', slot_key) or '')
+  if tat ~= nil and tat > start then base = tat end
+  local allowed = base - interval * math.max(burst - 1, 0)
+  if allowed < start then allowed = start end
+  local wait = allowed - now
+  if max_wait ~= '' and wait > tonumber(max_wait) then return fmt(wait) end
   local new_tat = base + interval
-  local allowed_at = new_tat - interval - tolerance
-  local wait = allowed_at - now
-  if wait <= 0 then wait = 0 end
   -- idle for longer than this, the bucket is full again: no need to keep the key
   local ttl = math.ceil((new_tat - now) * 1000) + 60000
-  redis.call('SET', key, string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
-  return string.format('%.17g', wait)
+  redis.call('SET', slot_key, fmt(new_tat), 'PX', string.format('%d', ttl))
+  return fmt(wait)
 end
 """
 
 _RESERVE_SEND_SLOT = (
-    _RESERVE
+    _PACE
     + """
--- KEYS: slot key; ARGV: prefix, rate per second, burst, now
-return reserve(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+-- KEYS: slot key, pace key; ARGV: prefix, cap rate or '', cap burst, now, max wait or ''
+return reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
 """
 )
 
 _BEGIN_SEND = (
-    _RESERVE
+    _PACE
     + """
--- KEYS: slot key, outbound record key; ARGV: prefix, rate per second, burst, now, record data, retention seconds
-redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
-return reserve(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+-- KEYS: slot key, pace key, outbound record key
+-- ARGV: prefix, cap rate or '', cap burst, now, max wait or '', record data, retention seconds
+redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
+return reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
+"""
+)
+
+_SLOW_SENDER = (
+    _PACE
+    + """
+-- KEYS: pace key; ARGV: prefix, now, paced_at, retry_after or '', start rate
+local now, paced_at, start_rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local p = read_pace(KEYS[1])
+if p and live(p, now) then
+  if paced_at < p[2] then return {fmt(p[1]), fmt(p[2]), fmt(p[3])} end
+  start_rate = rate_at(p, now)
+end
+local hold = now + math.min(math.max(tonumber(ARGV[4]) or 0.0, 0.0), MAX_HOLD)
+local rate, cut_at = math.max(FLOOR, start_rate * DECREASE), now
+local s = cut_at
+if hold > s then s = hold end
+local grow = 0
+if rate < CEILING then grow = DOUBLING * math.log(CEILING / rate) / math.log(2) end
+local ttl = math.ceil((s + grow - now) * 1000) + 1000
+redis.call('SET', KEYS[1], fmt(rate) .. ' ' .. fmt(cut_at) .. ' ' .. fmt(hold), 'PX', string.format('%d', ttl))
+return {fmt(rate), fmt(cut_at), fmt(hold)}
 """
 )
 
@@ -855,6 +928,8 @@ class RedisStore(Store):
             "beat_owner": _BEAT_OWNER,
             "owners": _OWNERS,
             "release_owners": _RELEASE_OWNERS,
+            "slow_sender": _SLOW_SENDER,
+            "defer_job": _DEFER_JOB,
         }
         self._scripts = {name: client.register_script(source) for name, source in sources.items()}
         self._durability = await self._read_durability()
@@ -1101,11 +1176,10 @@ class RedisStore(Store):
         return int(await self._script("end_turn", keys, args))
 
     async def begin_send(
-        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
     ) -> float:
-        keys = [self._k("slot", slot_key), self._k("out", record.message_id)]
-        args: list[str | int | float] = [_num(rate_per_second), int(burst), _num(now), _outbound_data(record),
-                                         self._retention]
+        keys = [self._k("slot", slot_key), self._k("pace", slot_key), self._k("out", record.message_id)]
+        args = [*_slot_args(cap, now, max_wait), _outbound_data(record), self._retention]
         return float(await self._script("begin_send", keys, args))
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
@@ -1114,6 +1188,9 @@ class RedisStore(Store):
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         await self._script("retry_job", [], [job_id, _num(run_at), error])
+
+    async def defer_job(self, job_id: str, run_at: float) -> None:
+        await self._script("defer_job", [], [job_id, _num(run_at)])
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._script("dead_letter_job", [], [job_id, error, _num(now)])
@@ -1145,9 +1222,16 @@ class RedisStore(Store):
         args = [_num(now + job_settle_seconds), *owner_ids]
         return [str(i) for i in cast(list[Any], await self._script("release_owners", [], args))]
 
-    # Rate limits ------------------------------------------------------------------------------
-    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
-        wait = await self._script(
-            "reserve_send_slot", [self._k("slot", key)], [_num(rate_per_second), int(burst), _num(now)]
-        )
-        return float(wait)
+    # Sending pace -----------------------------------------------------------------------------
+    async def reserve_send_slot(
+        self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf
+    ) -> float:
+        keys = [self._k("slot", key), self._k("pace", key)]
+        return float(await self._script("reserve_send_slot", keys, _slot_args(cap, now, max_wait)))
+
+    async def slow_sender(
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
+    ) -> Pace:
+        args = [_num(now), _num(paced_at), "" if retry_after is None else _num(retry_after), _num(start_rate)]
+        rate, cut_at, hold_until = await self._script("slow_sender", [self._k("pace", key)], args)
+        return Pace(float(rate), float(cut_at), float(hold_until))

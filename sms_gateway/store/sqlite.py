@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from sms_gateway.model import JSON, InboundMessage, Session
+from sms_gateway.ratelimit import Pace, SenderRate, reserve, slowed
 from sms_gateway.store.base import (
     InboundRecord,
     Job,
@@ -29,7 +31,6 @@ from sms_gateway.store.base import (
     StoreUnavailable,
     TurnStart,
     conversation_key,
-    gcra_reserve,
     inbound_key,
 )
 from sms_gateway.store.checkpoint import SAFETY_NET_PAGES, BackgroundCheckpointer
@@ -108,6 +109,13 @@ CREATE TABLE IF NOT EXISTS send_slots (
     key TEXT PRIMARY KEY,
     tat REAL NOT NULL
 );
+-- A sender's pace after the provider throttled it (ratelimit.Pace); a sender never throttled has no row.
+CREATE TABLE IF NOT EXISTS send_paces (
+    key TEXT PRIMARY KEY,
+    rate REAL NOT NULL,
+    cut_at REAL NOT NULL,
+    hold_until REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS health (
     name TEXT PRIMARY KEY,
     at REAL NOT NULL
@@ -261,11 +269,26 @@ def _enqueue_job(db: sqlite3.Connection, job: Job, payload: str) -> bool:
     return cursor.rowcount == 1
 
 
-def _reserve_send_slot(db: sqlite3.Connection, key: str, rate_per_second: float, burst: int, now: float) -> float:
-    row = db.execute("SELECT tat FROM send_slots WHERE key = ?", (key,)).fetchone()
-    wait, tat = gcra_reserve(None if row is None else float(row[0]), rate_per_second, burst, now)
-    db.execute("INSERT OR REPLACE INTO send_slots (key, tat) VALUES (?, ?)", (key, tat))
+def _reserve_send_slot(db: sqlite3.Connection, key: str, cap: SenderRate | None, now: float, max_wait: float
+                       ) -> float:
+    # One read for both: the pace is looked up on every send, the arrival time is only needed with it or a cap.
+    tat, rate, cut_at, hold_until = db.execute(
+        "SELECT (SELECT tat FROM send_slots WHERE key = :key), p.rate, p.cut_at, p.hold_until"
+        " FROM (SELECT 1) LEFT JOIN send_paces AS p ON p.key = :key", {"key": key}).fetchone()
+    pace = None if rate is None else Pace(rate, cut_at, hold_until)
+    wait, new_tat = reserve(tat, pace, cap, now, max_wait)
+    if new_tat is not None:
+        db.execute("INSERT OR REPLACE INTO send_slots (key, tat) VALUES (?, ?)", (key, new_tat))
     return wait
+
+
+def _slow_sender(db: sqlite3.Connection, key: str, now: float, paced_at: float, retry_after: float | None,
+                 start_rate: float) -> Pace:
+    row = db.execute("SELECT rate, cut_at, hold_until FROM send_paces WHERE key = ?", (key,)).fetchone()
+    pace = slowed(None if row is None else Pace(*row), now, paced_at, retry_after, start_rate)
+    db.execute("INSERT OR REPLACE INTO send_paces (key, rate, cut_at, hold_until) VALUES (?, ?, ?, ?)",
+               (key, pace.rate, pace.cut_at, pace.hold_until))
+    return pace
 
 
 def _complete_job(db: sqlite3.Connection, job_id: str) -> None:
@@ -646,6 +669,16 @@ class SQLiteStore(Store):
             single_write=True,
         )
 
+    async def defer_job(self, job_id: str, run_at: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET state = 'queued', owner = NULL, run_at = ?, attempts = MAX(attempts - 1, 0)"
+                " WHERE job_id = ? AND state = 'leased'",
+                (run_at, job_id),
+            ),
+            single_write=True,
+        )
+
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._run(
             lambda db: db.execute(
@@ -707,10 +740,10 @@ class SQLiteStore(Store):
         return await self._run(end, single_write=inbound_key is None and not payloads)
 
     async def begin_send(
-        self, slot_key: str, rate_per_second: float, burst: int, now: float, record: OutboundRecord
+        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
     ) -> float:
         def begin(db: sqlite3.Connection) -> float:
-            wait = _reserve_send_slot(db, slot_key, rate_per_second, burst, now)
+            wait = _reserve_send_slot(db, slot_key, cap, now, max_wait)
             _record_outbound(db, record)
             return wait
 
@@ -795,6 +828,14 @@ class SQLiteStore(Store):
 
         return await self._run(release)
 
-    # Rate limits ------------------------------------------------------------------------------
-    async def reserve_send_slot(self, key: str, rate_per_second: float, burst: int, now: float) -> float:
-        return await self._run(lambda db: _reserve_send_slot(db, key, rate_per_second, burst, now), single_write=True)
+    # Sending pace -----------------------------------------------------------------------------
+    async def reserve_send_slot(
+        self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf
+    ) -> float:
+        return await self._run(lambda db: _reserve_send_slot(db, key, cap, now, max_wait), single_write=True)
+
+    async def slow_sender(
+        self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
+    ) -> Pace:
+        return await self._run(lambda db: _slow_sender(db, key, now, paced_at, retry_after, start_rate),
+                               single_write=True)

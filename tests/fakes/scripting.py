@@ -6,6 +6,7 @@ Each fake builds its own vendor's error and says which requests the script appli
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Generic, TypeVar
 
@@ -53,3 +54,29 @@ def retry_after_header(value: str | float | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class RateLimit:
+    """A provider's throughput limit: at most `per_second` requests taken in any one-second window; the fake
+    answers the others with its vendor's rate-limit error (carrying `retry_after`, seconds, as Retry-After).
+
+    `refused` counts the requests it refused, `taken_at` when (monotonic) each one it let through was taken."""
+
+    def __init__(self, per_second: int, retry_after: float | None = 1.0) -> None:
+        self.per_second = per_second
+        self.retry_after = retry_after
+        self.refused = 0
+        self.taken_at: list[float] = []
+        self._window: deque[float] = deque()
+
+    def take(self) -> bool:
+        """Whether one more request may go through now (and if so, it is counted)."""
+        now = time.monotonic()
+        while self._window and self._window[0] <= now - 1.0:
+            self._window.popleft()
+        if len(self._window) >= self.per_second:
+            self.refused += 1
+            return False
+        self._window.append(now)
+        self.taken_at.append(now)
+        return True

@@ -48,7 +48,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from sms_gateway.providers.sinch.settings import SinchConfig
-from tests.fakes.scripting import Script, retry_after_header
+from tests.fakes.scripting import RateLimit, Script, retry_after_header
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -461,6 +461,7 @@ class FakeSinch:
         self.base_url: str | None = None  # set by serve_fake_sinch()
         self._script: Script[SinchError] = Script()
         self._token_script: Script[OAuthError] = Script()
+        self.rate_limit: RateLimit | None = None
 
     # -- scripting
 
@@ -483,6 +484,12 @@ class FakeSinch:
             raw_body=raw_body,
         )
         self._script.fail(error, count)
+
+    def limit_rate(self, per_second: int, retry_after: float | None = 1.0) -> RateLimit:
+        """Take at most `per_second` messages:send requests a second; answer the others as Sinch answers a project
+        over its rate: HTTP 429 with its error body (`RESOURCE_EXHAUSTED`), `retry_after` as Retry-After."""
+        self.rate_limit = RateLimit(per_second, retry_after)
+        return self.rate_limit
 
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
         """Wait `seconds` before answering each of the next `count` messages:send requests (see `Script.delay`)."""
@@ -517,6 +524,7 @@ class FakeSinch:
         self._script.clear()
         self._token_script.clear()
         self.arrived.clear()
+        self.rate_limit = None
 
     # -- helpers for tests
 
@@ -721,6 +729,9 @@ class FakeSinch:
         error = validate_send_message(body, app_id=self.app_id)
         if error is not None:
             return self._error(error)
+        if self.rate_limit is not None and not self.rate_limit.take():
+            return self._error(SinchError(429, "Too many requests", retry_after=retry_after_header(
+                self.rate_limit.retry_after)))
         sent = self._accept(body)
         self.messages.append(sent)
         self.arrived.set()

@@ -73,7 +73,7 @@ import jsonschema
 from aiohttp import web
 
 from sms_gateway.providers.telesign.settings import TeleSignConfig
-from tests.fakes.scripting import Script, retry_after_header
+from tests.fakes.scripting import RateLimit, Script, retry_after_header
 from tests.fakes.serving import serving
 
 JSON = dict[str, Any]
@@ -779,6 +779,7 @@ class FakeTeleSign:
         self.arrived = asyncio.Event()  # set on each accepted message
         self.base_url: str | None = None  # set by serve_fake_telesign()
         self._script: Script[TeleSignError] = Script()
+        self.rate_limit: RateLimit | None = None
 
     # -- scripting
 
@@ -807,6 +808,12 @@ class FakeTeleSign:
         )
         self._script.fail(error, count)
 
+    def limit_rate(self, per_second: int, retry_after: float | None = 1.0) -> RateLimit:
+        """Take at most `per_second` sends a second; answer the others as TeleSign answers requests over the
+        Omnichannel API's rate: HTTP 429, status code 3204 "Rate limit exceeded", `retry_after` as Retry-After."""
+        self.rate_limit = RateLimit(per_second, retry_after)
+        return self.rate_limit
+
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
         """Wait `seconds` before answering each of the next `count` POSTs (see `Script.delay`)."""
         self._script.delay(seconds, count)
@@ -818,6 +825,7 @@ class FakeTeleSign:
         self.request_count = self.status_requests = 0
         self._script.clear()
         self.arrived.clear()
+        self.rate_limit = None
 
     # -- helpers for tests
 
@@ -1008,6 +1016,9 @@ class FakeTeleSign:
         invalid = validate_omnichannel(body)
         if invalid is not None:
             return self._error(invalid)
+        if self.rate_limit is not None and not self.rate_limit.take():
+            return self._error(TeleSignError(429, 3204, description(3204), external_id=body.get("external_id"),
+                                             retry_after=retry_after_header(self.rate_limit.retry_after)))
         sent = self._accept(body)
         self.messages.append(sent)
         self.arrived.set()

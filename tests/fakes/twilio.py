@@ -43,7 +43,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from sms_gateway.providers.twilio import TwilioConfig
-from tests.fakes.scripting import Script
+from tests.fakes.scripting import RateLimit, Script, retry_after_header
 from tests.fakes.serving import serving
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "twilio_create_message_request.json"
@@ -252,6 +252,7 @@ class FakeTwilio:
         self.rejected: list[TwilioError] = []  # every error answered, scripted or not
         self.base_url: str | None = None  # set by serve_fake_twilio()
         self._script: Script[TwilioError] = Script()
+        self.rate_limit: RateLimit | None = None
 
     # -- scripting
 
@@ -275,6 +276,12 @@ class FakeTwilio:
         )
         self._script.fail(error, count)
 
+    def limit_rate(self, per_second: int, retry_after: float | None = 1.0) -> RateLimit:
+        """Take at most `per_second` sends a second; answer the others as Twilio answers a sender over its rate:
+        HTTP 429, code 20429 ("Too Many Requests"), with `retry_after` as Retry-After."""
+        self.rate_limit = RateLimit(per_second, retry_after)
+        return self.rate_limit
+
     def delay_next(self, count: int = 1, seconds: float = 1.0) -> None:
         """Wait `seconds` before handling each of the next `count` requests (see `Script.delay`)."""
         self._script.delay(seconds, count)
@@ -284,6 +291,7 @@ class FakeTwilio:
         self.rejected.clear()
         self.request_count = 0
         self._script.clear()
+        self.rate_limit = None
 
     # -- helpers for tests
 
@@ -353,6 +361,9 @@ class FakeTwilio:
         data, error = validate_create_message(text_form)
         if error is not None:
             return self._error(error)
+        if self.rate_limit is not None and not self.rate_limit.take():
+            return self._error(TwilioError(429, 20429, "Too Many Requests",
+                                           retry_after=retry_after_header(self.rate_limit.retry_after)))
         message = self._accept(data, auth, list(text_form.items()))
         self.messages.append(message)
         return web.json_response(message.response, status=201)

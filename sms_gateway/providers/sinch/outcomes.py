@@ -26,6 +26,7 @@ _NOT_SENT = frozenset({AUTH_FAILED, AUTH_UNAVAILABLE, TOO_MANY_MEDIA, EMPTY_MESS
 # processed, so sending later is safe; any other 4xx (or 3xx: a redirect is not followed) would fail again, and
 # after a 5xx Sinch may have the message.
 NOT_PROCESSED = frozenset({408, 429})
+RATE_LIMITED = 429  # the project's request rate or the app's queue: the sender is to slow down
 
 MAX_ERROR_MESSAGE_CHARS = 1000
 
@@ -63,7 +64,8 @@ def send_result(answer: Answer) -> SendResult:
     else:  # 400, 401 (a second time), 403, 404 and any other refusal
         outcome = SendOutcome.FAILED
     return SendResult(outcome, error_code=str(answer.status), error_message=error_message(answer),
-                      http_status=answer.status, retry_after=answer.retry_after)
+                      http_status=answer.status, retry_after=answer.retry_after,
+                      throttled=answer.status == RATE_LIMITED)
 
 
 def token_refused(answer: Answer) -> SendResult:

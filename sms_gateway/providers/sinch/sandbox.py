@@ -4,9 +4,11 @@ that posts signed callbacks as Sinch would (`sms-gateway demo --provider sinch`)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ from aiohttp import web
 from sms_gateway.http_client import basic_authorization
 from sms_gateway.model import JSON
 from sms_gateway.providers.json_fields import JSON_CONTENT_TYPE
-from sms_gateway.providers.sandbox import SandboxMessage, WebhookAnswer
+from sms_gateway.providers.sandbox import SandboxMessage, UserMedia, WebhookAnswer
 from sms_gateway.providers.sinch.settings import SinchConfig
 from sms_gateway.providers.sinch.signature import signature_headers
 from sms_gateway.providers.sinch.webhooks import CALLBACK_PATH
@@ -43,6 +45,23 @@ def now_iso() -> str:
 def sample_mms(tenant_number: str, user_number: str) -> JSON:
     """A MESSAGE_INBOUND callback for an MMS with a picture and a caption, as Sinch posts it (the media re-hosted
     by Sinch at a public URL, the identities without "+")."""
+    return inbound_message(tenant_number, user_number, {"media_card_message": {
+        "url": f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg",
+        "caption": "Here is a photo of the damage"}})
+
+
+def contact_messages(text: str, media: Sequence[UserMedia]) -> list[JSON]:
+    """The contact messages Sinch delivers for a user's message: one per media (a media card with the text as
+    its caption, then plain media), or one text message."""
+    if not media:
+        return [{"text_message": {"text": text}}]
+    first, *rest = media
+    return [{"media_card_message": {"url": first.url, "caption": text}},
+            *({"media_message": {"url": item.url}} for item in rest)]
+
+
+def inbound_message(tenant_number: str, user_number: str, contact_message: JSON) -> JSON:
+    """A MESSAGE_INBOUND callback carrying `contact_message`, as Sinch posts it (identities without "+")."""
     return {
         "app_id": APP_ID,
         "project_id": PROJECT_ID,
@@ -51,9 +70,7 @@ def sample_mms(tenant_number: str, user_number: str) -> JSON:
         "message": {
             "id": sinch_id(),
             "direction": "TO_APP",
-            "contact_message": {"media_card_message": {
-                "url": f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg",
-                "caption": "Here is a photo of the damage"}},
+            "contact_message": contact_message,
             "channel_identity": {"channel": "MMS", "identity": user_number.lstrip("+"), "app_id": ""},
             "conversation_id": "",
             "contact_id": "",
@@ -95,6 +112,7 @@ class SinchSandbox:
     tenant_number: str = "+15005550006"
     sent: list[SandboxMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_next_send: bool = False
     _tokens: set[str] = field(default_factory=set)
 
     def api(self) -> web.Application:
@@ -113,6 +131,18 @@ class SinchSandbox:
         url = f"{gateway_url.rstrip('/')}{CALLBACK_PATH}"
         status, text = await _post_signed(http, url, sample_mms(tenant_number, user_number))
         return WebhookAnswer(status, text, f"POST {url} (signed MMS, 1 media)", media_count=1)
+
+    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
+                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+        url = f"{gateway_url.rstrip('/')}{CALLBACK_PATH}"
+        status, answer = 0, ""
+        for contact_message in contact_messages(text, media):
+            status, answer = await _post_signed(http, url, inbound_message(tenant_number, user_number,
+                                                                           contact_message))
+            if status != 200:
+                break
+        what = f"signed MMS, {len(media)} media" if media else "signed SMS"
+        return WebhookAnswer(status, answer, f"POST {url} ({what})", media_count=len(media))
 
     async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
                                message: SandboxMessage) -> int | None:
@@ -137,6 +167,12 @@ class SinchSandbox:
         except (ValueError, LookupError, TypeError, AttributeError):
             return _error(400, "The request is not a messages:send request this sandbox understands.",
                           "INVALID_ARGUMENT")
+        refused, self.fail_next_send = self.fail_next_send, False
+        if refused:
+            self.sent.append(dataclasses.replace(sandbox_message, refused=True))
+            self.arrived.set()
+            # As Sinch refuses a message it will never send: a 400 (any 4xx but 408/429 fails for good).
+            return _error(400, "The recipient cannot receive messages on this channel.", "INVALID_ARGUMENT")
         self.sent.append(sandbox_message)
         self.arrived.set()
         return web.json_response({"message_id": sandbox_message.provider_message_id, "accepted_time": now_iso()})

@@ -162,7 +162,7 @@ def send_result(answer: Answer) -> SendResult:
     # Without a kind: a 2xx that is not an acceptance, any other 5xx, a code we do not know in a 2xx or 5xx.
     outcome = OUTCOMES[kind] if kind is not None else SendOutcome.UNKNOWN
     return SendResult(outcome, error_code=error_code, error_message=message, http_status=answer.status,
-                      retry_after=answer.retry_after)
+                      retry_after=answer.retry_after, throttled=kind is Kind.RATE_LIMITED)
 
 
 def _integer(value: Any) -> int | None:

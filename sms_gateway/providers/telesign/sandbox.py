@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +20,9 @@ from sms_gateway.config.model import normalise_number
 from sms_gateway.http_client import basic_authorization
 from sms_gateway.model import JSON
 from sms_gateway.providers.json_fields import JSON_CONTENT_TYPE
-from sms_gateway.providers.sandbox import SandboxMessage, WebhookAnswer
+from sms_gateway.providers.sandbox import SandboxMessage, UserMedia, WebhookAnswer
 from sms_gateway.providers.telesign.auth import callback_headers
-from sms_gateway.providers.telesign.callbacks import CALLBACK_PATH, MO_MMS
+from sms_gateway.providers.telesign.callbacks import CALLBACK_PATH, MO_MMS, MO_SMS
 from sms_gateway.providers.telesign.send_request import SEND_PATH
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 
@@ -44,16 +46,28 @@ def callback_url(gateway_url: str, tenant_number: str) -> str:
 def sample_mms(user_number: str) -> JSON:
     """A mobile-originated MMS callback with a caption and a picture, as TeleSign posts it (the media at a public
     URL, the user's number without "+")."""
-    return {
+    return user_message(user_number, "Here is a photo of the damage", [
+        UserMedia(f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg", "image/jpeg")])
+
+
+def user_message(user_number: str, text: str, media: Sequence[UserMedia]) -> JSON:
+    """A mobile-originated callback as TeleSign posts it: an MMS with its parts numbered by kind when it carries
+    media, else an SMS."""
+    callback: JSON = {
         "reference_id": reference_id(),
         "status": {"code": 1500, "description": "Delivered", "updated_on": now_iso()},
         "phone_number": normalise_number(user_number),
-        "sub_resource": MO_MMS,
-        "content": {
-            "text_1": "Here is a photo of the damage",
-            "url_image_1": f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg",
-        },
     }
+    if not media:
+        return callback | {"sub_resource": MO_SMS,
+                           "user_response": {"mo_message": text, "phone_number": normalise_number(user_number)}}
+    content: JSON = {"text_1": text} if text else {}
+    counts: dict[str, int] = {}
+    for item in media:
+        kind = next((k for k in ("image", "video", "audio") if item.content_type.startswith(k + "/")), "image")
+        counts[kind] = counts.get(kind, 0) + 1
+        content[f"url_{kind}_{counts[kind]}"] = item.url
+    return callback | {"sub_resource": MO_MMS, "content": content}
 
 
 def delivered_callback(message: SandboxMessage) -> JSON:
@@ -76,6 +90,7 @@ class TeleSignSandbox:
     tenant_number: str = "12345"  # a short code: TeleSign sends MMS only from US short codes
     sent: list[SandboxMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_next_send: bool = False
 
     def api(self) -> web.Application:
         app = web.Application()
@@ -91,6 +106,13 @@ class TeleSignSandbox:
         status, text = await _post_signed(http, url, sample_mms(user_number))
         return WebhookAnswer(status, text, f"POST {url} (signed MMS, 1 media)", media_count=1)
 
+    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
+                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+        url = callback_url(gateway_url, tenant_number)
+        status, answer = await _post_signed(http, url, user_message(user_number, text, media))
+        what = f"signed MMS, {len(media)} media" if media else "signed SMS"
+        return WebhookAnswer(status, answer, f"POST {url} ({what})", media_count=len(media))
+
     async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
                                message: SandboxMessage) -> int | None:
         return (await _post_signed(http, callback_url(gateway_url, tenant_number), delivered_callback(message)))[0]
@@ -103,6 +125,12 @@ class TeleSignSandbox:
             message = _recorded(body)
         except (ValueError, LookupError, TypeError, AttributeError):
             return _status(400, 3110, "Invalid request")
+        refused, self.fail_next_send = self.fail_next_send, False
+        if refused:
+            self.sent.append(dataclasses.replace(message, refused=True))
+            self.arrived.set()
+            # As TeleSign refuses a message it will never send (an unverified number on a trial account).
+            return _status(400, 3071, "Phone number not verified")
         self.sent.append(message)
         self.arrived.set()
         return web.json_response({"reference_id": message.provider_message_id, "external_id": message.our_message_id,

@@ -35,6 +35,12 @@ NON_RETRYABLE_CODES = frozenset(
 )
 # Answers after which Twilio certainly did not create the message.
 _NOT_CREATED = frozenset({"429", "20429", "14107"})
+# Answers that say the sender is sending too fast (HTTP 429; REST API concurrency; message rate limit).
+THROTTLED_CODES = frozenset({20429, 14107})
+
+
+def throttled(http_status: int, code: int | None) -> bool:
+    return http_status == 429 or code in THROTTLED_CODES
 
 
 def twilio_code_is_retryable(code: int | None) -> bool:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from sms_gateway.providers.sandbox import SandboxMessage, WebhookAnswer
+from sms_gateway.providers.sandbox import SandboxMessage, UserMedia, WebhookAnswer
 from sms_gateway.providers.twilio.sender import STATUS_PATH
 from sms_gateway.providers.twilio.settings import TwilioConfig
 from sms_gateway.providers.twilio.webhooks import SIGNATURE_HEADER
@@ -25,7 +26,16 @@ INBOUND_PATH = "/sms.receiver/SmsRecv"
 def sample_mms(message_sid: str, tenant_number: str, user_number: str) -> dict[str, str]:
     """An inbound MMS webhook form with the fields Twilio sends."""
     media = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media"
-    return {
+    return inbound_form(message_sid, tenant_number, user_number, "Here are the photos of the damage", [
+        UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/jpeg"),
+        UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/png"),
+    ])
+
+
+def inbound_form(message_sid: str, tenant_number: str, user_number: str, text: str,
+                 media: Sequence[UserMedia]) -> dict[str, str]:
+    """An inbound SMS (or MMS, with media) webhook form with the fields Twilio sends."""
+    form = {
         "ToCountry": "US",
         "MessageSid": message_sid,
         "SmsMessageSid": message_sid,
@@ -33,16 +43,14 @@ def sample_mms(message_sid: str, tenant_number: str, user_number: str) -> dict[s
         "AccountSid": ACCOUNT_SID,
         "From": user_number,
         "To": tenant_number,
-        "Body": "Here are the photos of the damage",
-        "NumMedia": "2",
+        "Body": text,
+        "NumMedia": str(len(media)),
         "NumSegments": "1",
-        "MediaUrl0": f"{media}/ME{secrets.token_hex(16)}",
-        "MediaContentType0": "image/jpeg",
-        "MediaUrl1": f"{media}/ME{secrets.token_hex(16)}",
-        "MediaContentType1": "image/png",
-        "SmsStatus": "received",
-        "ApiVersion": "2010-04-01",
     }
+    for n, item in enumerate(media):
+        form[f"MediaUrl{n}"] = item.url
+        form[f"MediaContentType{n}"] = item.content_type
+    return form | {"SmsStatus": "received", "ApiVersion": "2010-04-01"}
 
 
 @dataclass(slots=True)
@@ -52,6 +60,7 @@ class TwilioSandbox:
     tenant_number: str = "+15005550006"  # Twilio's magic test number
     sent: list[SandboxMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_next_send: bool = False
     _callbacks: dict[str, str] = field(default_factory=dict)  # sid -> StatusCallback
 
     def api(self) -> web.Application:
@@ -68,6 +77,14 @@ class TwilioSandbox:
         form = sample_mms("MM" + secrets.token_hex(16), tenant_number, user_number)
         status, body = await _post_signed(http, webhook, form)
         return WebhookAnswer(status, body, f"POST {webhook} (signed MMS, 2 media)", media_count=2)
+
+    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
+                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+        webhook = f"{gateway_url}{INBOUND_PATH}"
+        form = inbound_form(("MM" if media else "SM") + secrets.token_hex(16), tenant_number, user_number, text, media)
+        status, body = await _post_signed(http, webhook, form)
+        what = f"signed MMS, {len(media)} media" if media else "signed SMS"
+        return WebhookAnswer(status, body, f"POST {webhook} ({what})", media_count=len(media))
 
     async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
                                message: SandboxMessage) -> int | None:
@@ -86,11 +103,17 @@ class TwilioSandbox:
         callback = form.get("StatusCallback")
         callback = callback if isinstance(callback, str) else None
         shown = {"To": to, "From": from_, "Body": body, "MediaUrl": list(media_urls), "StatusCallback": callback}
+        our_id = callback.rsplit("mid=", 1)[-1] if callback is not None and STATUS_PATH in callback else None
+        refused, self.fail_next_send = self.fail_next_send, False
+        self.sent.append(SandboxMessage(sid, to, from_, body, media_urls, shown, our_id, refused))
+        self.arrived.set()
+        if refused:
+            # As Twilio refuses a message to a number that has replied STOP: a 400 it will not retry.
+            return web.json_response({"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                                      "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400},
+                                     status=400)
         if callback is not None:
             self._callbacks[sid] = callback
-        our_id = callback.rsplit("mid=", 1)[-1] if callback is not None and STATUS_PATH in callback else None
-        self.sent.append(SandboxMessage(sid, to, from_, body, media_urls, shown, our_id))
-        self.arrived.set()
         return web.json_response(
             {"sid": sid, "account_sid": request.match_info["account_sid"], "to": to, "from": from_,
              "body": body, "status": "queued", "num_media": str(len(media_urls)),

@@ -69,6 +69,7 @@ def interpret(answer: Answer) -> SendResult:
         error_message=text if text is not None else answer.snippet(),
         http_status=answer.status,
         retry_after=answer.retry_after,
+        throttled=errors.throttled(answer.status, code),
     )
 
 
