@@ -16,6 +16,16 @@ message answered and nothing sent for `--quiet` seconds, or `--settle-timeout`) 
 
 Exit status 1 if anything was lost or duplicated, 0 otherwise. Not part of the CI test run (the fault tests
 in tests/test_faults*.py run the same scenarios small).
+
+    python -m benchmarks.crash --takeover 5 [--store sqlite|redis] [--processes 1|2] [--other-host]
+
+measures instead how soon the turns a killed process was running run again, with the gateway's default lease
+(30 s): `--takeover` rounds of `--in-flight` users' turns held in the engine, kill -9 of a process, the engine
+let go. One process (SQLite, or Redis with `--processes 1`): restarted at once on the same store; the figure is
+from its `/ready` to the last interrupted turn reaching the engine again. Two processes on Redis: the survivor
+takes over; the figure is from the kill to the last of the dead one's turns reaching the engine again
+(`--other-host`: the killed one runs as `tests.elsewhere`, so the survivor cannot see its pid and waits for its
+heartbeat to run out, as on two hosts). Also: every user answered once (exit status 1 otherwise).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import shutil
 import sys
@@ -32,6 +43,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis as redis_sync
 
 from sms_gateway.store.factory import create_store
 from tests.procs import GatewayProcess, World, fault_world, users
@@ -174,6 +187,81 @@ async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> in
         return 0 if ok else 1
 
 
+def leased_by(store_url: str, pid: int | None) -> set[str]:
+    """Texts of the unfinished inbound messages leased by process `pid` in Redis (owner "<pid>-<hex>")."""
+    client = redis_sync.Redis.from_url(store_url.split("?")[0], decode_responses=True)
+    try:
+        found = set()
+        for key in client.scan_iter("smsgw:in:msg:*", count=1000):
+            owner, done, payload = client.hmget(key, "owner", "done", "payload")
+            if owner and not done and payload and str(owner).split("-", 1)[0] == str(pid):
+                found.add(str(json.loads(payload)["text"]))
+        return found
+    finally:
+        client.close()
+
+
+async def takeover_round(args: argparse.Namespace, world: World, processes: list[GatewayProcess], store_url: str,
+                         round_: int) -> tuple[float, float, int, bool]:
+    """One kill; (seconds to the takeover as described in the module's doc, the same from the kill, turns cut
+    short, answered once)."""
+    victim = processes[0]
+    texts = [f"round {round_} turn {i}" for i in range(args.in_flight)]
+    people = users(args.in_flight, base=15550100000 + 1000 * round_)
+    world.watson.hold(120)
+    statuses = await world.deliver_each(processes, texts, people)
+    assert statuses == [200] * len(texts), statuses
+    await world.wait_turns(texts, times=1, timeout=30)
+    pid = victim.pid
+    victim.kill()
+    killed = time.monotonic()
+    cut_short = sorted(leased_by(store_url, pid)) if len(processes) > 1 else texts
+    world.watson.release()
+    if len(processes) == 1:
+        await victim.restart()
+        started = time.monotonic()  # /ready answered (within the 50 ms its poll takes)
+    else:
+        started = killed
+    again = await world.wait_turns(cut_short, times=2, timeout=90)
+    chosen = [m for m in world.sent.values() if m.text in texts]
+    _, duplicated, lost, _ = await world.wait_answered(chosen, timeout=30, quiet=1.0)
+    if len(processes) > 1:
+        await victim.restart()
+    return again - started, again - killed, len(cut_short), not duplicated and not lost
+
+
+async def takeover(args: argparse.Namespace, directory: Path, store_url: str) -> int:
+    async with fault_world(directory / "world") as world:
+        processes = [
+            world.gateways.spawn(f"gw{i}", store_url=store_url, log_level=args.log_level,
+                                 module="tests.elsewhere" if args.other_host and i == 0 else "sms_gateway")
+            for i in range(args.processes)
+        ]
+        for process in processes:
+            await process.restart()
+        what = ("from /ready of the restarted process" if args.processes == 1
+                else "from the kill, on the survivor" + (" (as from another host)" if args.other_host else ""))
+        print(f"takeover benchmark: store={store_url.split(':')[0]} processes={args.processes} "
+              f"in flight={args.in_flight} lease=30s (default); seconds until the cut-short turns reach the "
+              f"engine again, {what}", flush=True)
+        figures: list[float] = []
+        from_kill: list[float] = []
+        ok = True
+        for round_ in range(args.takeover):
+            seconds, after_kill, cut_short, once = await takeover_round(args, world, processes, store_url, round_)
+            figures.append(seconds)
+            from_kill.append(after_kill)
+            ok = ok and once
+            print(f"  round {round_ + 1}: {cut_short} turns cut short, running again after {seconds:.2f}s"
+                  f" ({after_kill:.2f}s after the kill){'' if once else '  LOST OR DOUBLED'}", flush=True)
+        figures.sort()
+        from_kill.sort()
+        print(f"  median {figures[len(figures) // 2]:.2f}s, max {figures[-1]:.2f}s over {len(figures)} kills"
+              f" (after the kill: median {from_kill[len(from_kill) // 2]:.2f}s, max {from_kill[-1]:.2f}s)")
+        print(f"RESULT: {'OK' if ok else 'FAIL'} (every user answered once: {ok})", flush=True)
+        return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.crash", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -196,16 +284,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", help="keep the store, configs and logs here (default: a temporary directory)")
     parser.add_argument("--show-logs", action="store_true")
+    parser.add_argument("--takeover", type=int, default=0, metavar="ROUNDS",
+                        help="measure how soon a killed process's turns run again instead (see above)")
+    parser.add_argument("--in-flight", type=int, default=20, help="--takeover: turns in the engine at the kill")
+    parser.add_argument("--other-host", action="store_true",
+                        help="--takeover with 2 processes: the killed one as if on another host")
     args = parser.parse_args(argv)
     args.users = args.users or max(1, args.messages // 10)
     args.processes = args.processes or (2 if args.store == "redis" else 1)
+    run = takeover if args.takeover else bench
 
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sms-gw-crash-"))
     directory.mkdir(parents=True, exist_ok=True)
     try:
         sqlite_query = "?synchronous=normal" if args.synchronous == "normal" else ""
         return with_store(args.store, directory, sqlite_query,
-                          lambda store_url: asyncio.run(bench(args, directory, store_url)))
+                          lambda store_url: asyncio.run(run(args, directory, store_url)))
     finally:
         if not args.dir:
             with contextlib.suppress(OSError):

@@ -35,6 +35,7 @@ from sms_gateway.metrics import Metrics
 from sms_gateway.model import MessageLimits
 from sms_gateway.netguard import GuardedHttp
 from sms_gateway.outbox import SEND, Outbox
+from sms_gateway.owners import OwnerHeartbeat, this_process
 from sms_gateway.pipes import PipeRelay, callback_destinations
 from sms_gateway.providers import PROVIDER_TYPES
 from sms_gateway.providers.base import Provider, Sender
@@ -118,8 +119,10 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
             relay = PipeRelay(store, callback_http)
+            owner = this_process()
             jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
-                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds)
+                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds,
+                             owner=owner.owner_id)
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             app[PIPES] = relay
@@ -127,7 +130,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                 config, store, engines, metrics, media_http, lambda t: limits[normalise_number(t.phone_number)],
                 jobs.notify))
             worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
-                                   lease_seconds=config.lease_seconds)
+                                   lease_seconds=config.lease_seconds, owner=owner.owner_id)
             jobs.kinds[TURN] = worker.turn_job_kind()
             sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines
@@ -135,6 +138,16 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             app[WORKER] = worker
             app[JOBS] = jobs
             app[OUTBOX] = outbox
+            def lease_now() -> None:
+                worker.notify()
+                jobs.notify()
+
+            # A dead process's sends may still be created by their provider: its jobs wait as the outbox does.
+            heartbeat = OwnerHeartbeat(store, owner, on_released=lease_now,
+                                       job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0))
+            # Registered, and the work of processes gone meanwhile (a crash before this start) freed, before
+            # the workers' first lease: a restart takes the interrupted work at once.
+            await heartbeat.start()
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
                      asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
             yield
@@ -150,6 +163,7 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
                     await task
             await worker.stop()
             await jobs.stop()
+            await heartbeat.stop()
             await engines.close()
 
     return services_ctx

@@ -1,22 +1,22 @@
 """The durable job runner: sends and relays are jobs in the store, retried with backoff, then dead-lettered.
 
-A job is leased (so a crashed process's jobs are picked up again after the lease), run by the handler of its
-kind, and then completed, rescheduled or dead-lettered according to the handler's outcome.
+A job is leased (so a crashed process's jobs are picked up again: once their attempts have settled when the
+process is seen gone, see `sms_gateway.owners`, at the latest when the lease runs out), run by the handler of
+its kind, and then completed, rescheduled or dead-lettered according to the handler's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from sms_gateway.metrics import Metrics
+from sms_gateway.owners import this_process
 from sms_gateway.store.base import Job, OutboundRecord, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.jobs")
@@ -49,6 +49,10 @@ class Outcome:
     def failed(cls, error: str) -> Outcome:
         return cls("failed", error)
 
+
+# Work cut short by the store runs again this long after the store answers again, not at once: a store that
+# fails some writes and not others must not make the engine or a provider repeat the same work in a tight loop.
+CUT_SHORT_PAUSE_SECONDS = 2.0
 
 Handler = Callable[[Job], Awaitable[Outcome]]
 DeadHandler = Callable[[Job, str], Awaitable[None]]
@@ -130,7 +134,8 @@ async def sweep_forever(where: str, sweep: Callable[[], Awaitable[object]], inte
 
 class LeaseHeartbeat:
     """Keeps the leases of work in flight alive (so a short lease still covers a long turn) and hands them
-    back on shutdown (so another process takes the work at once instead of after the lease)."""
+    back on shutdown (so another process takes the work at once instead of after the lease), and those of work
+    cut short by the store (so it runs again as soon as the store answers, not when its lease runs out)."""
 
     def __init__(
         self,
@@ -143,6 +148,7 @@ class LeaseHeartbeat:
         self.held = held
         self.extend = extend
         self.lease_seconds = lease_seconds
+        self._cut_short: list[str] = []
 
     async def run(self) -> None:
         while True:
@@ -153,6 +159,23 @@ class LeaseHeartbeat:
                     await self.extend(ids, time.time() + self.lease_seconds)
                 except StoreUnavailable as exc:
                     log.error("store_unavailable", where=f"{self.name}_lease_heartbeat", error=str(exc))
+
+    def cut_short(self, work_id: str) -> None:
+        """Work that failed on an unavailable store (its changes, if any, are not there): to be handed back."""
+        self._cut_short.append(work_id)
+
+    async def hand_back_cut_short(self) -> None:
+        """Hand back the work cut short, if any (no store call otherwise), free `CUT_SHORT_PAUSE_SECONDS` from
+        now: raises StoreUnavailable, keeping it to hand back later, while the store does not answer. Work
+        finished meanwhile (a write that went through although its answer was lost) is not touched: the store
+        only moves leases of unfinished work."""
+        if self._cut_short:
+            ids, self._cut_short = self._cut_short, []
+            try:
+                await self.extend(ids, time.time() + CUT_SHORT_PAUSE_SECONDS)
+            except StoreUnavailable:
+                self._cut_short = ids + self._cut_short
+                raise
 
     async def hand_back(self, ids: list[str]) -> None:
         """Call with the ids held before the work was cancelled (cancelling forgets them)."""
@@ -175,11 +198,13 @@ class JobWorker:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
+        """`owner`: the id this process leases under (`sms_gateway.owners`); by default one of its own."""
         self.store = store
         self.kinds = dict(kinds)
         self.metrics = metrics
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner or this_process().owner_id
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.clock = clock
@@ -204,6 +229,7 @@ class JobWorker:
         await lease_loop("job_worker", self._lease_and_start, self._wakeup, self.poll_interval, self.heartbeat)
 
     async def _lease_and_start(self) -> bool:
+        await self.heartbeat.hand_back_cut_short()
         room = self._concurrency - len(self._running)
         if room <= 0:
             return False  # a job's end wakes the leasing
@@ -236,8 +262,9 @@ class JobWorker:
                     outcome = Outcome.retry(f"crashed: {type(exc).__name__}")
                 await self._settle(job, kind, outcome)
         except StoreUnavailable as exc:
-            # Left leased: it is picked up again once the lease runs out.
+            # Handed back once the store answers again, and leased anew.
             log.error("store_unavailable", where="job", job_id=job.job_id, error=str(exc))
+            self.heartbeat.cut_short(job.job_id)
 
     async def _settle(self, job: Job, kind: JobKind, outcome: Outcome) -> None:
         self.metrics.jobs.labels(job.kind, outcome.state).inc()

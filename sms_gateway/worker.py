@@ -6,9 +6,7 @@ Turns of one session run in order, one at a time; different sessions run concurr
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 
@@ -28,6 +26,7 @@ from sms_gateway.jobs import (
 )
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
+from sms_gateway.owners import this_process
 from sms_gateway.store.base import InboundRecord, Job, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.worker")
@@ -94,11 +93,13 @@ class InboundWorker:
         concurrency: int = 64,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
+        owner: str | None = None,
     ) -> None:
+        """`owner`: the id this process leases under (`sms_gateway.owners`); by default one of its own."""
         self.store = store
         self.conversations = conversations
         self.metrics = metrics
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner or this_process().owner_id
         self.runner = KeyedRunner(concurrency)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -125,6 +126,7 @@ class InboundWorker:
         await lease_loop("inbound_worker", self._lease, self._wakeup, self.poll_interval, self.heartbeat)
 
     async def _lease(self) -> bool:
+        await self.heartbeat.hand_back_cut_short()
         room = self.concurrency * 4 - len(self._in_flight)
         if room <= 0:
             return False  # a turn's end wakes the leasing
@@ -150,8 +152,9 @@ class InboundWorker:
                     await self._dead_letter_turn(record, failure)
                     await self.store.complete_inbound(record.key)
             except StoreUnavailable as exc:
-                # Left leased: after the lease runs out it is picked up again.
+                # Handed back once the store answers again, and leased anew: the turn runs again.
                 log.error("store_unavailable", where="turn", error=str(exc), message_id=record.message.message_id)
+                self.heartbeat.cut_short(record.key)
             finally:
                 self._in_flight.discard(record.key)
                 left = self._conversations_in_flight.pop(conversation, 1) - 1

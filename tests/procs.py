@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,8 +219,10 @@ class GatewayProcess:
         log_dir: Path,
         env: Mapping[str, str],
         preexec_fn: Callable[[], None] | None = None,
+        module: str = "sms_gateway",
     ) -> None:
         self.name = name
+        self.module = module
         self.config_path = config_path
         self.port = port
         self.log_dir = log_dir
@@ -261,7 +263,7 @@ class GatewayProcess:
         self.log_paths.append(log_path)
         sink = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sms_gateway", "--config", str(self.config_path), "serve"],
+            [sys.executable, "-m", self.module, "--config", str(self.config_path), "serve"],
             cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches anything it starts
             preexec_fn=self.preexec_fn,  # only setrlimit/signal calls, by tests that ask for them
@@ -379,9 +381,11 @@ class Gateways:
         log_level: str = "info",
         preexec_fn: Callable[[], None] | None = None,
         port: int | None = None,
+        module: str = "sms_gateway",
         **config: Any,
     ) -> GatewayProcess:
-        """Write the config and make the process object (not started). `config`: gateway_config() options."""
+        """Write the config and make the process object (not started). `config`: gateway_config() options;
+        `module`: what `python -m` runs (`tests.elsewhere`: a gateway that takes itself for one on another host)."""
         port = port or free_port()
         assert self.twilio.base_url is not None
         native = gateway_config(port=port, store_url=store_url, twilio_url=self.twilio.base_url,
@@ -392,7 +396,7 @@ class Gateways:
         base = inherited_env()
         full_env = {**base, "PYTHONUNBUFFERED": "1", "SHUTDOWN_DRAIN_SECONDS": str(drain_seconds),
                     "LOG_LEVEL": log_level, **(env or {})}
-        process = GatewayProcess(name, path, port, self.directory, full_env, preexec_fn)
+        process = GatewayProcess(name, path, port, self.directory, full_env, preexec_fn, module)
         self.processes.append(process)
         return process
 
@@ -504,6 +508,13 @@ class World:
         form = self.message(text, user, sid)
         return form["MessageSid"], await self.post(gw, form)
 
+    async def deliver_each(self, gateways: Sequence[GatewayProcess], texts: Sequence[str],
+                           people: Sequence[str]) -> list[int | None]:
+        """Text i from user i, all at once, to the gateways in turn (round robin); their statuses."""
+        results = await asyncio.gather(*(self.deliver(gateways[i % len(gateways)], text, user)
+                                         for i, (text, user) in enumerate(zip(texts, people, strict=True))))
+        return [status for _, status in results]
+
     async def replay(self, gw: GatewayProcess, sid: str) -> int | None:
         """Deliver an already sent message again (same MessageSid, same form)."""
         m = self.sent[sid]
@@ -547,6 +558,20 @@ class World:
             if now > deadline:
                 return result
             await asyncio.sleep(0.05)
+
+    async def wait_turns(self, texts: Iterable[str], times: int = 2, timeout: float = 60.0) -> float:
+        """Until each of `texts` has reached the engine `times` times (with 2: a turn cut short by a crash has
+        been run again); when (time.monotonic(), within 20 ms). AssertionError after `timeout` seconds."""
+        wanted = set(texts)
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = Counter(t for t in self.watson.turn_texts() if t in wanted)
+            if all(counts[t] >= times for t in wanted):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                missing = sorted(t for t in wanted if counts[t] < times)
+                raise AssertionError(f"{len(missing)} turns not run {times} times within {timeout}s: {missing[:5]}")
+            await asyncio.sleep(0.02)
 
     def tally(self, name: str, messages: Iterable[Inbound] | None = None, **kw: Any) -> Tally:
         chosen = list(self.sent.values()) if messages is None else list(messages)

@@ -46,6 +46,11 @@ def leased_sids(db: Path) -> set[str]:
     return {key.split(":", 1)[1] for (key,) in rows}
 
 
+def unfinished_jobs(db: Path) -> int:
+    with sqlite3.connect(db, timeout=10) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')").fetchone()[0])
+
+
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`sms-gateway --config FILE ...` as an operator runs it (e.g. dead-letters) against the same store."""
     return subprocess.run([sys.executable, "-m", "sms_gateway", "--config", str(config), *args],
@@ -107,6 +112,81 @@ async def test_kill9_between_sent_and_marked_does_not_send_twice(world: World, t
     tally.report()
     assert answered == 1 and lost == []
     assert duplicated == 0
+
+
+async def test_kill9_with_a_send_in_flight_the_takeover_waits_for_the_provider_not_for_the_lease(
+    world: World, tmp_path: Path
+) -> None:
+    """As above with the default 30 s lease: the dead process's send job is taken over once the provider has
+    surely answered (2 x its 5 s read timeout), not at once (the provider is still creating the message: a
+    look-up would not find it and the reply would go twice) nor after the lease."""
+    db = tmp_path / "gw.db"
+    gw = await world.gateways.start("gw", store_url=sqlite_url(db))
+    world.twilio.answer_late(1, seconds=1.0)
+    await world.deliver(gw, "only once", users(1)[0])
+    await until(lambda: world.twilio.arrived >= 1, what="the send at the provider")
+    await asyncio.sleep(0.3)
+    gw.kill()
+    killed = time.monotonic()
+    await gw.restart()
+    await until(lambda: not unfinished_jobs(db), timeout=40, what="the send job taken over and finished")
+    settled_after = time.monotonic() - killed
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=10, quiet=1.0)
+    found = [e for e in gw.log_events() if e.get("event") == "send_found_at_provider"]
+    tally = world.tally("sqlite kill -9 with a send in flight, default lease")
+    tally.extra.update(provider_sends=len(world.twilio.messages), found_at_provider=len(found),
+                       job_finished_after_kill_s=round(settled_after, 1))
+    tally.report()
+    assert answered == 1 and lost == [] and duplicated == 0
+    assert len(found) == 1, "the new process asked the provider instead of sending again"
+    assert 4 < settled_after < 25, f"taken over {settled_after:.1f}s after the kill (settle 10 s, lease 30 s)"
+
+
+async def test_kill9_mid_turn_the_restarted_process_runs_the_interrupted_turns_at_once(
+    world: World, tmp_path: Path
+) -> None:
+    """20 turns in the engine when the gateway is killed with -9; restarted on the same file with the default
+    30 s lease: the dead process's leases are free as soon as the new one sees its pid gone, so the turns run
+    again within seconds of `/ready`, each user answered once."""
+    db = tmp_path / "gw.db"
+    gw = await world.gateways.start("gw", store_url=sqlite_url(db))
+    world.watson.hold(120)
+    texts = [f"cut short {i}" for i in range(20)]
+    assert await world.deliver_each([gw], texts, users(20)) == [200] * 20
+    await world.wait_turns(texts, times=1, timeout=20)
+    gw.kill()
+    assert len(leased_sids(db)) == 20
+    world.watson.release()
+    await gw.restart()
+    ready = time.monotonic()
+    turns_again = await world.wait_turns(texts, times=2, timeout=40) - ready
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
+    tally = world.tally("sqlite kill -9 mid-turn, default lease")
+    tally.extra.update(turns_again_after_ready_s=round(turns_again, 2), lease_s=30)
+    tally.report()
+    assert turns_again < 15, f"the interrupted turns ran {turns_again:.1f}s after /ready: they waited for the lease"
+    assert answered == 20 and duplicated == 0 and lost == []
+    assert Counter(world.watson.turn_texts()) == {text: 2 for text in texts}
+
+
+async def test_a_turn_slower_than_the_lease_runs_once_with_two_processes_on_one_file(
+    world: World, tmp_path: Path
+) -> None:
+    """Each turn takes 8 s, longer than the 2 s lease and than a heartbeat's life: the process running it is
+    alive, so the other never takes it (no turn twice)."""
+    db = tmp_path / "gw.db"
+    a = await world.gateways.start("a", store_url=sqlite_url(db), lease_seconds=LEASE)
+    b = await world.gateways.start("b", store_url=sqlite_url(db), lease_seconds=LEASE)
+    world.watson.hold(8.0)
+    texts = [f"slow {i}" for i in range(10)]
+    assert await world.deliver_each([a, b], texts, users(10)) == [200] * 10
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=40, quiet=3.0)
+    turns = Counter(world.watson.turn_texts())
+    tally = world.tally("sqlite turns slower than the lease, two processes")
+    tally.extra.update(engine_turns=sum(turns.values()))
+    tally.report()
+    assert turns == {text: 1 for text in texts}
+    assert answered == 10 and duplicated == 0 and lost == []
 
 
 # 2. one MessageSid, two processes, one file -------------------------------------------------------------
@@ -316,7 +396,7 @@ async def test_sqlite_full_disk_answers_503_and_corrupts_nothing(world: World, t
     await asyncio.sleep(1.0)
     gw.kill()
     check_after_crash = integrity(db)
-    leased_when_killed = leased_sids(db)  # turns that failed on the store stay leased until the lease runs out
+    leased_when_killed = leased_sids(db)  # turns cut short by the full disk (handing them back is a write too)
     gw.preexec_fn = None  # "disk space freed": the same config and file, no size limit
     await gw.restart()
     refused_sids = [sid for sid, m in world.sent.items() if sid not in world.accepted]
@@ -376,6 +456,8 @@ async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path:
     code = await gw.terminate_and_wait(timeout=40)
     stopped_after = time.monotonic() - stopping
     handed_back = sum(e.get("count", 0) for e in gw.log_events() if e.get("event") == "leases_handed_back")
+    with sqlite3.connect(db, timeout=10) as conn:
+        owners_left = conn.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
     world.watson.release()
     restarted = time.monotonic()
     await gw.restart()
@@ -385,4 +467,5 @@ async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path:
                        answered_after_restart_s=round(time.monotonic() - restarted, 1))
     tally.report()
     assert code == 0 and handed_back == 5
+    assert owners_left == 0, "a process that stops deregisters"
     assert answered == 5 and duplicated == 0 and lost == []

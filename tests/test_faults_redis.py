@@ -265,3 +265,55 @@ async def test_kill9_one_of_two_processes_the_other_finishes_everything(world: W
                        answered_by_survivor=sum(1 for e in b.log_events() if e.get("event") == "message_sent"))
     tally.report()
     assert answered == 60 and duplicated == 0 and lost == []
+
+
+@pytest.mark.parametrize(("module", "within"), [("sms_gateway", 15.0), ("tests.elsewhere", 20.0)],
+                         ids=["same-host", "other-host"])
+async def test_kill9_one_of_two_the_survivor_takes_its_turns_over_in_seconds(
+    world: World, redis: RedisServer, module: str, within: float
+) -> None:
+    """Two processes with the default 30 s lease; one is killed with -9 with turns in the engine. The survivor
+    runs them again within seconds: at its next beat when it sees the dead one's pid gone (same host), once the
+    dead one's heartbeat has run out (6 s) when it cannot (`tests.elsewhere`: as from another host)."""
+    a = await world.gateways.start("a", store_url=redis.url, module=module)
+    b = await world.gateways.start("b", store_url=redis.url)
+    world.watson.hold(120)
+    texts = [f"over {i}" for i in range(20)]
+    assert await world.deliver_each([a, b], texts, users(20)) == [200] * 20
+    await world.wait_turns(texts, times=1, timeout=20)
+    pid = a.pid
+    a.kill()
+    died = time.monotonic()
+    held = leased_by(redis, pid)
+    assert held, "the killed process held no turn"
+    world.watson.release()
+    held_texts = [world.sent[sid].text for sid in held]
+    taken_over = await world.wait_turns(held_texts, times=2, timeout=40) - died
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
+    tally = world.tally(f"redis kill -9 one of two ({module}), default lease")
+    tally.extra.update(held_by_killed=len(held), taken_over_after_s=round(taken_over, 2), lease_s=30)
+    tally.report()
+    assert taken_over < within, f"taken over {taken_over:.1f}s after the kill: it waited for the lease"
+    assert answered == 20 and duplicated == 0 and lost == []
+    turns = Counter(world.watson.turn_texts())
+    assert all(turns[t] == (2 if t in held_texts else 1) for t in texts), turns
+
+
+async def test_a_turn_slower_than_the_lease_and_the_heartbeat_runs_once_across_hosts(
+    world: World, redis: RedisServer
+) -> None:
+    """Each turn takes 8 s, longer than the 2 s lease and than a heartbeat's life, on two processes that
+    cannot see each other's pids (`tests.elsewhere`): each keeps its heartbeat and its leases alive, so
+    nothing runs twice."""
+    a = await world.gateways.start("a", store_url=redis.url, lease_seconds=LEASE, module="tests.elsewhere")
+    b = await world.gateways.start("b", store_url=redis.url, lease_seconds=LEASE)
+    world.watson.hold(8.0)
+    texts = [f"slow {i}" for i in range(10)]
+    assert await world.deliver_each([a, b], texts, users(10)) == [200] * 10
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=40, quiet=3.0)
+    turns = Counter(world.watson.turn_texts())
+    tally = world.tally("redis turns slower than the lease, two hosts")
+    tally.extra.update(engine_turns=sum(turns.values()))
+    tally.report()
+    assert turns == {text: 1 for text in texts}
+    assert answered == 10 and duplicated == 0 and lost == []

@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,11 @@ import pytest
 from sms_gateway.model import InboundMessage, Media, Session
 from sms_gateway.ratelimit import Pace, SenderRate
 from sms_gateway.retention import RetentionSweeper
-from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable, TurnStart
+from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable, TurnStart
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
-from tests.redis_server import RedisServer, redis_available
-
-
-@pytest.fixture(scope="module")
-def redis_server_for_module() -> Iterator[RedisServer]:
-    if not redis_available():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(params=["sqlite", "memory", "redis"])
@@ -564,6 +556,94 @@ async def test_leases_are_renewed_and_handed_back_by_their_owner_only(store: Sto
     assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now=150.0)] == ["jlease"]
     await store.extend_inbound_leases("a", [record.key], until=999.0)
     assert await store.lease_inbound("c", 10, 30, now=170.0) == [], "b's lease still holds; a lost it"
+
+
+def owner(owner_id: str) -> Owner:
+    return Owner(owner_id, "host-a|boot|pid:[1]", 4242, "123")
+
+
+async def test_an_owner_is_alive_while_it_beats_and_its_end_is_seen_by_everyone(store: Store) -> None:
+    now = time.time()
+    assert await store.beat_owner(owner("a"), 6.0, now) is False, "new"
+    assert await store.beat_owner(owner("a"), 6.0, now + 1) is True
+    await store.beat_owner(owner("b"), 6.0, now)
+    states = sorted(await store.owners(now + 2), key=lambda s: s.owner.owner_id)
+    assert [(s.owner, s.alive) for s in states] == [(owner("a"), True), (owner("b"), True)]
+    await store.end_owner("b")
+    assert {s.owner.owner_id: s.alive for s in await store.owners(now + 2)} == {"a": True, "b": False}
+    assert await store.beat_owner(owner("b"), 6.0, now + 3) is False, "its heartbeat had ended"
+
+
+async def test_a_heartbeat_runs_out_after_its_ttl(store: Store) -> None:
+    """By the clock of whoever keeps the heartbeats: real time here, as Redis expires them by its own."""
+    await store.beat_owner(owner("brief"), 0.2, time.time())
+    assert [s.alive for s in await store.owners(time.time())] == [True]
+    await asyncio.sleep(0.5)
+    assert [s.alive for s in await store.owners(time.time())] == [False]
+    assert await store.release_owners(["brief"], time.time()) == ["brief"]
+
+
+async def test_the_leases_of_an_owner_whose_heartbeat_ended_are_free_at_once(store: Store) -> None:
+    now = time.time()
+    for name in ("a", "c"):
+        await store.beat_owner(owner(name), 6.0, now)
+    await store.accept_inbound(message("SMa", user="+15550000001"))
+    await store.accept_inbound(message("SMa-next", user="+15550000001"))
+    await store.accept_inbound(message("SMc", user="+15550000002"))
+    await store.enqueue_job(Job("ja", "send", {}, order_key="k", run_at=0.0))
+    await store.enqueue_job(Job("ja-next", "send", {}, order_key="k", run_at=0.0))
+    await store.enqueue_job(Job("jc", "send", {}, run_at=0.0))
+    assert [r.message.message_id for r in await store.lease_inbound("a", 1, 30, now)] == ["SMa"]
+    assert [j.job_id for j in await store.lease_jobs("a", 1, 30, now)] == ["ja"]
+    assert [r.message.message_id for r in await store.lease_inbound("c", 10, 30, now)] == ["SMc"]
+    assert [j.job_id for j in await store.lease_jobs("c", 10, 30, now)] == ["jc"]
+
+    assert await store.release_owners(["a", "c"], now + 1) == [], "both still beat: they keep their leases"
+    assert await store.lease_inbound("b", 10, 30, now + 1) == []
+    assert await store.lease_jobs("b", 10, 30, now + 1) == []
+
+    await store.end_owner("a")
+    assert await store.release_owners(["a", "c", "unknown"], now + 1) == ["a"]
+    assert await store.release_owners(["a"], now + 1) == [], "released once"
+    assert [s.owner.owner_id for s in await store.owners(now + 1)] == ["c"], "a is forgotten"
+    # a's work is taken at once (its leases ran until now + 30), in order; c's stays c's.
+    assert [r.message.message_id for r in await store.lease_inbound("b", 10, 30, now + 1)] == ["SMa"]
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 1)] == ["ja"]
+    assert await store.lease_inbound("d", 10, 30, now + 2) == [], "b holds SMa now; SMa-next waits behind it"
+    assert await store.lease_jobs("d", 10, 30, now + 2) == []
+
+
+async def test_the_jobs_of_a_released_owner_wait_for_their_attempts_to_settle(store: Store) -> None:
+    """A send cut short by a crash may still be created by the provider for a while: the dead owner's jobs are
+    free `job_settle_seconds` after the release, or when their lease ends if that is sooner."""
+    now = time.time()
+    await store.beat_owner(owner("a"), 6.0, now)
+    await store.enqueue_job(Job("long", "send", {}, run_at=0.0))
+    await store.enqueue_job(Job("short", "send", {}, run_at=0.0))
+    assert [j.job_id for j in await store.lease_jobs("a", 1, 60, now)] == ["long"]
+    assert [j.job_id for j in await store.lease_jobs("a", 1, 5, now)] == ["short"]
+    await store.end_owner("a")
+    assert await store.release_owners(["a"], now, job_settle_seconds=10.0) == ["a"]
+    assert await store.lease_jobs("b", 10, 30, now + 1) == []
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 5)] == ["short"]
+    assert await store.lease_jobs("b", 10, 30, now + 9) == []
+    assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 10)] == ["long"]
+
+
+async def test_an_owner_taken_for_dead_renews_what_nobody_took_yet(store: Store) -> None:
+    """A process that stalled past its heartbeat keeps the work nobody has taken meanwhile: its renewals still
+    count (the leases keep their owner), and once another took a message, its renewals no longer do."""
+    now = time.time()
+    await store.beat_owner(owner("a"), 6.0, now)
+    await store.accept_inbound(message("SMx", user="+15550000001"))
+    await store.accept_inbound(message("SMy", user="+15550000002"))
+    [x, y] = await store.lease_inbound("a", 10, 30, now)
+    await store.end_owner("a")
+    assert await store.release_owners(["a"], now) == ["a"]
+    await store.extend_inbound_leases("a", [x.key], now + 30)  # a's lease heartbeat, before anyone leased
+    assert [r.key for r in await store.lease_inbound("b", 10, 30, now + 1)] == [y.key]
+    await store.extend_inbound_leases("a", [y.key], now + 30)
+    assert await store.lease_inbound("c", 10, 30, now + 2) == [], "x is a's again, y is b's"
 
 
 @pytest.fixture(params=["sqlite", "memory"])

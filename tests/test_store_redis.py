@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from sms_gateway.model import InboundMessage, Session
 from sms_gateway.ratelimit import SenderRate
-from sms_gateway.store.base import Job, OutboundRecord, Pipe, Store, StoreUnavailable
+from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.redis import RedisStore, redis_options
@@ -63,6 +63,26 @@ async def test_two_clients_claim_one_nonce_exactly_once(clients: tuple[RedisStor
     for round_ in range(5):
         results = await asyncio.gather(*((a if i % 2 else b).claim_once(f"nonce-{round_}", until) for i in range(40)))
         assert results.count(True) == 1
+
+
+async def test_an_owners_heartbeat_is_a_key_redis_expires_and_every_client_sees(
+    clients: tuple[RedisStore, RedisStore], server: RedisServer
+) -> None:
+    """Across processes and hosts: Redis's clock, not the callers', ends a heartbeat; one release wins."""
+    a, b = clients
+    me = Owner("101-abc", "host-a|boot|pid:[1]", 101, "77")
+    assert await a.beat_owner(me, 6.0, 0.0) is False
+    admin = Redis.from_url(server.url, decode_responses=True)
+    try:
+        assert 5000 < await admin.pttl("smsgw:owner:alive:101-abc") <= 6000
+    finally:
+        await admin.aclose()
+    assert [(s.owner, s.alive) for s in await b.owners(1e12)] == [(me, True)], "whatever the caller's clock"
+    assert await b.release_owners([me.owner_id], 1e12) == []
+    await a.end_owner(me.owner_id)
+    results = await asyncio.gather(*((a if i % 2 else b).release_owners([me.owner_id], 0.0) for i in range(20)))
+    assert results.count([me.owner_id]) == 1 and results.count([]) == 19
+    assert await a.owners(0.0) == []
 
 
 async def test_a_claim_is_kept_as_a_key_that_expires_at_its_until(
@@ -246,6 +266,10 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "reserve_send_slot": lambda: store.reserve_send_slot("k", SenderRate(1.0, 1), 0.0),
         "slow_sender": lambda: store.slow_sender("k", 0.0, 0.0, None, 10.0),
         "defer_job": lambda: store.defer_job("j", 1.0),
+        "beat_owner": lambda: store.beat_owner(Owner("1-a", "m", 1), 6.0, 0.0),
+        "owners": lambda: store.owners(0.0),
+        "end_owner": lambda: store.end_owner("1-a"),
+        "release_owners": lambda: store.release_owners(["1-a"], 0.0),
     }
     assert set(Store.__abstractmethods__) <= set(calls), "a Store method is missing from this list"
     return calls

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sms_gateway.metrics import Metrics
 from sms_gateway.model import InboundMessage
-from sms_gateway.store.base import InboundRecord
+from sms_gateway.store.base import InboundRecord, StoreUnavailable
 from sms_gateway.store.sqlite import SQLiteStore
 from sms_gateway.worker import InboundWorker, KeyedRunner
 from tests.waiting import until
@@ -163,6 +163,46 @@ async def test_a_lease_that_took_less_than_it_had_room_for_is_not_followed_by_an
                     await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)  # the lease the turn's end woke
         assert store.leases - 1 == 10, "two leases per message"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.stop()
+        await store.close()
+
+
+class _StoreFailsOnce:
+    """Stands in for Conversations: the first turn of each message meets an unavailable store (as when Redis
+    restarts mid-turn); the next completes it."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.started: list[str] = []
+
+    async def handle_inbound(self, message: InboundMessage, *, inbound_key: str | None = None) -> bool:
+        self.started.append(message.text)
+        if self.started.count(message.text) == 1:
+            raise StoreUnavailable("redis: connection lost")
+        if inbound_key is not None:
+            await self.store.complete_inbound(inbound_key)
+        return True
+
+
+async def test_a_turn_cut_short_by_the_store_runs_again_in_seconds_not_after_its_lease(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'gw.db'}")
+    await store.open()
+    turns = _StoreFailsOnce(store)
+    worker = InboundWorker(store, turns, Metrics(), lease_seconds=60)  # type: ignore[arg-type]
+    running = asyncio.create_task(worker.run())
+    try:
+        for n in range(3):
+            message = InboundMessage("twilio", f"SMcut{n}", "+15005550006", f"+1555000000{n}", f"cut {n}", ())
+            assert await store.accept_inbound(message)
+            worker.notify(message)
+        await until(lambda: len(turns.started) == 6, 20.0, "each turn run again (its lease is 60 s)")
+        assert sorted(turns.started) == sorted([f"cut {n}" for n in range(3)] * 2)
+        async with asyncio.timeout(5.0):
+            while await store.pending_inbound_count():
+                await asyncio.sleep(0.01)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

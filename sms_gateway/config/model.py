@@ -176,7 +176,7 @@ class Config:
     media: MediaPolicy = field(default_factory=MediaPolicy)
     worker_concurrency: int = 64
     # How long a process holds a message or job it works on before another may take it (renewed while it
-    # works, so this is how soon the work of a crashed process is picked up again).
+    # works). A crashed process's work is picked up sooner, once its heartbeat shows it gone (`owners`).
     lease_seconds: float = 30.0
     # Messages per second per sending number: keys "long_code", "toll_free", "short_code" or a number's digits.
     rate_limits: dict[str, float] = field(default_factory=dict)

@@ -99,6 +99,30 @@ class Job:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A gateway process as the holder of leases, registered in the store with a heartbeat. Where it runs is
+    kept too, so that a process on the same machine can tell at once that it is gone (`sms_gateway.owners`)."""
+
+    owner_id: str
+    machine: str  # processes with the same value see each other's pids (host, boot and pid namespace)
+    pid: int
+    started: str = ""  # when the kernel started the process ("" where unknown): a reused pid has another
+
+    def to_json(self) -> JSON:
+        return {"id": self.owner_id, "machine": self.machine, "pid": self.pid, "started": self.started}
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Owner:
+        return cls(str(data["id"]), str(data["machine"]), int(data["pid"]), str(data.get("started") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerState:
+    owner: Owner
+    alive: bool  # its heartbeat has not run out
+
+
 def inbound_key(message: InboundMessage) -> str:
     return f"{message.provider}:{message.message_id}"
 
@@ -259,6 +283,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
+
+    # Lease owners: each process's heartbeat --------------------------------------------------------
+    # Leases of a live owner last until they run out (renewed while the work runs); those of an owner whose
+    # heartbeat ended are freed at once by `release_owners`, called by whichever process sees it first.
+    @abc.abstractmethod
+    async def beat_owner(self, owner: Owner, ttl_seconds: float, now: float) -> bool:
+        """Record that `owner` is alive for `ttl_seconds` more (registering it the first time). False when it was
+        not alive until now: new, or its heartbeat had run out (and its leases may have been taken since).
+
+        Judged by the clock of whoever keeps the heartbeats (the callers'; for Redis, the Redis server's)."""
+
+    @abc.abstractmethod
+    async def owners(self, now: float) -> list[OwnerState]:
+        """Every registered owner, and whether its heartbeat still runs."""
+
+    @abc.abstractmethod
+    async def end_owner(self, owner_id: str) -> None:
+        """The owner's heartbeat ends now: it is stopping, or it was seen gone."""
+
+    @abc.abstractmethod
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
+        """Of `owner_ids`, those whose heartbeat has ended (checked again, in the same atomic step: one that beat
+        since keeps its leases) are forgotten, and the leases they held end: their messages' at once, their jobs'
+        `job_settle_seconds` from `now` (or when they would have anyway, if sooner), as a job's attempt cut short
+        may still take effect elsewhere for a while (a provider still creating a message). Returns their ids."""
 
     # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
     # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back

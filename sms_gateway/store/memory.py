@@ -19,6 +19,8 @@ from sms_gateway.store.base import (
     InboundRecord,
     Job,
     OutboundRecord,
+    Owner,
+    OwnerState,
     Pipe,
     Store,
     conversation_key,
@@ -140,6 +142,7 @@ class MemoryStore(Store):
         # dropped, so the sweeper reads only what is due, not every session, and saves push nothing.
         self._expiries: list[tuple[float, tuple[str, str], str]] = []
         self._slots: dict[str, float] = {}
+        self._owners: dict[str, tuple[Owner, float]] = {}  # owner id -> (owner, alive until)
         self._paces: dict[str, Pace] = {}
 
     async def ping(self) -> None:
@@ -427,6 +430,31 @@ class MemoryStore(Store):
                 del self._once_claims[key]
                 removed += 1
         return removed
+
+    async def beat_owner(self, owner: Owner, ttl_seconds: float, now: float) -> bool:
+        previous = self._owners.get(owner.owner_id)
+        self._owners[owner.owner_id] = (owner, now + ttl_seconds)
+        return previous is not None and previous[1] > now
+
+    async def owners(self, now: float) -> list[OwnerState]:
+        return [OwnerState(owner, until > now) for owner, until in self._owners.values()]
+
+    async def end_owner(self, owner_id: str) -> None:
+        if owner_id in self._owners:
+            self._owners[owner_id] = (self._owners[owner_id][0], 0.0)
+
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
+        gone = [i for i in owner_ids if i in self._owners and self._owners[i][1] <= now]
+        for owner_id in gone:
+            del self._owners[owner_id]
+        if gone:
+            for item in self._leased.values():
+                if item.owner in gone:
+                    item.lease_until = 0.0
+            for state in self._active_jobs.values():
+                if state.state == "leased" and state.owner in gone:
+                    state.lease_until = min(state.lease_until, now + job_settle_seconds)
+        return gone
 
     async def reserve_send_slot(
         self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf

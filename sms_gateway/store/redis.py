@@ -52,6 +52,8 @@ from sms_gateway.store.base import (
     InboundRecord,
     Job,
     OutboundRecord,
+    Owner,
+    OwnerState,
     Pipe,
     Store,
     StoreUnavailable,
@@ -751,6 +753,62 @@ return {fmt(rate), fmt(cut_at), fmt(hold)}
 """
 )
 
+# Lease owners. `owners` maps each registered owner's id to its JSON; its heartbeat is a key of its own,
+# `owner:alive:<id>`, that Redis expires (by its own clock, the same for every host).
+_BEAT_OWNER = """
+-- KEYS: alive key, owners hash; ARGV: prefix, owner id, owner JSON, ttl ms
+local was = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return was
+"""
+
+_OWNERS = """
+-- KEYS: owners hash; ARGV: prefix -> owner JSON, 1 if alive else 0, ...
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i + 1]
+  out[#out + 1] = redis.call('EXISTS', ARGV[1] .. 'owner:alive:' .. all[i])
+end
+return out
+"""
+
+_RELEASE_OWNERS = """
+-- ARGV: prefix, when their jobs are free, owner ids... -> the ids released
+local P = ARGV[1]
+local jobs_free_s = ARGV[2]
+local jobs_free = tonumber(jobs_free_s)
+local OWNERS = P .. 'owners'
+local gone, released = {}, {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', OWNERS, id) == 1 and redis.call('EXISTS', P .. 'owner:alive:' .. id) == 0 then
+    redis.call('HDEL', OWNERS, id)
+    gone[id] = true
+    released[#released + 1] = id
+  end
+end
+if #released == 0 then return released end
+-- A lease that ends at 0 is taken by the next lease call.
+local IN_LEASED, JOBS_LEASED = P .. 'in:leased', P .. 'jobs:leased'
+for _, key in ipairs(redis.call('ZRANGE', IN_LEASED, 0, -1)) do
+  local owner = redis.call('HGET', P .. 'in:msg:' .. key, 'owner')
+  if owner and gone[owner] then
+    redis.call('HSET', P .. 'in:msg:' .. key, 'lease_until', '0')
+    redis.call('ZADD', IN_LEASED, 0, key)
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', JOBS_LEASED, 0, -1)) do
+  local h = redis.call('HMGET', P .. 'jobs:id:' .. id, 'state', 'owner', 'lease_until')
+  if h[1] == 'leased' and h[2] and gone[h[2]] and tonumber(h[3]) > jobs_free then
+    redis.call('HSET', P .. 'jobs:id:' .. id, 'lease_until', jobs_free_s)
+    redis.call('ZADD', JOBS_LEASED, jobs_free_s, id)
+  end
+end
+return released
+"""
+
 _JOB_FIELDS = 7
 
 
@@ -867,6 +925,9 @@ class RedisStore(Store):
             "dead_letters": _DEAD_LETTERS,
             "replay_dead_letter": _REPLAY_DEAD_LETTER,
             "reserve_send_slot": _RESERVE_SEND_SLOT,
+            "beat_owner": _BEAT_OWNER,
+            "owners": _OWNERS,
+            "release_owners": _RELEASE_OWNERS,
             "slow_sender": _SLOW_SENDER,
             "defer_job": _DEFER_JOB,
         }
@@ -1141,6 +1202,25 @@ class RedisStore(Store):
 
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         return bool(await self._script("replay_dead_letter", [], [job_id, _num(now)]))
+
+    # Lease owners -----------------------------------------------------------------------------
+    async def beat_owner(self, owner: Owner, ttl_seconds: float, now: float) -> bool:
+        keys = [self._k("owner", "alive", owner.owner_id), self._k("owners")]
+        ttl_ms = max(math.ceil(ttl_seconds * 1000), 1)
+        return bool(await self._script("beat_owner", keys, [owner.owner_id, _dumps(owner.to_json()), ttl_ms]))
+
+    async def owners(self, now: float) -> list[OwnerState]:
+        flat = cast(list[Any], await self._script("owners", [self._k("owners")], []))
+        return [OwnerState(Owner.from_json(json.loads(flat[i])), bool(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def end_owner(self, owner_id: str) -> None:
+        await self._call(self._redis.delete(self._k("owner", "alive", owner_id)))
+
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
+        if not owner_ids:
+            return []
+        args = [_num(now + job_settle_seconds), *owner_ids]
+        return [str(i) for i in cast(list[Any], await self._script("release_owners", [], args))]
 
     # Sending pace -----------------------------------------------------------------------------
     async def reserve_send_slot(

@@ -24,6 +24,8 @@ from sms_gateway.store.base import (
     InboundRecord,
     Job,
     OutboundRecord,
+    Owner,
+    OwnerState,
     Pipe,
     Store,
     StoreUnavailable,
@@ -131,6 +133,14 @@ CREATE TABLE IF NOT EXISTS once_claims (
     key TEXT PRIMARY KEY,
     until REAL NOT NULL
 ) WITHOUT ROWID;
+-- Processes that hold leases, with their heartbeat (see Store.beat_owner).
+CREATE TABLE IF NOT EXISTS owners (
+    owner_id TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    alive_until REAL NOT NULL
+);
 """
 
 # After _SCHEMA and _migrate: an index on a column that databases made before it need added first.
@@ -775,6 +785,48 @@ class SQLiteStore(Store):
             return removed
 
         return await self._run(prune)
+
+    # Lease owners -----------------------------------------------------------------------------
+    async def beat_owner(self, owner: Owner, ttl_seconds: float, now: float) -> bool:
+        def beat(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT alive_until FROM owners WHERE owner_id = ?", (owner.owner_id,)).fetchone()
+            db.execute(
+                "INSERT INTO owners (owner_id, machine, pid, started, alive_until) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (owner_id) DO UPDATE SET alive_until = excluded.alive_until",
+                (owner.owner_id, owner.machine, owner.pid, owner.started, now + ttl_seconds),
+            )
+            return row is not None and row[0] > now
+
+        return await self._run(beat, single_write=True)
+
+    async def owners(self, now: float) -> list[OwnerState]:
+        rows = await self._run(
+            lambda db: db.execute("SELECT owner_id, machine, pid, started, alive_until FROM owners").fetchall(),
+            single_write=True,
+        )
+        return [OwnerState(Owner(owner_id, machine, pid, started), alive_until > now)
+                for owner_id, machine, pid, started, alive_until in rows]
+
+    async def end_owner(self, owner_id: str) -> None:
+        await self._run(lambda db: db.execute("UPDATE owners SET alive_until = 0 WHERE owner_id = ?", (owner_id,)),
+                        single_write=True)
+
+    async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
+        def release(db: sqlite3.Connection) -> list[str]:
+            released = []
+            for owner_id in owner_ids:
+                if db.execute("DELETE FROM owners WHERE owner_id = ? AND alive_until <= ?",
+                              (owner_id, now)).rowcount == 0:
+                    continue  # alive again, or released already
+                # Only heads of conversations are leased, and only active jobs: the indexes of those.
+                db.execute("UPDATE inbound INDEXED BY inbound_heads SET lease_until = 0"
+                           " WHERE head = 1 AND done = 0 AND owner = ?", (owner_id,))
+                db.execute("UPDATE jobs SET lease_until = MIN(lease_until, ?) WHERE state = 'leased' AND owner = ?",
+                           (now + job_settle_seconds, owner_id))
+                released.append(owner_id)
+            return released
+
+        return await self._run(release)
 
     # Sending pace -----------------------------------------------------------------------------
     async def reserve_send_slot(
