@@ -39,17 +39,19 @@ MODES = {  # mode -> (load generator's mode, engine delay in ms or None for --en
 def window_figures(point: dict[str, Any]) -> dict[str, float | None]:
     result = point["result"]
     latency = result.get("turn_latency_ms") or result.get("ack_latency_ms") or {}
-    return {"rate": result.get("turns_per_s") or result.get("acks_per_s"),
-            "cpu_us_per_msg": point["server_cpu_us_per_msg"],
-            "p50_ms": latency.get("p50"), "p99_ms": latency.get("p99")}
+    return {
+        "rate": result.get("turns_per_s") or result.get("acks_per_s"),
+        "cpu_us_per_msg": point["server_cpu_us_per_msg"],
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
+    }
 
 
 def median_ratio(rounds: list[dict[str, dict[str, Any]]], key: str) -> dict[str, float] | None:
     ratios = [r["b"][key] / r["a"][key] for r in rounds if r["a"].get(key) and r["b"].get(key) is not None]
     if not ratios:
         return None
-    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3)}
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
 
 
 class AB:
@@ -68,8 +70,9 @@ class AB:
     def start(self, side: str, round_no: int) -> None:
         extra, tree = self.sides[side]
         # On Redis each side has keys of its own: with shared ones the idle gateway would take the loaded one's work.
-        self.gateways[side] = self.bench.start_gateway(f"{side}-{round_no}", self.args.store, extra=extra, tree=tree,
-                                                       redis_prefix=f"ab-{side}")
+        self.gateways[side] = self.bench.start_gateway(
+            f"{side}-{round_no}", self.args.store, extra=extra, tree=tree, redis_prefix=f"ab-{side}"
+        )
 
     def stop(self, side: str) -> None:
         self.bench.stop_gateway(self.gateways.pop(side), graceful=not self.fresh)
@@ -81,8 +84,13 @@ class AB:
         facts: dict[str, Any] = {"side": side, "round": round_no}
         if self.load_mode != "turn" and not self.fresh:  # turns ran behind the acks: let them finish
             facts["drain"] = self.bench.drain(result["ok_total"], f"{side} round {round_no}")
-        point = self.bench.record(f"{self.args.mode}, {self.args.senders} senders, round {round_no}",
-                                  f"{side.upper()} {self.describe(side)}"[:22], result, servers=[gateway], **facts)
+        point = self.bench.record(
+            f"{self.args.mode}, {self.args.senders} senders, round {round_no}",
+            f"{side.upper()} {self.describe(side)}"[:22],
+            result,
+            servers=[gateway],
+            **facts,
+        )
         return window_figures(point)
 
     def run(self) -> list[dict[str, dict[str, Any]]]:
@@ -123,21 +131,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="the JSON file (default benchmarks/results/ab-<timestamp>.json)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.senders < 1 or args.duration <= 0 or args.rate <= 0 or args.engine_delay_ms < 0:
-        parser.error("--rounds and --senders must be at least 1, --duration and --rate positive, "
-                     "--engine-delay-ms not negative")
+        parser.error(
+            "--rounds and --senders must be at least 1, --duration and --rate positive, --engine-delay-ms not negative"
+        )
     for tree in (args.a_tree, args.b_tree):
         if tree is not None and not (Path(tree) / "sms_gateway").is_dir():
             parser.error(f"{tree} is not a checkout of the gateway (no sms_gateway/ in it)")
     if not (args.a or args.a_tree or args.b or args.b_tree):
         parser.error("give at least one of --a, --b, --a-tree, --b-tree: otherwise A and B are the same")
 
-    settings = Settings(quick=True, duration=args.duration, warmup=0.5, senders=(args.senders,), sessions=0,
-                        turns=0, open_rate=args.rate, log_level="info", worker_concurrency=None,
-                        redis_appendonly="no", client="raw", quiet_wait=5.0)
+    settings = Settings(
+        quick=True,
+        duration=args.duration,
+        warmup=0.5,
+        senders=(args.senders,),
+        sessions=0,
+        turns=0,
+        open_rate=args.rate,
+        log_level="info",
+        worker_concurrency=None,
+        redis_appendonly="no",
+        client="raw",
+        quiet_wait=5.0,
+    )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"ab-{stamp}.json"
-    meta = machine_facts() | {"command": shlex.join([sys.executable, "-m", "benchmarks.ab",
-                                                     *(argv if argv is not None else sys.argv[1:])])}
+    meta = machine_facts() | {
+        "command": shlex.join([sys.executable, "-m", "benchmarks.ab", *(argv if argv is not None else sys.argv[1:])])
+    }
     with workspace(False) as workdir:
         meta["fsync_ms_at_start"] = fsync_latency(workdir)
         procs = Procs(workdir)
@@ -154,8 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             print(f"  {key:<15} {value['median']:6.3f}  ({value['min']:.3f}-{value['max']:.3f})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "args": vars(args), "rounds": rounds, "summary": summary,
-                               "points": bench.points, "gateway_runs": bench.gateway_runs}, indent=1, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "args": vars(args),
+                "rounds": rounds,
+                "summary": summary,
+                "points": bench.points,
+                "gateway_runs": bench.gateway_runs,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"JSON: {out}")
     return 0
 

@@ -45,8 +45,9 @@ class Baseline:
         if not self.validator.validate(url, form, request.headers.get("X-Twilio-Signature", "")):
             return web.Response(status=403, text="invalid X-Twilio-Signature")
         if self.http is not None:
-            task = asyncio.create_task(self.turn(str(form.get("From", "")), str(form.get("To", "")),
-                                                 str(form.get("Body", ""))))
+            task = asyncio.create_task(
+                self.turn(str(form.get("From", "")), str(form.get("To", "")), str(form.get("Body", "")))
+            )
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return web.Response(text=EMPTY_TWIML, content_type="text/xml")
@@ -56,13 +57,18 @@ class Baseline:
         async with self.slots:
             try:
                 body = {"input": {"text": text}, "context": {}, "alternate_intents": False}
-                async with self.http.post(self.engine_url, json=body, params={"version": "2021-11-27"},
-                                          headers={"Authorization": basic(ENGINE_USER, ENGINE_PASSWORD)}) as r:
+                async with self.http.post(
+                    self.engine_url,
+                    json=body,
+                    params={"version": "2021-11-27"},
+                    headers={"Authorization": basic(ENGINE_USER, ENGINE_PASSWORD)},
+                ) as r:
                     answer: Any = json.loads(await r.read())
                 reply = "\n".join(answer["output"]["text"])
                 form = [("To", user), ("From", tenant), ("Body", reply)]
-                async with self.http.post(self.provider_url, data=form,
-                                          headers={"Authorization": basic(ACCOUNT_SID, AUTH_TOKEN)}) as r:
+                async with self.http.post(
+                    self.provider_url, data=form, headers={"Authorization": basic(ACCOUNT_SID, AUTH_TOKEN)}
+                ) as r:
                     await r.read()
                     if r.status != 201:
                         self.turn_errors += 1

@@ -51,18 +51,33 @@ def unique_user(n: int) -> str:
 
 
 def media_url(n: int) -> str:
-    return (f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM{uuid.uuid4().hex}"
-            f"/Media/ME{n:032x}")
+    return f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM{uuid.uuid4().hex}/Media/ME{n:032x}"
 
 
 def inbound_form(message_sid: str, user: str, text: str, media: int = 2, tenant: str = TENANT) -> dict[str, str]:
     """An inbound MMS webhook with every field Twilio sends (a real one is this size: ~1.3 KB with 2 media)."""
     form = {
-        "ToCountry": "US", "ToState": "CA", "SmsMessageSid": message_sid, "NumMedia": str(media),
-        "ToCity": "SAN FRANCISCO", "FromZip": "94105", "SmsSid": message_sid, "FromState": "CA",
-        "SmsStatus": "received", "FromCity": "SAN FRANCISCO", "Body": text, "FromCountry": "US", "To": tenant,
-        "MessagingServiceSid": "MG" + "0" * 32, "ToZip": "94105", "NumSegments": "1", "ReferralNumMedia": "0",
-        "MessageSid": message_sid, "AccountSid": ACCOUNT_SID, "From": user, "ApiVersion": "2010-04-01",
+        "ToCountry": "US",
+        "ToState": "CA",
+        "SmsMessageSid": message_sid,
+        "NumMedia": str(media),
+        "ToCity": "SAN FRANCISCO",
+        "FromZip": "94105",
+        "SmsSid": message_sid,
+        "FromState": "CA",
+        "SmsStatus": "received",
+        "FromCity": "SAN FRANCISCO",
+        "Body": text,
+        "FromCountry": "US",
+        "To": tenant,
+        "MessagingServiceSid": "MG" + "0" * 32,
+        "ToZip": "94105",
+        "NumSegments": "1",
+        "ReferralNumMedia": "0",
+        "MessageSid": message_sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": user,
+        "ApiVersion": "2010-04-01",
     }
     for n in range(media):
         form[f"MediaContentType{n}"] = MEDIA_TYPES[n % len(MEDIA_TYPES)]
@@ -84,8 +99,9 @@ class SignedRequest:
     raw: bytes
 
 
-def signed_webhook(public_base: str, request_id: str, user: str, media: int = 2,
-                   validator: RequestValidator | None = None) -> SignedRequest:
+def signed_webhook(
+    public_base: str, request_id: str, user: str, media: int = 2, validator: RequestValidator | None = None
+) -> SignedRequest:
     url = public_base.rstrip("/") + WEBHOOK_PATH
     sid = ("MM" if media else "SM") + uuid.uuid4().hex
     form = inbound_form(sid, user, f"bench {request_id} photo attached", media)
@@ -98,9 +114,11 @@ def signed_webhook(public_base: str, request_id: str, user: str, media: int = 2,
     }
     body = urlencode(form).encode()
     parts = urlsplit(url)
-    head = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in headers.items()
-    ) + f"Content-Length: {len(body)}\r\n\r\n"
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return SignedRequest(request_id, url, body, headers, head.encode("latin-1") + body)
 
 

@@ -115,8 +115,11 @@ async def killer(run: Run, total: int) -> None:
         run.restarting.add(victim.name)
         victim.kill()
         run.kills.append((time.monotonic() - run.started, victim.name))
-        print(f"  t={time.monotonic() - run.started:6.1f}s  kill -9 {victim.name} with {len(run.world.accepted)}"
-              f" accepted, {len(run.world.twilio.messages)} replies sent", flush=True)
+        print(
+            f"  t={time.monotonic() - run.started:6.1f}s  kill -9 {victim.name} with {len(run.world.accepted)}"
+            f" accepted, {len(run.world.twilio.messages)} replies sent",
+            flush=True,
+        )
         await asyncio.sleep(run.args.downtime)
         await victim.restart()
         run.restarting.discard(victim.name)
@@ -134,8 +137,13 @@ async def store_pending(url: str) -> tuple[int, int]:
 async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> int:
     async with fault_world(directory / "world") as world:
         processes = [
-            world.gateways.spawn(f"gw{i}", store_url=store_url, log_level=args.log_level,
-                                 worker_concurrency=args.worker_concurrency, lease_seconds=args.lease_seconds)
+            world.gateways.spawn(
+                f"gw{i}",
+                store_url=store_url,
+                log_level=args.log_level,
+                worker_concurrency=args.worker_concurrency,
+                lease_seconds=args.lease_seconds,
+            )
             for i in range(args.processes)
         ]
         for process in processes:
@@ -148,9 +156,11 @@ async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> in
             for u, user in enumerate(people):
                 if len(forms) < args.messages:
                     forms.append(world.message(f"u{u} m{k}", user))
-        print(f"crash benchmark: store={store_url.split(':')[0]} processes={args.processes} "
-              f"messages={len(forms)} users={args.users} kills={args.kills} concurrency={args.concurrency}",
-              flush=True)
+        print(
+            f"crash benchmark: store={store_url.split(':')[0]} processes={args.processes} "
+            f"messages={len(forms)} users={args.users} kills={args.kills} concurrency={args.concurrency}",
+            flush=True,
+        )
         kill_task = asyncio.create_task(killer(run, len(forms)))
         await post_all(run, forms)
         await kill_task
@@ -158,32 +168,48 @@ async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> in
         for process in processes:
             if not process.alive:
                 await process.restart()
-        unaccepted = await world.redeliver(lambda n: run.live(n) or processes[0], sorted(run.retry),
-                                           attempts=args.redeliver_rounds, pause=0.5)
-        answered, duplicated, lost, doubled = await world.wait_answered(timeout=args.settle_timeout,
-                                                                         quiet=args.quiet)
+        unaccepted = await world.redeliver(
+            lambda n: run.live(n) or processes[0], sorted(run.retry), attempts=args.redeliver_rounds, pause=0.5
+        )
+        answered, duplicated, lost, doubled = await world.wait_answered(timeout=args.settle_timeout, quiet=args.quiet)
         elapsed = time.monotonic() - run.started
         inbound_left, jobs_left = await store_pending(store_url)
         statuses = Counter({("no answer" if s == 0 else str(s)): n for s, n in world.statuses.items()})
         accepted = sum(1 for sid in world.sent if sid in world.accepted)
         failed_replies = sum(n for (_, body), n in world.twilio.replies().items() if not body.startswith("You said"))
-        print(f"  webhooks posted {sum(statuses.values())}: {dict(statuses)}; messages re-delivered {len(run.retry)}"
-              f" (never accepted: {len(unaccepted)})")
-        print(f"  engine turns {len(world.watson.turn_texts())}, provider sends {len(world.twilio.messages)}"
-              f" (failure messages {failed_replies}), provider errors {len(world.twilio.rejected)}")
-        print(f"  posting took {posted_at:.1f}s, all in {elapsed:.1f}s;"
-              f" kills at {', '.join(f'{t:.1f}s ({name})' for t, name in run.kills) or '-'}")
+        print(
+            f"  webhooks posted {sum(statuses.values())}: {dict(statuses)}; messages re-delivered {len(run.retry)}"
+            f" (never accepted: {len(unaccepted)})"
+        )
+        print(
+            f"  engine turns {len(world.watson.turn_texts())}, provider sends {len(world.twilio.messages)}"
+            f" (failure messages {failed_replies}), provider errors {len(world.twilio.rejected)}"
+        )
+        print(
+            f"  posting took {posted_at:.1f}s, all in {elapsed:.1f}s;"
+            f" kills at {', '.join(f'{t:.1f}s ({name})' for t, name in run.kills) or '-'}"
+        )
         print(f"  accepted   {accepted}")
         print(f"  answered   {answered}")
         print(f"  duplicated {duplicated}" + (f"  e.g. {[m.text for m in doubled[:5]]}" if doubled else ""))
-        print(f"  lost       {len(lost)}" + (f"  (still queued in the store: {inbound_left} inbound, {jobs_left} jobs;"
-                                            f" e.g. {[m.text for m in lost[:5]]})" if lost else ""))
+        print(
+            f"  lost       {len(lost)}"
+            + (
+                f"  (still queued in the store: {inbound_left} inbound, {jobs_left} jobs;"
+                f" e.g. {[m.text for m in lost[:5]]})"
+                if lost
+                else ""
+            )
+        )
         if args.show_logs:
             for process in processes:
                 print(f"--- {process.name} log tail ---\n{process.log_tail()}")
         ok = not lost and not duplicated and not unaccepted
-        print(f"RESULT: {'OK' if ok else 'FAIL'} (lost {len(lost)}, duplicated {duplicated}, "
-              f"never accepted {len(unaccepted)})", flush=True)
+        print(
+            f"RESULT: {'OK' if ok else 'FAIL'} (lost {len(lost)}, duplicated {duplicated}, "
+            f"never accepted {len(unaccepted)})",
+            flush=True,
+        )
         return 0 if ok else 1
 
 
@@ -201,8 +227,9 @@ def leased_by(store_url: str, pid: int | None) -> set[str]:
         client.close()
 
 
-async def takeover_round(args: argparse.Namespace, world: World, processes: list[GatewayProcess], store_url: str,
-                         round_: int) -> tuple[float, float, int, bool]:
+async def takeover_round(
+    args: argparse.Namespace, world: World, processes: list[GatewayProcess], store_url: str, round_: int
+) -> tuple[float, float, int, bool]:
     """One kill; (seconds to the takeover as described in the module's doc, the same from the kill, turns cut
     short, answered once)."""
     victim = processes[0]
@@ -233,17 +260,27 @@ async def takeover_round(args: argparse.Namespace, world: World, processes: list
 async def takeover(args: argparse.Namespace, directory: Path, store_url: str) -> int:
     async with fault_world(directory / "world") as world:
         processes = [
-            world.gateways.spawn(f"gw{i}", store_url=store_url, log_level=args.log_level,
-                                 module="tests.elsewhere" if args.other_host and i == 0 else "sms_gateway")
+            world.gateways.spawn(
+                f"gw{i}",
+                store_url=store_url,
+                log_level=args.log_level,
+                module="tests.elsewhere" if args.other_host and i == 0 else "sms_gateway",
+            )
             for i in range(args.processes)
         ]
         for process in processes:
             await process.restart()
-        what = ("from /ready of the restarted process" if args.processes == 1
-                else "from the kill, on the survivor" + (" (as from another host)" if args.other_host else ""))
-        print(f"takeover benchmark: store={store_url.split(':')[0]} processes={args.processes} "
-              f"in flight={args.in_flight} lease=30s (default); seconds until the cut-short turns reach the "
-              f"engine again, {what}", flush=True)
+        what = (
+            "from /ready of the restarted process"
+            if args.processes == 1
+            else "from the kill, on the survivor" + (" (as from another host)" if args.other_host else "")
+        )
+        print(
+            f"takeover benchmark: store={store_url.split(':')[0]} processes={args.processes} "
+            f"in flight={args.in_flight} lease=30s (default); seconds until the cut-short turns reach the "
+            f"engine again, {what}",
+            flush=True,
+        )
         figures: list[float] = []
         from_kill: list[float] = []
         ok = True
@@ -252,12 +289,17 @@ async def takeover(args: argparse.Namespace, directory: Path, store_url: str) ->
             figures.append(seconds)
             from_kill.append(after_kill)
             ok = ok and once
-            print(f"  round {round_ + 1}: {cut_short} turns cut short, running again after {seconds:.2f}s"
-                  f" ({after_kill:.2f}s after the kill){'' if once else '  LOST OR DOUBLED'}", flush=True)
+            print(
+                f"  round {round_ + 1}: {cut_short} turns cut short, running again after {seconds:.2f}s"
+                f" ({after_kill:.2f}s after the kill){'' if once else '  LOST OR DOUBLED'}",
+                flush=True,
+            )
         figures.sort()
         from_kill.sort()
-        print(f"  median {figures[len(figures) // 2]:.2f}s, max {figures[-1]:.2f}s over {len(figures)} kills"
-              f" (after the kill: median {from_kill[len(from_kill) // 2]:.2f}s, max {from_kill[-1]:.2f}s)")
+        print(
+            f"  median {figures[len(figures) // 2]:.2f}s, max {figures[-1]:.2f}s over {len(figures)} kills"
+            f" (after the kill: median {from_kill[len(from_kill) // 2]:.2f}s, max {from_kill[-1]:.2f}s)"
+        )
         print(f"RESULT: {'OK' if ok else 'FAIL'} (every user answered once: {ok})", flush=True)
         return 0 if ok else 1
 
@@ -272,11 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--downtime", type=float, default=0.5, help="seconds a killed process stays down")
     parser.add_argument("--concurrency", type=int, default=32, help="webhooks in flight")
     parser.add_argument("--worker-concurrency", type=int, default=64)
-    parser.add_argument("--lease-seconds", type=float, default=None,
-                        help="store.leaseSeconds of the gateways (default: the gateway's own, 30 s): how soon "
-                             "the work a killed process held is taken over")
-    parser.add_argument("--settle-timeout", type=float, default=90.0,
-                        help="seconds to wait for every accepted message to be answered (allow for the lease)")
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=None,
+        help="store.leaseSeconds of the gateways (default: the gateway's own, 30 s): how soon "
+        "the work a killed process held is taken over",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for every accepted message to be answered (allow for the lease)",
+    )
     parser.add_argument("--quiet", type=float, default=2.0, help="seconds with no send that count as quiescent")
     parser.add_argument("--redeliver-rounds", type=int, default=40)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite durability")
@@ -284,11 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", help="keep the store, configs and logs here (default: a temporary directory)")
     parser.add_argument("--show-logs", action="store_true")
-    parser.add_argument("--takeover", type=int, default=0, metavar="ROUNDS",
-                        help="measure how soon a killed process's turns run again instead (see above)")
+    parser.add_argument(
+        "--takeover",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="measure how soon a killed process's turns run again instead (see above)",
+    )
     parser.add_argument("--in-flight", type=int, default=20, help="--takeover: turns in the engine at the kill")
-    parser.add_argument("--other-host", action="store_true",
-                        help="--takeover with 2 processes: the killed one as if on another host")
+    parser.add_argument(
+        "--other-host", action="store_true", help="--takeover with 2 processes: the killed one as if on another host"
+    )
     args = parser.parse_args(argv)
     args.users = args.users or max(1, args.messages // 10)
     args.processes = args.processes or (2 if args.store == "redis" else 1)
@@ -298,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     try:
         sqlite_query = "?synchronous=normal" if args.synchronous == "normal" else ""
-        return with_store(args.store, directory, sqlite_query,
-                          lambda store_url: asyncio.run(run(args, directory, store_url)))
+        return with_store(
+            args.store, directory, sqlite_query, lambda store_url: asyncio.run(run(args, directory, store_url))
+        )
     finally:
         if not args.dir:
             with contextlib.suppress(OSError):

@@ -76,9 +76,15 @@ class Fakes:
         context["system"] = system
         reply = f"echo {text}"
         answer = {
-            "intents": [], "entities": [], "input": {"text": text},
-            "output": {"generic": [{"response_type": "text", "text": reply}], "text": [reply],
-                       "nodes_visited": ["echo"], "log_messages": []},
+            "intents": [],
+            "entities": [],
+            "input": {"text": text},
+            "output": {
+                "generic": [{"response_type": "text", "text": reply}],
+                "text": [reply],
+                "nodes_visited": ["echo"],
+                "log_messages": [],
+            },
             "context": context,
         }
         return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
@@ -117,11 +123,24 @@ class Fakes:
         now = formatdate(arrival, usegmt=True)
         account = request.match_info["sid"]
         resource = {
-            "account_sid": account, "api_version": "2010-04-01", "body": body, "date_created": now,
-            "date_sent": None, "date_updated": now, "direction": "outbound-api", "error_code": None,
-            "error_message": None, "from": form.get("From"), "messaging_service_sid": None,
-            "num_media": str(len(media)), "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid,
-            "status": "queued", "to": form.get("To"),
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "body": body,
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From"),
+            "messaging_service_sid": None,
+            "num_media": str(len(media)),
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued",
+            "to": form.get("To"),
             "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"},
             "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
         }
@@ -150,22 +169,24 @@ class Fakes:
 
     async def stats(self, request: web.Request) -> web.Response:
         window = (self.last_send - self.first_send) if self.first_send and self.last_send else 0.0
-        return web.json_response({
-            "engine_calls": self.engine_calls,
-            "sends": self.sends,
-            "unmatched": self.unmatched,
-            "duplicates": self.duplicates,
-            "first_send": self.first_send,
-            "last_send": self.last_send,
-            "sends_per_s": round((self.sends - 1) / window, 1) if window > 0 else None,
-            "unwaited": len(self.arrivals),
-            "waiting": len(self.waiters),
-            "wait_timeouts": self.wait_timeouts,
-            "engine_delay_ms": self.engine_delay * 1000,
-            "engine_to_send_ms": latency_summary(self.engine_to_send),
-            "turn_latency_ms": latency_summary(self.latencies),
-            "now": time.time(),
-        })
+        return web.json_response(
+            {
+                "engine_calls": self.engine_calls,
+                "sends": self.sends,
+                "unmatched": self.unmatched,
+                "duplicates": self.duplicates,
+                "first_send": self.first_send,
+                "last_send": self.last_send,
+                "sends_per_s": round((self.sends - 1) / window, 1) if window > 0 else None,
+                "unwaited": len(self.arrivals),
+                "waiting": len(self.waiters),
+                "wait_timeouts": self.wait_timeouts,
+                "engine_delay_ms": self.engine_delay * 1000,
+                "engine_to_send_ms": latency_summary(self.engine_to_send),
+                "turn_latency_ms": latency_summary(self.latencies),
+                "now": time.time(),
+            }
+        )
 
     async def reset_handler(self, request: web.Request) -> web.Response:
         options: JSONDict = {}

@@ -101,7 +101,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(HTTPProblem("answer without Content-Length"))
             return
         line_end = head.find(b"\r\n", marker + 2)
-        length = int(head[marker + 17:line_end if line_end > 0 else len(head)])
+        length = int(head[marker + 17 : line_end if line_end > 0 else len(head)])
         total = end + 4 + length
         if len(self.buffer) < total:
             return
@@ -457,13 +457,28 @@ class Load:
         except (aiohttp.ClientError, ValueError):
             return None
 
-    def _report(self, window: float, cpu: dict[str, Any], fakes_before: dict[str, Any] | None,
-                fakes_after: dict[str, Any] | None, elapsed: float) -> dict[str, Any]:
+    def _report(
+        self,
+        window: float,
+        cpu: dict[str, Any],
+        fakes_before: dict[str, Any] | None,
+        fakes_after: dict[str, Any] | None,
+        elapsed: float,
+    ) -> dict[str, Any]:
         a, r = self.args, self.results
         out: dict[str, Any] = {
-            "mode": a.mode, "client": a.client, "senders": a.senders, "targets": a.target, "users": a.users,
-            "rate": a.rate if a.mode == "open" else None, "window_s": round(window, 3), "elapsed_s": round(elapsed, 3),
-            "sent": r.sent, "ok_total": r.ok_total, "errors": dict(r.errors), "dropped": r.dropped,
+            "mode": a.mode,
+            "client": a.client,
+            "senders": a.senders,
+            "targets": a.target,
+            "users": a.users,
+            "rate": a.rate if a.mode == "open" else None,
+            "window_s": round(window, 3),
+            "elapsed_s": round(elapsed, 3),
+            "sent": r.sent,
+            "ok_total": r.ok_total,
+            "errors": dict(r.errors),
+            "dropped": r.dropped,
             "acks_per_s": round(r.acks_in_window / window, 1) if window > 0 else None,
             "ack_latency_ms": latency_summary(r.ack_latencies),
             "signed_in_window": self.messages.made_in_window,
@@ -502,11 +517,13 @@ def main() -> None:
     parser.add_argument("--feed", help="host:port of the fakes' arrival feed (turn mode)")
     parser.add_argument("--turn-timeout", type=float, default=60.0)
     parser.add_argument("--request-timeout", type=float, default=30.0)
-    parser.add_argument("--max-rate", type=float, default=8000.0,
-                        help="closed loop: sign enough webhooks ahead for this rate")
+    parser.add_argument(
+        "--max-rate", type=float, default=8000.0, help="closed loop: sign enough webhooks ahead for this rate"
+    )
     parser.add_argument("--precompute", type=int, default=150_000, help="at most this many signed ahead")
-    parser.add_argument("--watch-pid", type=int, action="append", default=[],
-                        help="report this process's CPU seconds over the window")
+    parser.add_argument(
+        "--watch-pid", type=int, action="append", default=[], help="report this process's CPU seconds over the window"
+    )
     parser.add_argument("--run-id", help="prefix of the request ids (default random)")
     args = parser.parse_args()
     hosts = [urlsplit(t).hostname for t in args.target + ([args.fakes_url] if args.fakes_url else [])]

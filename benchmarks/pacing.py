@@ -33,26 +33,30 @@ from benchmarks.crash import with_store
 from tests.procs import GatewayProcess, World, fault_world, users
 
 
-async def burst(world: World, processes: list[GatewayProcess], people: list[str], label: str,
-                settle_timeout: float) -> bool:
+async def burst(
+    world: World, processes: list[GatewayProcess], people: list[str], label: str, settle_timeout: float
+) -> bool:
     """Every user texts at once (webhooks round robin over the processes); prints the round's figures."""
     first = len(world.twilio.sent_at)
     started = time.monotonic()
-    results = await asyncio.gather(*(world.deliver(processes[i % len(processes)], f"{label} {i}", user)
-                                     for i, user in enumerate(people)))
+    results = await asyncio.gather(
+        *(world.deliver(processes[i % len(processes)], f"{label} {i}", user) for i, user in enumerate(people))
+    )
     posted = time.monotonic() - started
     chosen = [world.sent[sid] for sid, _ in results]
     answered, duplicated, lost, _ = await world.wait_answered(chosen, timeout=settle_timeout, quiet=1.0)
     stamps = sorted(t - started for t in world.twilio.sent_at[first:])
     refused = sum(1 for e in world.twilio.rejected if e.status == 429)
     world.twilio.rejected.clear()
-    line = (f"  {label:<10} {len(people)} users: posted in {posted:.2f} s; replies sent {answered}, duplicated "
-            f"{duplicated}, lost {len(lost)}; throttled sends {refused}")
+    line = (
+        f"  {label:<10} {len(people)} users: posted in {posted:.2f} s; replies sent {answered}, duplicated "
+        f"{duplicated}, lost {len(lost)}; throttled sends {refused}"
+    )
     if stamps:
         line += f"; last reply at {stamps[-1]:.2f} s, median {statistics.median(stamps):.2f} s"
     if len(stamps) > 3:
         line += f"; {(len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9):.1f}/s overall"
-        half = stamps[len(stamps) // 2:]
+        half = stamps[len(stamps) // 2 :]
         line += f", {(len(half) - 1) / max(half[-1] - half[0], 1e-9):.1f}/s over the second half"
     print(line, flush=True)
     return not duplicated and not lost
@@ -60,10 +64,15 @@ async def burst(world: World, processes: list[GatewayProcess], people: list[str]
 
 async def bench(args: argparse.Namespace, directory: Path, store_url: str) -> int:
     async with fault_world(directory / "world") as world:
-        processes = [await world.gateways.start(f"gw{n}", store_url=store_url, log_level=args.log_level)
-                     for n in range(args.processes)]
-        print(f"pacing: {args.processes} gateway process(es) on {args.store}, no rateLimits, "
-              f"{args.users} users per round", flush=True)
+        processes = [
+            await world.gateways.start(f"gw{n}", store_url=store_url, log_level=args.log_level)
+            for n in range(args.processes)
+        ]
+        print(
+            f"pacing: {args.processes} gateway process(es) on {args.store}, no rateLimits, "
+            f"{args.users} users per round",
+            flush=True,
+        )
         ok = await burst(world, processes, users(args.users, base=15550100000), "burst", args.settle_timeout)
         limit = world.twilio.limit_rate(args.limit, retry_after=1)
         print(f"  (the fake now takes at most {limit.per_second} sends in any second)", flush=True)
@@ -80,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pacing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--limit", type=int, default=10, help="sends per second the throttling fake takes")
-    parser.add_argument("--quiet-seconds", type=float, default=10.0,
-                        help="between the throttled round and the recovered one")
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=10.0, help="between the throttled round and the recovered one"
+    )
     parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--processes", type=int, default=0, help="gateway processes (default 1; 2 on redis)")
     parser.add_argument("--settle-timeout", type=float, default=120.0)

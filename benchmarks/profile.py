@@ -88,8 +88,14 @@ def analyse(collapsed: Path, top: int, wall_samples: float | None = None) -> dic
     if wall_samples:
         for row in thread_rows:
             row["busy_share_of_wall_time"] = round(row["samples"] / wall_samples, 3)
-    return {"samples": total, "threads": thread_rows, "own": rows(own), "lines": rows(lines),
-            "store_operations": rows(store_ops), "inclusive": rows(inclusive)}
+    return {
+        "samples": total,
+        "threads": thread_rows,
+        "own": rows(own),
+        "lines": rows(lines),
+        "store_operations": rows(store_ops),
+        "inclusive": rows(inclusive),
+    }
 
 
 def print_analysis(result: dict[str, Any]) -> None:
@@ -99,9 +105,12 @@ def print_analysis(result: dict[str, Any]) -> None:
         wall = row.get("busy_share_of_wall_time")
         print(f"  {row['share']:6.1%}  {'' if wall is None else f'({wall:.0%} of wall time)'}  {row['function']}")
     print("  (a thread blocked in fsync or a lock counts as busy; EpollSelector.select is the event loop waiting)")
-    for key, title in (("own", "functions by own time (the running frame)"), ("lines", "lines by own time"),
-                       ("store_operations", "store operations (samples on the store's thread)"),
-                       ("inclusive", "functions by inclusive time")):
+    for key, title in (
+        ("own", "functions by own time (the running frame)"),
+        ("lines", "lines by own time"),
+        ("store_operations", "store operations (samples on the store's thread)"),
+        ("inclusive", "functions by inclusive time"),
+    ):
         if not result[key]:
             continue
         print(f"\ntop {len(result[key])} {title}:")
@@ -124,9 +133,19 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         parser.error("py-spy is not installed: pip install py-spy")
-    settings = Settings(quick=False, duration=args.duration, warmup=1.0, senders=(args.senders,), sessions=0,
-                        turns=0, open_rate=1000.0, log_level=args.log_level, worker_concurrency=None,
-                        redis_appendonly="no", client="raw")
+    settings = Settings(
+        quick=False,
+        duration=args.duration,
+        warmup=1.0,
+        senders=(args.senders,),
+        sessions=0,
+        turns=0,
+        open_rate=1000.0,
+        log_level=args.log_level,
+        worker_concurrency=None,
+        redis_appendonly="no",
+        client="raw",
+    )
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -140,8 +159,23 @@ def main() -> int:
                 bench.start_redis()
             gateway = bench.start_gateway("profile", args.store)
             raw = base.with_suffix(".collapsed.txt")
-            spy_argv = pinned([py_spy, "record", "--pid", str(gateway.pid), "--rate", str(args.rate), "--threads",
-                               "--nonblocking", "--format", "raw", "--output", str(raw)], LOAD_CORE)
+            spy_argv = pinned(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(gateway.pid),
+                    "--rate",
+                    str(args.rate),
+                    "--threads",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                LOAD_CORE,
+            )
             spy = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             recorded_from = time.monotonic()
             try:
@@ -162,14 +196,21 @@ def main() -> int:
             procs.stop_all()
     rate_key = "turns_per_s" if args.mode == "turn" else "acks_per_s"
     lat_key = "turn_latency_ms" if args.mode == "turn" else "ack_latency_ms"
-    print(f"{args.mode} x {args.senders} senders, {args.store}: {result[rate_key]}/s, p50 {result[lat_key]['p50']} ms,"
-          f" p99 {result[lat_key]['p99']} ms; cores: {result['cpu_cores']}")
+    print(
+        f"{args.mode} x {args.senders} senders, {args.store}: {result[rate_key]}/s, p50 {result[lat_key]['p50']} ms,"
+        f" p99 {result[lat_key]['p99']} ms; cores: {result['cpu_cores']}"
+    )
     print(f"load: {result['command']}")
     # The gateway is busy only while the load runs (warm-up and window): that is the wall time to compare with.
     analysis = analyse(raw, args.top, args.rate * min(recorded, result["window_s"] + settings.warmup))
     print_analysis(analysis)
-    report = {"args": vars(args), "load": result, "profile": analysis, "collapsed": str(raw),
-              "gateway_run": bench.gateway_runs[-1] if bench.gateway_runs else None}
+    report = {
+        "args": vars(args),
+        "load": result,
+        "profile": analysis,
+        "collapsed": str(raw),
+        "gateway_run": bench.gateway_runs[-1] if bench.gateway_runs else None,
+    }
     base.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(f"\nraw stacks: {raw}\nJSON: {base.with_suffix('.json')}")
     return 0

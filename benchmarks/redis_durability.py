@@ -80,10 +80,12 @@ async def measure(webhooks: int, senders: list[int], rounds: int, directory: Pat
     async with contextlib.AsyncExitStack() as stack:
         gateways: list[Harness] = []
         for n, setting in enumerate(SETTINGS):
-            redis = stack.enter_context(RedisServer(directory / f"redis-{n}", appendonly=setting.appendonly,
-                                                    appendfsync=setting.appendfsync))
-            gw = await stack.enter_async_context(running_gateway(directory / f"gw-{n}", store_url=redis.url,
-                                                                 sweep_interval=3600))
+            redis = stack.enter_context(
+                RedisServer(directory / f"redis-{n}", appendonly=setting.appendonly, appendfsync=setting.appendfsync)
+            )
+            gw = await stack.enter_async_context(
+                running_gateway(directory / f"gw-{n}", store_url=redis.url, sweep_interval=3600)
+            )
             gw.app[WORKER].concurrency = 0  # turns held: no lease, no turn, only acknowledgements
             assert isinstance(gw.store, RedisStore) and gw.store.durability is not None
             gateways.append(gw)
@@ -91,12 +93,14 @@ async def measure(webhooks: int, senders: list[int], rounds: int, directory: Pat
         samples = {(n, count): Samples() for n in range(len(SETTINGS)) for count in senders}
         for r in range(rounds):
             order = list(range(len(SETTINGS)))
-            order = order[r % len(order):] + order[:r % len(order)]  # each setting first in turn
+            order = order[r % len(order) :] + order[: r % len(order)]  # each setting first in turn
             for count in senders:
                 for n in order:
                     await post_batch(gateways[n], count, webhooks, f"{r}-{count}", samples[n, count])
-        print(f"{'setting':38} {'mode':13} {'senders':>7} {'acks/s':>7} {'vs no AOF':>9} {'p50 ms':>7} "
-              f"{'p90 ms':>7} {'p99 ms':>7}")
+        print(
+            f"{'setting':38} {'mode':13} {'senders':>7} {'acks/s':>7} {'vs no AOF':>9} {'p50 ms':>7} "
+            f"{'p90 ms':>7} {'p99 ms':>7}"
+        )
         for count in senders:
             for n, setting in enumerate(SETTINGS):
                 got = samples[n, count]
@@ -104,9 +108,11 @@ async def measure(webhooks: int, senders: list[int], rounds: int, directory: Pat
                 summary = latency_summary(got.latencies)
                 store = gateways[n].store
                 assert isinstance(store, RedisStore) and store.durability is not None
-                print(f"{setting.name:38} {store.durability.mode.value:13} {count:7} "
-                      f"{statistics.median(got.rates):7.0f} {statistics.median(ratios):9.2f} "
-                      f"{summary['p50']:7.2f} {summary['p90']:7.2f} {summary['p99']:7.2f}")
+                print(
+                    f"{setting.name:38} {store.durability.mode.value:13} {count:7} "
+                    f"{statistics.median(got.rates):7.0f} {statistics.median(ratios):9.2f} "
+                    f"{summary['p50']:7.2f} {summary['p90']:7.2f} {summary['p99']:7.2f}"
+                )
 
 
 def _senders(text: str) -> list[int]:

@@ -94,14 +94,22 @@ class Procs:
         self.running: list[Proc] = []
         self._names: Counter[str] = Counter()
 
-    def start(self, name: str, argv: Sequence[str], cpu: str | int | None, env: dict[str, str] | None = None,
-              cwd: Path = REPO) -> Proc:
+    def start(
+        self, name: str, argv: Sequence[str], cpu: str | int | None, env: dict[str, str] | None = None, cwd: Path = REPO
+    ) -> Proc:
         self._names[name] += 1
         log = self.workdir / f"{name}-{self._names[name]}.log"
         full = pinned(argv, cpu)
         with open(log, "wb") as out:
-            popen = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=cwd, env=env)
+            popen = subprocess.Popen(
+                full,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=cwd,
+                env=env,
+            )
         proc = Proc(name, full, popen, log, None if cpu is None else str(cpu))
         self.running.append(proc)
         return proc
@@ -127,8 +135,9 @@ class Procs:
 
 def http_json(url: str, data: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
     body = None if data is None else json.dumps(data).encode()
-    request = urllib.request.Request(url, data=body, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method="POST" if data is not None else "GET", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
@@ -206,8 +215,17 @@ class Bench:
             self.reset_fakes(delay_ms)
             return
         port, feed_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "benchmarks.fakes", "--port", str(port), "--feed-port", str(feed_port),
-                "--engine-delay-ms", str(delay_ms)]
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.fakes",
+            "--port",
+            str(port),
+            "--feed-port",
+            str(feed_port),
+            "--engine-delay-ms",
+            str(delay_ms),
+        ]
         self.fakes = self.procs.start("fakes", argv, LOAD_CORE)
         self.fakes_url = f"http://127.0.0.1:{port}"
         self.feed = f"127.0.0.1:{feed_port}"
@@ -226,10 +244,27 @@ class Bench:
         port = free_port()
         directory = self.workdir / "redis"
         directory.mkdir(exist_ok=True)
-        aof = ["--appendonly", "no"] if self.settings.redis_appendonly == "no" else [
-            "--appendonly", "yes", "--appendfsync", self.settings.redis_appendonly]
-        argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *aof,
-                "--dir", str(directory), "--daemonize", "no", "--protected-mode", "no"]
+        aof = (
+            ["--appendonly", "no"]
+            if self.settings.redis_appendonly == "no"
+            else ["--appendonly", "yes", "--appendfsync", self.settings.redis_appendonly]
+        )
+        argv = [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *aof,
+            "--dir",
+            str(directory),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
         self.redis = self.procs.start("redis", argv, LOAD_CORE)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         import redis
@@ -292,8 +327,16 @@ class Bench:
         ]
         return "\n".join(lines) + "\n"
 
-    def start_gateway(self, label: str, store: str, cpu: str | int | None = GATEWAY_CORE, *,
-                      extra: Sequence[str] = (), tree: Path = REPO, redis_prefix: str | None = None) -> Proc:
+    def start_gateway(
+        self,
+        label: str,
+        store: str,
+        cpu: str | int | None = GATEWAY_CORE,
+        *,
+        extra: Sequence[str] = (),
+        tree: Path = REPO,
+        redis_prefix: str | None = None,
+    ) -> Proc:
         """`extra`: top-level YAML lines for this gateway's config (replacing ours of the same key); `tree`: the
         checkout whose `sms_gateway` it runs (`python -m` imports from its working directory first);
         `redis_prefix`: keys of its own in the shared Redis (gateways with the same prefix share their work)."""
@@ -318,8 +361,13 @@ class Bench:
 
     def stop_gateway(self, proc: Proc, graceful: bool = True) -> dict[str, Any]:
         """Stop it and keep what its log and /metrics say went wrong (errors, 5xx, retries)."""
-        run: dict[str, Any] = {"name": proc.name, "command": proc.command, "pid": proc.pid, "code": proc.code,
-                               "rss_kib_at_end": rss_kib(proc.pid)}
+        run: dict[str, Any] = {
+            "name": proc.name,
+            "command": proc.command,
+            "pid": proc.pid,
+            "code": proc.code,
+            "rss_kib_at_end": rss_kib(proc.pid),
+        }
         with contextlib.suppress(OSError, urllib.error.URLError):
             run["metrics"] = scrape_metrics(http_text(f"{proc.url}/metrics"))
         self.procs.stop(proc, graceful=graceful)
@@ -332,9 +380,14 @@ class Bench:
         port = free_port()
         argv = [sys.executable, "-m", "benchmarks.baseline", "--port", str(port)]
         if turns:
-            argv += ["--engine-url", f"{self.fakes_url}/v1/workspaces/{WORKSPACE}/message",
-                     "--provider-url", f"{self.fakes_url}{MESSAGES_PATH}",
-                     "--concurrency", str(self.settings.worker_concurrency or 64)]
+            argv += [
+                "--engine-url",
+                f"{self.fakes_url}/v1/workspaces/{WORKSPACE}/message",
+                "--provider-url",
+                f"{self.fakes_url}{MESSAGES_PATH}",
+                "--concurrency",
+                str(self.settings.worker_concurrency or 64),
+            ]
         proc = self.procs.start("baseline-turns" if turns else "baseline", argv, GATEWAY_CORE)
         proc.url = f"http://127.0.0.1:{port}"
         wait_ready(proc, f"{proc.url}/ready")
@@ -372,8 +425,19 @@ class Bench:
         duration: float | None = None,
     ) -> dict[str, Any]:
         s = self.settings
-        argv = [sys.executable, "-m", "benchmarks.load", "--mode", mode, "--senders", str(senders),
-                "--client", s.client, "--fakes-url", self.fakes_url]
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.load",
+            "--mode",
+            mode,
+            "--senders",
+            str(senders),
+            "--client",
+            s.client,
+            "--fakes-url",
+            self.fakes_url,
+        ]
         for target in targets:
             argv += ["--target", str(target.url)]
         if mode == "turn":
@@ -416,15 +480,22 @@ class Bench:
         ours = sum(v for v in processes.values() if v is not None)
         result["cpu_cores"] = {named.get(k, k): round(v / window, 3) for k, v in processes.items() if v is not None}
         result["cpu_cores"]["other_processes"] = round(max(0.0, cpu_s["machine_busy"] - ours) / window, 3)
-        result["runq_wait_share"] = {named.get(k.split(":")[1], k): round(v / window, 3) for k, v in cpu_s.items()
-                                     if k.startswith("runq_wait:") and v is not None}
+        result["runq_wait_share"] = {
+            named.get(k.split(":")[1], k): round(v / window, 3)
+            for k, v in cpu_s.items()
+            if k.startswith("runq_wait:") and v is not None
+        }
         return result
 
-    def record(self, label: str, system: str, result: dict[str, Any], servers: Sequence[Proc],
-               **facts: Any) -> dict[str, Any]:
-        facts |= {"server_pids": [p.pid for p in servers], "server_names": [p.name for p in servers],
-                  "server_code": sorted({p.code for p in servers if p.code}),
-                  "server_command": " & ".join(p.command for p in servers)}
+    def record(
+        self, label: str, system: str, result: dict[str, Any], servers: Sequence[Proc], **facts: Any
+    ) -> dict[str, Any]:
+        facts |= {
+            "server_pids": [p.pid for p in servers],
+            "server_names": [p.name for p in servers],
+            "server_code": sorted({p.code for p in servers if p.code}),
+            "server_command": " & ".join(p.command for p in servers),
+        }
         point = {"label": label, "system": system, **facts, "result": result}
         per_msg_key = "turns_per_s" if result["mode"] == "turn" else "acks_per_s"
         rate = result.get(per_msg_key) or 0
@@ -446,14 +517,18 @@ class Bench:
             flags.append(f"other processes used {cores['other_processes']:.2f} cores")
         # Kept, not flagged: the gateway's SQLite thread also waits for its own main thread on the one core.
         point["server_runq_wait_share"] = max(
-            (result["runq_wait_share"].get(n, 0) for n in facts.get("server_names", [])), default=0)
+            (result["runq_wait_share"].get(n, 0) for n in facts.get("server_names", [])), default=0
+        )
         if result.get("signed_in_window"):
             flags.append("signed in window")
         point["flags"] = flags
         self.points.append(point)
         shown = result.get(per_msg_key)
-        print(f"  {label:<58} {system:<22} {shown!s:>9}/s  cpu/msg {point['server_cpu_us_per_msg']!s:>7} us"
-              f"  {' '.join(flags)}", flush=True)
+        print(
+            f"  {label:<58} {system:<22} {shown!s:>9}/s  cpu/msg {point['server_cpu_us_per_msg']!s:>7} us"
+            f"  {' '.join(flags)}",
+            flush=True,
+        )
         return point
 
     def drain(self, expected_sends: int, what: str) -> dict[str, Any]:
@@ -464,15 +539,25 @@ class Bench:
         while True:
             stats = self.fakes_stats()
             if stats["sends"] >= expected_sends:
-                return {"drained": True, "seconds": round(time.monotonic() - started, 2), "sends": stats["sends"],
-                        "duplicates": stats["duplicates"]}
+                return {
+                    "drained": True,
+                    "seconds": round(time.monotonic() - started, 2),
+                    "sends": stats["sends"],
+                    "duplicates": stats["duplicates"],
+                }
             if stats["sends"] != last:
                 last, last_change = stats["sends"], time.monotonic()
             if time.monotonic() - started > limit or time.monotonic() - last_change > 60:
-                print(f"  !! {what}: {stats['sends']} of {expected_sends} replies sent; the gateway is stuck",
-                      flush=True)
-                return {"drained": False, "seconds": round(time.monotonic() - started, 2), "sends": stats["sends"],
-                        "expected": expected_sends, "duplicates": stats["duplicates"]}
+                print(
+                    f"  !! {what}: {stats['sends']} of {expected_sends} replies sent; the gateway is stuck", flush=True
+                )
+                return {
+                    "drained": False,
+                    "seconds": round(time.monotonic() - started, 2),
+                    "sends": stats["sends"],
+                    "expected": expected_sends,
+                    "duplicates": stats["duplicates"],
+                }
             time.sleep(0.25)
 
     # ---------------------------------------------------------------------------- scenarios
@@ -484,11 +569,9 @@ class Bench:
         try:
             for n in s.senders:
                 r = self.load([baseline], "ack", n, watch=[baseline])
-                self.record(f"acks, {n} senders", "baseline", r, scenario="ack", senders=n,
-                            servers=[baseline])
+                self.record(f"acks, {n} senders", "baseline", r, scenario="ack", senders=n, servers=[baseline])
             r = self.load([baseline], "open", 10, watch=[baseline])
-            self.record(f"acks open loop {s.open_rate:.0f}/s", "baseline", r, scenario="ack-open",
-                        servers=[baseline])
+            self.record(f"acks open loop {s.open_rate:.0f}/s", "baseline", r, scenario="ack-open", servers=[baseline])
             self.extra["baseline_rss_kib"] = rss_kib(baseline.pid)
         finally:
             self.procs.stop(baseline)
@@ -499,13 +582,28 @@ class Bench:
                 self.reset_fakes(0)
                 r = self.load([gateway], "ack", n, watch=[gateway])
                 drained = self.drain(r["ok_total"], f"acks {n}")
-                self.record(f"acks, {n} senders", "gateway sqlite", r, scenario="ack", senders=n, drain=drained,
-                            servers=[gateway], turns="background")
+                self.record(
+                    f"acks, {n} senders",
+                    "gateway sqlite",
+                    r,
+                    scenario="ack",
+                    senders=n,
+                    drain=drained,
+                    servers=[gateway],
+                    turns="background",
+                )
             self.reset_fakes(0)
             r = self.load([gateway], "open", 10, watch=[gateway])
             drained = self.drain(r["ok_total"], "acks open loop")
-            self.record(f"acks open loop {s.open_rate:.0f}/s", "gateway sqlite", r, scenario="ack-open",
-                        drain=drained, servers=[gateway], turns="background")
+            self.record(
+                f"acks open loop {s.open_rate:.0f}/s",
+                "gateway sqlite",
+                r,
+                scenario="ack-open",
+                drain=drained,
+                servers=[gateway],
+                turns="background",
+            )
         finally:
             self.stop_gateway(gateway)
 
@@ -517,12 +615,25 @@ class Bench:
             try:
                 if n:
                     r = self.load([gateway], "ack", n, watch=[gateway])
-                    self.record(f"acks, {n} senders", "gateway sqlite held", r, scenario="ack-held", senders=n,
-                                servers=[gateway], turns="held")
+                    self.record(
+                        f"acks, {n} senders",
+                        "gateway sqlite held",
+                        r,
+                        scenario="ack-held",
+                        senders=n,
+                        servers=[gateway],
+                        turns="held",
+                    )
                 else:
                     r = self.load([gateway], "open", 10, watch=[gateway])
-                    self.record(f"acks open loop {s.open_rate:.0f}/s", "gateway sqlite held", r,
-                                scenario="ack-open-held", servers=[gateway], turns="held")
+                    self.record(
+                        f"acks open loop {s.open_rate:.0f}/s",
+                        "gateway sqlite held",
+                        r,
+                        scenario="ack-open-held",
+                        servers=[gateway],
+                        turns="held",
+                    )
             finally:
                 self.stop_gateway(gateway, graceful=False)
         self.reset_fakes(0)
@@ -538,8 +649,15 @@ class Bench:
                 for n in s.senders:
                     self.reset_fakes(delay)
                     r = self.load([baseline], "turn", n, watch=[baseline])
-                    self.record(f"turns, {n} senders, engine {delay} ms", "baseline bare turn", r,
-                                scenario="turns", senders=n, engine_delay_ms=delay, servers=[baseline])
+                    self.record(
+                        f"turns, {n} senders, engine {delay} ms",
+                        "baseline bare turn",
+                        r,
+                        scenario="turns",
+                        senders=n,
+                        engine_delay_ms=delay,
+                        servers=[baseline],
+                    )
             finally:
                 self.procs.stop(baseline)
             gateway = self.start_gateway(f"turns-{delay}ms", "sqlite")
@@ -549,8 +667,15 @@ class Bench:
                 for n in s.senders:
                     self.reset_fakes(delay)
                     r = self.load([gateway], "turn", n, watch=[gateway])
-                    self.record(f"turns, {n} senders, engine {delay} ms", "gateway sqlite", r, scenario="turns",
-                                senders=n, engine_delay_ms=delay, servers=[gateway])
+                    self.record(
+                        f"turns, {n} senders, engine {delay} ms",
+                        "gateway sqlite",
+                        r,
+                        scenario="turns",
+                        senders=n,
+                        engine_delay_ms=delay,
+                        servers=[gateway],
+                    )
             finally:
                 self.stop_gateway(gateway)
         self.reset_fakes(0)
@@ -569,8 +694,14 @@ class Bench:
             for n in s.senders:
                 self.reset_fakes(0)
                 r = self.load([gateway], "turn", n, watch=[gateway])
-                self.record(f"turns, {n} senders, engine 0 ms", "gateway redis x1", r, scenario="redis-1",
-                            senders=n, servers=[gateway])
+                self.record(
+                    f"turns, {n} senders, engine 0 ms",
+                    "gateway redis x1",
+                    r,
+                    scenario="redis-1",
+                    senders=n,
+                    servers=[gateway],
+                )
         finally:
             self.stop_gateway(gateway)
         self.redis_command("FLUSHALL")
@@ -585,8 +716,15 @@ class Bench:
                     continue
                 self.reset_fakes(0)
                 r = self.load(gateways, "turn", n, watch=gateways, cpu=None)
-                self.record(f"turns, {n} senders, engine 0 ms", "gateway redis x2", r, scenario="redis-2",
-                            senders=n, servers=gateways, pinned=False)
+                self.record(
+                    f"turns, {n} senders, engine 0 ms",
+                    "gateway redis x2",
+                    r,
+                    scenario="redis-2",
+                    senders=n,
+                    servers=gateways,
+                    pinned=False,
+                )
         finally:
             for g in gateways:
                 self.stop_gateway(g)
@@ -614,8 +752,12 @@ class Bench:
                 time.sleep(1.0)
                 after = rss_kib(gateway.pid)
                 entry: dict[str, Any] = {
-                    "rss_kib_ready": before, "rss_kib_with_sessions": after, "peak_kib": peak_kib(gateway.pid),
-                    "drain": drained, "load": r, "server_command": gateway.command,
+                    "rss_kib_ready": before,
+                    "rss_kib_with_sessions": after,
+                    "peak_kib": peak_kib(gateway.pid),
+                    "drain": drained,
+                    "load": r,
+                    "server_command": gateway.command,
                 }
                 if store == "redis":
                     info = self.redis_command("INFO", "memory")
@@ -623,8 +765,11 @@ class Bench:
                     entry["redis_used_memory"] = parse_info(info).get("used_memory")
                     entry["redis_keys"] = self.redis_command("DBSIZE")
                 results[store] = entry
-                print(f"  {store:<8} RSS ready {fmt_mib(before)} -> with {n:,} sessions {fmt_mib(after)}"
-                      f" (drained in {drained['seconds']} s)", flush=True)
+                print(
+                    f"  {store:<8} RSS ready {fmt_mib(before)} -> with {n:,} sessions {fmt_mib(after)}"
+                    f" (drained in {drained['seconds']} s)",
+                    flush=True,
+                )
             finally:
                 self.stop_gateway(gateway)
         self.extra["memory"] = results
@@ -645,8 +790,9 @@ class Bench:
             rss = rss_kib(gateway.pid) or 0
             samples.append((sends, rss, round(time.monotonic() - started, 2)))
             if sends >= next_report[0] * total:
-                print(f"  {sends:>9,} turns  RSS {rss / 1024:7.1f} MiB  {time.monotonic() - started:6.0f} s",
-                      flush=True)
+                print(
+                    f"  {sends:>9,} turns  RSS {rss / 1024:7.1f} MiB  {time.monotonic() - started:6.0f} s", flush=True
+                )
                 next_report[0] += 0.1
 
         try:
@@ -663,6 +809,7 @@ class Bench:
 def code_version(tree: Path = REPO) -> str:
     """HEAD, plus a hash of `git diff HEAD -- sms_gateway` when the gateway's code has uncommitted changes: the
     gateway is imported from the work tree when it starts, so a change made during a run shows here."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True, check=False).stdout
 
@@ -698,8 +845,15 @@ def fmt_mib(kib: int | None) -> str:
 
 def scrape_metrics(text: str) -> dict[str, float]:
     """The counters that say what happened: turns, sends, webhooks, errors, jobs, dead letters (non-zero)."""
-    wanted = ("smsgw_turns_total", "smsgw_sends_total", "smsgw_webhooks_total", "smsgw_errors_total",
-              "smsgw_jobs_total", "smsgw_dead_letters_total", "smsgw_inbound_in_flight")
+    wanted = (
+        "smsgw_turns_total",
+        "smsgw_sends_total",
+        "smsgw_webhooks_total",
+        "smsgw_errors_total",
+        "smsgw_jobs_total",
+        "smsgw_dead_letters_total",
+        "smsgw_inbound_in_flight",
+    )
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(wanted):
@@ -735,9 +889,13 @@ def summarise_log(path: Path) -> dict[str, Any]:
                         samples.append(line.strip()[:1000])
     except OSError:
         pass
-    return {"lines_by_level": dict(levels), "problems": dict(problems.most_common(20)), "error_samples": samples,
-            "non_json_lines": other,
-            "bytes": path.stat().st_size if path.exists() else 0}
+    return {
+        "lines_by_level": dict(levels),
+        "problems": dict(problems.most_common(20)),
+        "error_samples": samples,
+        "non_json_lines": other,
+        "bytes": path.stat().st_size if path.exists() else 0,
+    }
 
 
 def soak_summary(samples: list[tuple[int, int, float]], total: int) -> dict[str, Any]:
@@ -758,9 +916,14 @@ def soak_summary(samples: list[tuple[int, int, float]], total: int) -> dict[str,
         if var > 0:
             slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
     growth = (half[-1][1] - half[0][1]) if half else None
-    return {"turns": total, "marks": marks, "second_half_slope_kib_per_100k_turns": None if slope is None
-            else round(slope, 1), "second_half_growth_kib": growth,
-            "first_rss_kib": samples[0][1] if samples else None, "last_rss_kib": samples[-1][1] if samples else None}
+    return {
+        "turns": total,
+        "marks": marks,
+        "second_half_slope_kib_per_100k_turns": None if slope is None else round(slope, 1),
+        "second_half_growth_kib": growth,
+        "first_rss_kib": samples[0][1] if samples else None,
+        "last_rss_kib": samples[-1][1] if samples else None,
+    }
 
 
 # ------------------------------------------------------------------------------ the table
@@ -768,8 +931,11 @@ def soak_summary(samples: list[tuple[int, int, float]], total: int) -> dict[str,
 
 def find(points: list[dict[str, Any]], system: str, scenario: str, **facts: Any) -> dict[str, Any] | None:
     for point in points:
-        if point["system"] == system and point.get("scenario") == scenario and all(
-                point.get(k) == v for k, v in facts.items()):
+        if (
+            point["system"] == system
+            and point.get("scenario") == scenario
+            and all(point.get(k) == v for k, v in facts.items())
+        ):
             return point
     return None
 
@@ -791,18 +957,37 @@ def build_figures(bench: Bench) -> list[dict[str, Any]]:
     s, pts = bench.settings, bench.points
     figures: list[dict[str, Any]] = []
 
-    def add(name: str, gw: float | None, base: float | None, unit: str, target: str, met: bool | None,
-            point: dict[str, Any] | None, base_point: dict[str, Any] | None = None, note: str = "") -> None:
+    def add(
+        name: str,
+        gw: float | None,
+        base: float | None,
+        unit: str,
+        target: str,
+        met: bool | None,
+        point: dict[str, Any] | None,
+        base_point: dict[str, Any] | None = None,
+        note: str = "",
+    ) -> None:
         flags = [f"gateway: {x}" for x in (point or {}).get("flags", [])] + [
-            f"baseline: {x}" for x in (base_point or {}).get("flags", [])]
-        figures.append({
-            "figure": name, "gateway": gw, "baseline": base, "unit": unit, "ratio": ratio(gw, base),
-            "target": target, "met": met, "note": note, "flags": flags,
-            "command": (point or {}).get("result", {}).get("command"),
-            "server_command": (point or {}).get("server_command"),
-            "baseline_command": (base_point or {}).get("result", {}).get("command"),
-            "baseline_server_command": (base_point or {}).get("server_command"),
-        })
+            f"baseline: {x}" for x in (base_point or {}).get("flags", [])
+        ]
+        figures.append(
+            {
+                "figure": name,
+                "gateway": gw,
+                "baseline": base,
+                "unit": unit,
+                "ratio": ratio(gw, base),
+                "target": target,
+                "met": met,
+                "note": note,
+                "flags": flags,
+                "command": (point or {}).get("result", {}).get("command"),
+                "server_command": (point or {}).get("server_command"),
+                "baseline_command": (base_point or {}).get("result", {}).get("command"),
+                "baseline_server_command": (base_point or {}).get("server_command"),
+            }
+        )
 
     def lat(point: dict[str, Any] | None, key: str, q: str) -> float | None:
         return None if point is None else point["result"].get(key, {}).get(q)
@@ -812,30 +997,64 @@ def build_figures(bench: Bench) -> list[dict[str, Any]]:
         if gw and base:
             g, b = gw["result"]["acks_per_s"], base["result"]["acks_per_s"]
             r = ratio(g, b)
-            add(f"acks/s, {n} senders, turns running", g, b, "/s", ">= 0.5x baseline",
-                None if r is None else r >= 0.5, gw, base)
+            add(
+                f"acks/s, {n} senders, turns running",
+                g,
+                b,
+                "/s",
+                ">= 0.5x baseline",
+                None if r is None else r >= 0.5,
+                gw,
+                base,
+            )
         held = find(pts, "gateway sqlite held", "ack-held", senders=n)
         if held and base:
             g, b = held["result"]["acks_per_s"], base["result"]["acks_per_s"]
             r = ratio(g, b)
-            add(f"acks/s, {n} senders, turns held", g, b, "/s", ">= 0.5x baseline",
-                None if r is None else r >= 0.5, held, base)
+            add(
+                f"acks/s, {n} senders, turns held",
+                g,
+                b,
+                "/s",
+                ">= 0.5x baseline",
+                None if r is None else r >= 0.5,
+                held,
+                base,
+            )
     top = max(s.senders)
     gw, base = find(pts, "gateway sqlite", "ack", senders=top), find(pts, "baseline", "ack", senders=top)
     if gw and base:
         for q in ("p50", "p99", "p99.9"):
-            add(f"ack {q} ms, {top} senders closed loop", lat(gw, "ack_latency_ms", q),
-                lat(base, "ack_latency_ms", q), "ms", "", None, gw, base)
+            add(
+                f"ack {q} ms, {top} senders closed loop",
+                lat(gw, "ack_latency_ms", q),
+                lat(base, "ack_latency_ms", q),
+                "ms",
+                "",
+                None,
+                gw,
+                base,
+            )
     base = find(pts, "baseline", "ack-open")
-    for system, scenario, what in (("gateway sqlite", "ack-open", "turns running"),
-                                   ("gateway sqlite held", "ack-open-held", "turns held")):
+    for system, scenario, what in (
+        ("gateway sqlite", "ack-open", "turns running"),
+        ("gateway sqlite held", "ack-open-held", "turns held"),
+    ):
         gw = find(pts, system, scenario)
         if gw and base:
             for q in ("p50", "p99", "p99.9"):
                 value = lat(gw, "ack_latency_ms", q)
                 target, met = ("< 10 ms", None if value is None else value < 10) if q == "p99" else ("", None)
-                add(f"ack {q} ms @ {s.open_rate:.0f}/s open loop, {what}", value,
-                    lat(base, "ack_latency_ms", q), "ms", target, met, gw, base)
+                add(
+                    f"ack {q} ms @ {s.open_rate:.0f}/s open loop, {what}",
+                    value,
+                    lat(base, "ack_latency_ms", q),
+                    "ms",
+                    target,
+                    met,
+                    gw,
+                    base,
+                )
 
     for delay in (0, 200):
         for n in s.senders:
@@ -854,37 +1073,85 @@ def build_figures(bench: Bench) -> list[dict[str, Any]]:
                 note = f"bound by concurrency: {cap:.0f}/s"
             add(f"turns/s SQLite, {n} senders, engine {delay} ms", g, b, "/s", target, met, gw, base, note)
             for q in ("p50", "p99"):
-                add(f"turn {q} ms SQLite, {n} senders, engine {delay} ms", lat(gw, "turn_latency_ms", q),
-                    lat(base, "turn_latency_ms", q), "ms", "", None, gw, base)
+                add(
+                    f"turn {q} ms SQLite, {n} senders, engine {delay} ms",
+                    lat(gw, "turn_latency_ms", q),
+                    lat(base, "turn_latency_ms", q),
+                    "ms",
+                    "",
+                    None,
+                    gw,
+                    base,
+                )
 
     for n in s.senders:
         one = find(pts, "gateway redis x1", "redis-1", senders=n)
         base = find(pts, "baseline bare turn", "turns", senders=n, engine_delay_ms=0)
         if one:
-            add(f"turns/s Redis x1, {n} senders", one["result"]["turns_per_s"],
-                base["result"]["turns_per_s"] if base else None, "/s", "", None, one, base)
+            add(
+                f"turns/s Redis x1, {n} senders",
+                one["result"]["turns_per_s"],
+                base["result"]["turns_per_s"] if base else None,
+                "/s",
+                "",
+                None,
+                one,
+                base,
+            )
             for q in ("p50", "p99"):
-                add(f"turn {q} ms Redis x1, {n} senders", lat(one, "turn_latency_ms", q),
-                    lat(base, "turn_latency_ms", q), "ms", "", None, one, base)
+                add(
+                    f"turn {q} ms Redis x1, {n} senders",
+                    lat(one, "turn_latency_ms", q),
+                    lat(base, "turn_latency_ms", q),
+                    "ms",
+                    "",
+                    None,
+                    one,
+                    base,
+                )
         two = find(pts, "gateway redis x2", "redis-2", senders=n)
         if two and one:
             g, b = two["result"]["turns_per_s"], one["result"]["turns_per_s"]
             r = ratio(g, b)
-            add(f"turns/s Redis x2 vs x1, {n} senders", g, b, "/s", ">= 1.7x one process",
-                None if r is None else r >= 1.7, two, one,
-                "2 cores only: load, fakes and Redis share them with the 2 gateways")
+            add(
+                f"turns/s Redis x2 vs x1, {n} senders",
+                g,
+                b,
+                "/s",
+                ">= 1.7x one process",
+                None if r is None else r >= 1.7,
+                two,
+                one,
+                "2 cores only: load, fakes and Redis share them with the 2 gateways",
+            )
             # What the two-process point can say without a core per process: whether sharing the store costs
             # each turn more CPU, and how far Redis's own CPU per turn would let two full cores go.
             per_one, per_two = one["server_cpu_us_per_msg"], two["server_cpu_us_per_msg"]
-            add(f"gateway CPU us per turn, Redis x2 vs x1, {n} senders", per_two, per_one, "us",
-                "about 1x: sharing costs nothing", None, two, one, "both gateways' CPU over all turns")
+            add(
+                f"gateway CPU us per turn, Redis x2 vs x1, {n} senders",
+                per_two,
+                per_one,
+                "us",
+                "about 1x: sharing costs nothing",
+                None,
+                two,
+                one,
+                "both gateways' CPU over all turns",
+            )
             redis_us = redis_cpu_per_turn(two)
             if per_two and redis_us:
                 derived = min(2e6 / per_two, 1e6 / redis_us)
-                add(f"turns/s Redis x2 with a core each (derived), {n} senders", round(derived, 1),
-                    one["result"]["turns_per_s"], "/s", ">= 1.7x one process", derived >= 1.7 * b, two, one,
-                    f"min(2 cores / gateway CPU per turn, 1 core / Redis CPU per turn {redis_us:.0f} us): "
-                    "not measured")
+                add(
+                    f"turns/s Redis x2 with a core each (derived), {n} senders",
+                    round(derived, 1),
+                    one["result"]["turns_per_s"],
+                    "/s",
+                    ">= 1.7x one process",
+                    derived >= 1.7 * b,
+                    two,
+                    one,
+                    f"min(2 cores / gateway CPU per turn, 1 core / Redis CPU per turn {redis_us:.0f} us): not measured",
+                )
 
     memory = bench.extra.get("memory")
     base_rss = bench.extra.get("baseline_rss_kib")
@@ -895,21 +1162,40 @@ def build_figures(bench: Bench) -> list[dict[str, Any]]:
             if not entry:
                 continue
             mib = entry["rss_kib_with_sessions"] / 1024 if entry["rss_kib_with_sessions"] else None
-            target, met = ("< 200 MB", None if mib is None else mib * 1.048576 < 200) if n >= 100_000 else (
-                "(target is for 100,000)", None)
+            target, met = (
+                ("< 200 MB", None if mib is None else mib * 1.048576 < 200)
+                if n >= 100_000
+                else ("(target is for 100,000)", None)
+            )
             note = ""
             if store == "redis" and entry.get("redis_server_rss_kib"):
                 note = f"redis-server RSS {entry['redis_server_rss_kib'] / 1024:.1f} MiB"
-            add(f"RSS MiB with {n:,} sessions, {store} store", None if mib is None else round(mib, 1),
-                round(base_rss / 1024, 1) if base_rss else None, "MiB", target, met, None, None, note)
+            add(
+                f"RSS MiB with {n:,} sessions, {store} store",
+                None if mib is None else round(mib, 1),
+                round(base_rss / 1024, 1) if base_rss else None,
+                "MiB",
+                target,
+                met,
+                None,
+                None,
+                note,
+            )
     soak = bench.extra.get("soak")
     if soak:
         slope = soak["second_half_slope_kib_per_100k_turns"]
         growth = soak["second_half_growth_kib"]
-        add(f"RSS growth MiB, 2nd half of {soak['turns']:,} turns", None if growth is None else round(growth / 1024, 2),
-            None, "MiB", "no growth (slope <= 1 MiB/100k turns)", None if slope is None else slope <= 1024, None,
-            None, f"slope {slope} KiB/100k turns; RSS {fmt_mib(soak['first_rss_kib'])} -> "
-                  f"{fmt_mib(soak['last_rss_kib'])}")
+        add(
+            f"RSS growth MiB, 2nd half of {soak['turns']:,} turns",
+            None if growth is None else round(growth / 1024, 2),
+            None,
+            "MiB",
+            "no growth (slope <= 1 MiB/100k turns)",
+            None if slope is None else slope <= 1024,
+            None,
+            None,
+            f"slope {slope} KiB/100k turns; RSS {fmt_mib(soak['first_rss_kib'])} -> {fmt_mib(soak['last_rss_kib'])}",
+        )
     return figures
 
 
@@ -932,10 +1218,12 @@ def scale_rows(bench: Bench) -> list[dict[str, Any]]:
             lat_key = "turn_latency_ms" if result["mode"] == "turn" else "ack_latency_ms"
             row[key] = {
                 "per_s": result.get("turns_per_s" if result["mode"] == "turn" else "acks_per_s"),
-                "p50_ms": result[lat_key]["p50"], "p99_ms": result[lat_key]["p99"],
+                "p50_ms": result[lat_key]["p50"],
+                "p99_ms": result[lat_key]["p99"],
                 "cpu_us_per_msg": point["server_cpu_us_per_msg"],
-                "server_cores": round(sum(result["cpu_s"].get(str(pid)) or 0 for pid in point["server_pids"])
-                                      / result["window_s"], 2),
+                "server_cores": round(
+                    sum(result["cpu_s"].get(str(pid)) or 0 for pid in point["server_pids"]) / result["window_s"], 2
+                ),
             }
         rows.append(row)
     return rows
@@ -953,13 +1241,25 @@ def fmt(value: Any) -> str:
 
 def print_tables(figures: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     header = ("figure", "gateway", "baseline", "ratio", "target", "met?")
-    table = [header] + [(f["figure"], fmt(f["gateway"]), fmt(f["baseline"]), fmt(f["ratio"]), f["target"],
-                         fmt(f["met"]) if f["met"] is not None else "") for f in figures]
+    table = [header] + [
+        (
+            f["figure"],
+            fmt(f["gateway"]),
+            fmt(f["baseline"]),
+            fmt(f["ratio"]),
+            f["target"],
+            fmt(f["met"]) if f["met"] is not None else "",
+        )
+        for f in figures
+    ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
     for i, line in enumerate(table):
-        print(" | ".join(cell.ljust(widths[j]) if j == 0 or j == 4 else cell.rjust(widths[j])
-                         for j, cell in enumerate(line)))
+        print(
+            " | ".join(
+                cell.ljust(widths[j]) if j == 0 or j == 4 else cell.rjust(widths[j]) for j, cell in enumerate(line)
+            )
+        )
         if i == 0:
             print("-+-".join("-" * w for w in widths))
     # Latency rows repeat their throughput row's point: note each point once.
@@ -983,8 +1283,9 @@ def print_tables(figures: list[dict[str, Any]], rows: list[dict[str, Any]]) -> N
             cells = []
             for c in cols:
                 v = row.get(c)
-                cells.append(f"{fmt(v['per_s']):>9} {fmt(v['p99_ms']):>8} {fmt(v['cpu_us_per_msg']):>9}" if v
-                             else f"{'-':>28}")
+                cells.append(
+                    f"{fmt(v['per_s']):>9} {fmt(v['p99_ms']):>8} {fmt(v['cpu_us_per_msg']):>9}" if v else f"{'-':>28}"
+                )
             print(f"{row['senders']:>7} | " + " | ".join(f"{c:>28}" for c in cells))
 
 
@@ -1004,10 +1305,16 @@ def machine_facts() -> dict[str, Any]:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
     return {
-        "cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "python": platform.python_version(), "aiohttp": aiohttp.__version__, "twilio": twilio.__version__,
-        "platform": platform.platform(), "taskset": TASKSET is not None,
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "sms_gateway")),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "twilio": twilio.__version__,
+        "platform": platform.platform(),
+        "taskset": TASKSET is not None,
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "sms_gateway")),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
     }
 
@@ -1037,12 +1344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop webhooks per second")
     parser.add_argument("--log-level", default="info", help="the gateway's log level (default info, as shipped)")
     parser.add_argument("--worker-concurrency", type=int, help="the gateway's workerConcurrency (default: its own)")
-    parser.add_argument("--redis-appendonly", choices=["no", "everysec", "always"], default="no",
-                        help="the private redis-server's AOF (default no)")
+    parser.add_argument(
+        "--redis-appendonly",
+        choices=["no", "everysec", "always"],
+        default="no",
+        help="the private redis-server's AOF (default no)",
+    )
     parser.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="the load generator's client")
-    parser.add_argument("--quiet-wait", type=float,
-                        help="before each point, wait up to this many seconds for other processes to go quiet "
-                             "(default 20, quick 5)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each point, wait up to this many seconds for other processes to go quiet (default 20, quick 5)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, databases)")
     args = parser.parse_args(argv)
 
@@ -1060,27 +1373,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "scale" in only:  # the scaling table is read off the ack and turns points
         only += [x for x in ("ack", "turns") if x not in only]
     settings = Settings(
-        quick=args.quick, duration=args.duration or (3.0 if args.quick else 10.0),
-        warmup=0.5 if args.quick else 1.0, senders=tuple(int(x) for x in args.senders.split(",")),
+        quick=args.quick,
+        duration=args.duration or (3.0 if args.quick else 10.0),
+        warmup=0.5 if args.quick else 1.0,
+        senders=tuple(int(x) for x in args.senders.split(",")),
         sessions=args.sessions or (10_000 if args.quick else 100_000),
         turns=args.turns if args.turns is not None else (20_000 if args.quick else 1_000_000),
-        open_rate=args.rate, log_level=args.log_level, worker_concurrency=args.worker_concurrency,
-        redis_appendonly=args.redis_appendonly, client=args.client,
+        open_rate=args.rate,
+        log_level=args.log_level,
+        worker_concurrency=args.worker_concurrency,
+        redis_appendonly=args.redis_appendonly,
+        client=args.client,
         memory_stores=tuple(x.strip() for x in args.memory_stores.split(",") if x.strip()),
         quiet_wait=args.quiet_wait if args.quiet_wait is not None else (5.0 if args.quick else 20.0),
     )
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{stamp}.json"
-    meta = machine_facts() | {"command": shlex.join([sys.executable, "-m", "benchmarks.run",
-                                                     *(argv if argv is not None else sys.argv[1:])]),
-                              "settings": settings.__dict__, "scenarios": only, "started": stamp}
-    print(f"sms-gateway benchmarks: {meta['cpus']} cores ({meta['cpu_model']}), python {meta['python']}, "
-          f"aiohttp {meta['aiohttp']}; gateway on core {GATEWAY_CORE}, load + fakes on core {LOAD_CORE}"
-          f"{'' if TASKSET else ' (no taskset: unpinned)'}", flush=True)
+    meta = machine_facts() | {
+        "command": shlex.join([sys.executable, "-m", "benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": settings.__dict__,
+        "scenarios": only,
+        "started": stamp,
+    }
+    print(
+        f"sms-gateway benchmarks: {meta['cpus']} cores ({meta['cpu_model']}), python {meta['python']}, "
+        f"aiohttp {meta['aiohttp']}; gateway on core {GATEWAY_CORE}, load + fakes on core {LOAD_CORE}"
+        f"{'' if TASKSET else ' (no taskset: unpinned)'}",
+        flush=True,
+    )
     with workspace(args.keep) as workdir:
         meta["fsync_ms_at_start"] = fsync_latency(workdir)
-        print(f"fsync of a 4 KiB write in the work folder: p50 {meta['fsync_ms_at_start']['p50']} ms, "
-              f"p99 {meta['fsync_ms_at_start']['p99']} ms (every durable acknowledgement waits for one)", flush=True)
+        print(
+            f"fsync of a 4 KiB write in the work folder: p50 {meta['fsync_ms_at_start']['p50']} ms, "
+            f"p99 {meta['fsync_ms_at_start']['p99']} ms (every durable acknowledgement waits for one)",
+            flush=True,
+        )
         procs = Procs(workdir)
         bench = Bench(settings, workdir, procs)
         failed: str | None = None
@@ -1102,8 +1429,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_tables(figures, rows)
         meta["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
         meta["fsync_ms_at_end"] = fsync_latency(workdir)
-        report = {"meta": meta, "failed": failed, "figures": figures, "scaling": rows, "points": bench.points,
-                  "gateway_runs": bench.gateway_runs, **bench.extra}
+        report = {
+            "meta": meta,
+            "failed": failed,
+            "figures": figures,
+            "scaling": rows,
+            "points": bench.points,
+            "gateway_runs": bench.gateway_runs,
+            **bench.extra,
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1, default=str))
         print(f"\nJSON: {out}")

@@ -85,8 +85,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].close()
 
 
-def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
-                       resolver: AbstractResolver | None) -> CleanupContext:
+def _make_services_ctx(
+    engine_factory: EngineFactory, sweep_interval: float, resolver: AbstractResolver | None
+) -> CleanupContext:
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         store, metrics = app[STORE], app[METRICS]
@@ -96,8 +97,9 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             aiohttp.ClientSession() as http,
             _system_resolver(resolver) as dns,
             # A media host is looked up within the time a media's size may take to learn.
-            GuardedHttp(media_destinations(config.media), dns,
-                        lookup_seconds=config.media.size_check_timeout_ms / 1000) as media_http,
+            GuardedHttp(
+                media_destinations(config.media), dns, lookup_seconds=config.media.size_check_timeout_ms / 1000
+            ) as media_http,
             GuardedHttp(callback_destinations(config), dns) as callback_http,
         ):
             engines = EngineRegistry(http, engine_factory)
@@ -109,28 +111,55 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
 
             outbox = Outbox(
                 # Status callbacks go to PUBLIC_URL only, never to a URL a request claimed: without it, none.
-                store, senders, metrics, lambda: config.public_url,
+                store,
+                senders,
+                metrics,
+                lambda: config.public_url,
                 max_attempts={normalise_number(t.phone_number): t.provider.max_retries + 1 for t in config.tenants},
                 rates=rates_from_config(config.rate_limits),
-                settle_seconds={normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
-                                for t in config.tenants},
-                retry_interval_seconds={normalise_number(t.phone_number): t.provider.retry_interval_ms / 1000
-                                        for t in config.tenants if t.provider.retry_interval_ms is not None},
+                settle_seconds={
+                    normalise_number(t.phone_number): min(60.0, 2 * t.provider.read_timeout_ms / 1000)
+                    for t in config.tenants
+                },
+                retry_interval_seconds={
+                    normalise_number(t.phone_number): t.provider.retry_interval_ms / 1000
+                    for t in config.tenants
+                    if t.provider.retry_interval_ms is not None
+                },
                 latency_threshold_ms=config.latency_reporting_threshold_ms,
             )
             relay = PipeRelay(store, callback_http)
             owner = this_process()
-            jobs = JobWorker(store, {SEND: outbox.job_kind(), **relay.job_kinds()}, metrics,
-                             concurrency=config.worker_concurrency, lease_seconds=config.lease_seconds,
-                             owner=owner.owner_id)
+            jobs = JobWorker(
+                store,
+                {SEND: outbox.job_kind(), **relay.job_kinds()},
+                metrics,
+                concurrency=config.worker_concurrency,
+                lease_seconds=config.lease_seconds,
+                owner=owner.owner_id,
+            )
             relay.notify = jobs.notify
             outbox.on_failed.append(relay.on_send_failed)
             app[PIPES] = relay
-            conversations = Conversations(ConversationDeps(
-                config, store, engines, metrics, media_http, lambda t: limits[normalise_number(t.phone_number)],
-                jobs.notify))
-            worker = InboundWorker(store, conversations, metrics, concurrency=config.worker_concurrency,
-                                   lease_seconds=config.lease_seconds, owner=owner.owner_id)
+            conversations = Conversations(
+                ConversationDeps(
+                    config,
+                    store,
+                    engines,
+                    metrics,
+                    media_http,
+                    lambda t: limits[normalise_number(t.phone_number)],
+                    jobs.notify,
+                )
+            )
+            worker = InboundWorker(
+                store,
+                conversations,
+                metrics,
+                concurrency=config.worker_concurrency,
+                lease_seconds=config.lease_seconds,
+                owner=owner.owner_id,
+            )
             jobs.kinds[TURN] = worker.turn_job_kind()
             sweeper = SessionSweeper(store, conversations, worker.runner, interval=sweep_interval)
             app[ENGINES] = engines
@@ -138,18 +167,24 @@ def _make_services_ctx(engine_factory: EngineFactory, sweep_interval: float,
             app[WORKER] = worker
             app[JOBS] = jobs
             app[OUTBOX] = outbox
+
             def lease_now() -> None:
                 worker.notify()
                 jobs.notify()
 
             # A dead process's sends may still be created by their provider: its jobs wait as the outbox does.
-            heartbeat = OwnerHeartbeat(store, owner, on_released=lease_now,
-                                       job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0))
+            heartbeat = OwnerHeartbeat(
+                store, owner, on_released=lease_now, job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0)
+            )
             # Registered, and the work of processes gone meanwhile (a crash before this start) freed, before
             # the workers' first lease: a restart takes the interrupted work at once.
             await heartbeat.start()
-            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(sweeper.run()),
-                     asyncio.create_task(jobs.run()), asyncio.create_task(RetentionSweeper(store).run())]
+            tasks = [
+                asyncio.create_task(worker.run()),
+                asyncio.create_task(sweeper.run()),
+                asyncio.create_task(jobs.run()),
+                asyncio.create_task(RetentionSweeper(store).run()),
+            ]
             yield
             tasks[0].cancel()  # stop taking new inbound work, then let the turns in flight finish
             tasks[1].cancel()
@@ -184,8 +219,10 @@ async def _system_resolver(given: AbstractResolver | None) -> AsyncIterator[Abst
 
 def _limits(config: Config, providers: dict[str, Provider[Any, Any]]) -> dict[str, MessageLimits]:
     """Per tenant number: its provider's limits, narrowed by the operator's."""
-    return {normalise_number(t.phone_number): config.media.limits(providers[t.provider.kind].limits(t))
-            for t in config.tenants}
+    return {
+        normalise_number(t.phone_number): config.media.limits(providers[t.provider.kind].limits(t))
+        for t in config.tenants
+    }
 
 
 async def _mark_shutting_down(app: web.Application) -> None:

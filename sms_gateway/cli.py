@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sms-gateway",
         description="SMS/MMS gateway for conversational AI: providers' webhooks in, Watson Assistant or an SOE "
-                    "for each turn, replies out through the provider.",
+        "for each turn, replies out through the provider.",
         epilog="`sms-gateway COMMAND --help` describes a command. Without a command: serve.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -49,52 +49,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     sub.add_parser(
-        "serve", parents=[with_config], help="run the gateway (the default)",
+        "serve",
+        parents=[with_config],
+        help="run the gateway (the default)",
         description="Run the gateway until SIGTERM or SIGINT, configured by IBM's environment variables, "
-                    "IBM's tenant JSON (MULTI_TENANT_CONFIG_FILE) or our YAML (--config). On the signal it "
-                    "drains (SHUTDOWN_DRAIN_SECONDS) and lets work in flight finish before it exits.",
+        "IBM's tenant JSON (MULTI_TENANT_CONFIG_FILE) or our YAML (--config). On the signal it "
+        "drains (SHUTDOWN_DRAIN_SECONDS) and lets work in flight finish before it exits.",
     )
 
     sub.add_parser(
-        "check-config", parents=[with_config],
+        "check-config",
+        parents=[with_config],
         help="print the effective configuration (secrets masked) or its errors",
         description="Print the effective configuration as JSON, passwords, keys and tokens masked, and each "
-                    "warning (settings ignored, overridden or suspicious) to stderr; exit 1 without a tenant; or "
-                    "print each error with its key, and exit 2.",
+        "warning (settings ignored, overridden or suspicious) to stderr; exit 1 without a tenant; or "
+        "print each error with its key, and exit 2.",
     )
 
     dead = sub.add_parser(
-        "dead-letters", parents=[with_config], help="list or replay what the gateway gave up on",
+        "dead-letters",
+        parents=[with_config],
+        help="list or replay what the gateway gave up on",
         description="Sends the provider refused or that failed after every retry, and turns the engine could "
-                    "not answer, as kept in the store STORE_URL names (which must exist). `list` (the default) "
-                    "writes one JSON object per line to stdout: id, kind, deadLetteredAt, attempts, error (the "
-                    "engine's or the provider's own), messageId, tenant; the count goes to stderr. `replay` "
-                    "queues the given ids (or --all) again for a running gateway.",
+        "not answer, as kept in the store STORE_URL names (which must exist). `list` (the default) "
+        "writes one JSON object per line to stdout: id, kind, deadLetteredAt, attempts, error (the "
+        "engine's or the provider's own), messageId, tenant; the count goes to stderr. `replay` "
+        "queues the given ids (or --all) again for a running gateway.",
     )
-    dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list",
-                      help="list (the default) or replay")
+    dead.add_argument(
+        "action", nargs="?", choices=["list", "replay"], default="list", help="list (the default) or replay"
+    )
     dead.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids to replay (as `list` shows them)")
     dead.add_argument("--all", action="store_true", help="replay every dead letter (up to --limit)")
-    dead.add_argument("--limit", type=int, default=1000, metavar="N",
-                      help="at most N dead letters, the oldest first (default 1000)")
+    dead.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="at most N dead letters, the oldest first (default 1000)"
+    )
 
     demo = sub.add_parser(
-        "demo", help="one MMS round trip through the real HTTP path, no accounts needed",
+        "demo",
+        help="one MMS round trip through the real HTTP path, no accounts needed",
         description="Start the gateway (SQLite in a temporary folder, the built-in echo engine) and a local "
-                    "stand-in for the provider's API, post a signed sample MMS webhook as the provider would, "
-                    "and print each step: the webhook and its answer, what the engine received, the engine's "
-                    "answer (smsActSendMedia), the message sent back, its delivery status.",
+        "stand-in for the provider's API, post a signed sample MMS webhook as the provider would, "
+        "and print each step: the webhook and its answer, what the engine received, the engine's "
+        "answer (smsActSendMedia), the message sent back, its delivery status.",
     )
-    demo.add_argument("--provider", choices=sorted(PROVIDER_TYPES), default=DEFAULT_KIND,
-                      help=f"whose webhooks and API to play (default {DEFAULT_KIND})")
+    demo.add_argument(
+        "--provider",
+        choices=sorted(PROVIDER_TYPES),
+        default=DEFAULT_KIND,
+        help=f"whose webhooks and API to play (default {DEFAULT_KIND})",
+    )
     demo.add_argument("--quiet-logs", action="store_true", help="hide the gateway's own log lines")
 
     phone = sub.add_parser(
-        "phone", parents=[with_config], help="try dialogs in your browser: simulated phones, no account needed",
+        "phone",
+        parents=[with_config],
+        help="try dialogs in your browser: simulated phones, no account needed",
         description="Start the gateway with the configured engines (the echo engine when none is configured), "
-                    "each tenant's provider played by a local stand-in, and serve a page with a phone per "
-                    "simulated user and an inspector of each turn (state variables, the engine's answer, what "
-                    "went to the provider). Runs until Ctrl-C.",
+        "each tenant's provider played by a local stand-in, and serve a page with a phone per "
+        "simulated user and an inspector of each turn (state variables, the engine's answer, what "
+        "went to the provider). Runs until Ctrl-C.",
     )
     phone.add_argument("--host", default="127.0.0.1", help="where the page listens (default 127.0.0.1)")
     phone.add_argument("--port", type=int, default=9090, help="the page's port (default 9090)")

@@ -28,8 +28,9 @@ T = TypeVar("T")
 TEST_MESSAGE = "Test Connection message from SMS Gateway"
 
 
-async def in_session_queue(runner: KeyedRunner, tenant_number: str, user_number: str,
-                           work: Callable[[], Awaitable[T]]) -> T:
+async def in_session_queue(
+    runner: KeyedRunner, tenant_number: str, user_number: str, work: Callable[[], Awaitable[T]]
+) -> T:
     """Run `work` in the pair's queue and wait for it. A caller that goes away does not cancel it."""
     result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
@@ -87,7 +88,8 @@ async def end_session(conversations: Conversations, runner: KeyedRunner, session
 
     async def end() -> bool:
         deleted = await conversations.deps.store.delete_session(
-            session.tenant_number, session.user_number, session.session_id)
+            session.tenant_number, session.user_number, session.session_id
+        )
         if deleted:
             log.info("session_ended", session_id=session.session_id, reason="rest")
         return deleted
@@ -97,8 +99,9 @@ async def end_session(conversations: Conversations, runner: KeyedRunner, session
 
 async def check_provider(sender: Sender, tenant: TenantConfig, to_number: str) -> SendResult:
     """Send IBM's test SMS straight through the tenant's sender (not the outbox), so the result is known now."""
-    message = OutboundMessage(message_id=new_id("test"), tenant_number=tenant.phone_number, user_number=to_number,
-                              text=TEST_MESSAGE)
+    message = OutboundMessage(
+        message_id=new_id("test"), tenant_number=tenant.phone_number, user_number=to_number, text=TEST_MESSAGE
+    )
     return await sender.send(message, None)
 
 

@@ -82,8 +82,10 @@ class Conversations:
         if session is None:
             if not tenant.allow_session_create_via_sms:
                 log.info(
-                    "inbound_ignored", reason="no session and allowSessionCreateViaSMS is false",
-                    message_id=message.message_id, user=message.user_number,
+                    "inbound_ignored",
+                    reason="no session and allowSessionCreateViaSMS is false",
+                    message_id=message.message_id,
+                    user=message.user_number,
                 )
                 d.metrics.turns.labels("no_session").inc()
                 for error in errors:  # no turn saw them: they wait for the pair's next one
@@ -96,8 +98,9 @@ class Conversations:
         text = chosen_option(message.text, session.pending_options) or message.text
         self._transcript("in", message.text, session)
         turn_id = f"in:{message.provider}:{message.message_id}"
-        failure = await self.run_turn(tenant, session, text, message.media, turn_id=turn_id, errors=errors,
-                                      inbound_key=inbound_key)
+        failure = await self.run_turn(
+            tenant, session, text, message.media, turn_id=turn_id, errors=errors, inbound_key=inbound_key
+        )
         d.metrics.turn_latency.observe(max(0.0, d.clock() - message.received_at))
         return failure
 
@@ -148,8 +151,16 @@ class Conversations:
         for chained in range(MAX_CHAINED_TURNS):
             if replies:
                 await self._queue(replies, session)
-            plan = await self._one_turn(tenant, session, text, media, turn_id=f"{turn_id}#{chained}", final=final,
-                                        errors=errors if chained == 0 else None, replies=None if final else replies)
+            plan = await self._one_turn(
+                tenant,
+                session,
+                text,
+                media,
+                turn_id=f"{turn_id}#{chained}",
+                final=final,
+                errors=errors if chained == 0 else None,
+                replies=None if final else replies,
+            )
             if chained == 0 and isinstance(plan, EngineError):
                 failure = plan
             if final:
@@ -160,8 +171,9 @@ class Conversations:
         else:
             log.warning("no_input_turns_capped", session_id=session.session_id, limit=MAX_CHAINED_TURNS)
         ended = not isinstance(plan, EngineError) and plan.terminate
-        queued = await self.deps.store.end_turn(session, ended=ended,
-                                                inbound_key=inbound_key if failure is None else None, jobs=replies)
+        queued = await self.deps.store.end_turn(
+            session, ended=ended, inbound_key=inbound_key if failure is None else None, jobs=replies
+        )
         self._queued(queued, replies, session)
         if ended:
             log.info("session_ended", session_id=session.session_id, reason="terminateSession")
@@ -181,8 +193,16 @@ class Conversations:
             log.info("send_already_queued", count=len(jobs) - queued, session_id=session.session_id)
 
     async def _one_turn(
-        self, tenant: TenantConfig, session: Session, text: str, media: Sequence[Media], *, turn_id: str, final: bool,
-        errors: list[JSON] | None, replies: list[Job] | None,
+        self,
+        tenant: TenantConfig,
+        session: Session,
+        text: str,
+        media: Sequence[Media],
+        *,
+        turn_id: str,
+        final: bool,
+        errors: list[JSON] | None,
+        replies: list[Job] | None,
     ) -> TurnPlan | EngineError:
         """One engine turn and its sends; the engine's error if it did not answer (the failure reply is sent)."""
         d = self.deps
@@ -227,8 +247,13 @@ class Conversations:
             reply = await engine.turn(request)
         except EngineError as exc:
             d.metrics.errors.labels("engine").inc()
-            log.error("engine_failed", session_id=session.session_id, engine=engine_config.kind, error=str(exc),
-                      status=exc.status)
+            log.error(
+                "engine_failed",
+                session_id=session.session_id,
+                engine=engine_config.kind,
+                error=str(exc),
+                status=exc.status,
+            )
             return exc
         finally:
             elapsed = time.perf_counter() - started
@@ -251,8 +276,9 @@ class Conversations:
         try:
             apply_override(tenant.engine, merged)
         except InvalidOverride as exc:
-            log.warning("command_ignored", command="smsActSetConversationConfig", reason=str(exc),
-                        session_id=session.session_id)
+            log.warning(
+                "command_ignored", command="smsActSetConversationConfig", reason=str(exc), session_id=session.session_id
+            )
             return False
         session.conversation_override = merged
         session.engine_state = {}  # a new workspace starts its own context
@@ -264,11 +290,27 @@ class Conversations:
         pair = (session.tenant_number, session.user_number)
         if plan.text or plan.media_urls:
             self._transcript("out", plan.text, session)
-            await self.deliver(session.tenant_number, session.user_number, plan.text, plan.media_urls,
-                               session.session_id, id_prefix=turn_id, error_to=pair, into=replies)
+            await self.deliver(
+                session.tenant_number,
+                session.user_number,
+                plan.text,
+                plan.media_urls,
+                session.session_id,
+                id_prefix=turn_id,
+                error_to=pair,
+                into=replies,
+            )
         for n, extra in enumerate(plan.extra_sends):
-            await self.deliver(extra.tenant_number, extra.user_number, extra.text, list(extra.media_urls),
-                               session.session_id, id_prefix=f"{turn_id}/vgw{n}", error_to=pair, into=replies)
+            await self.deliver(
+                extra.tenant_number,
+                extra.user_number,
+                extra.text,
+                list(extra.media_urls),
+                session.session_id,
+                id_prefix=f"{turn_id}/vgw{n}",
+                error_to=pair,
+                into=replies,
+            )
 
     async def _send_failed_reply(
         self, tenant: TenantConfig, session: Session, turn_id: str, replies: list[Job] | None
@@ -276,9 +318,16 @@ class Conversations:
         override = session.conversation_override or {}
         message = override.get("conversationFailedReplyMessage", tenant.conversation_failed_reply_message)
         if isinstance(message, str) and message:
-            await self.deliver(session.tenant_number, session.user_number, message, [], session.session_id,
-                               id_prefix=f"{turn_id}/failed", error_to=(session.tenant_number, session.user_number),
-                               into=replies)
+            await self.deliver(
+                session.tenant_number,
+                session.user_number,
+                message,
+                [],
+                session.session_id,
+                id_prefix=f"{turn_id}/failed",
+                error_to=(session.tenant_number, session.user_number),
+                into=replies,
+            )
 
     async def deliver(
         self,
@@ -311,9 +360,16 @@ class Conversations:
             counter = itertools.count()
             host_refusal, size_of = self._media_lookups()
             media_plan = await plan_outbound(
-                text, media_urls, tenant_number=tenant_number, user_number=user_number, session_id=session_id,
-                limits=d.limits(tenant), allow_private_hosts=d.config.media.allow_private_hosts,
-                host_refusal=host_refusal, size_of=size_of, new_id=lambda: message_id_for(prefix, next(counter)),
+                text,
+                media_urls,
+                tenant_number=tenant_number,
+                user_number=user_number,
+                session_id=session_id,
+                limits=d.limits(tenant),
+                allow_private_hosts=d.config.media.allow_private_hosts,
+                host_refusal=host_refusal,
+                size_of=size_of,
+                new_id=lambda: message_id_for(prefix, next(counter)),
             )
             for url, code, reason in media_plan.rejected:
                 d.metrics.sends.labels("rejected", "media").inc()
@@ -323,9 +379,15 @@ class Conversations:
                 d.metrics.mms_fallbacks.labels(tenant.provider.kind).inc()
                 log.info("media_sent_as_links", session_id=session_id, reason="no MMS to this user from this sender")
                 if error_to is not None:
-                    await d.store.push_sms_error(error_to[0], error_to[1], media_fallback_notice(
-                        MMS_UNAVAILABLE, "MMS is not available to this user from this number: the media were sent "
-                        "as links", media_plan.messages[0].message_id))
+                    await d.store.push_sms_error(
+                        error_to[0],
+                        error_to[1],
+                        media_fallback_notice(
+                            MMS_UNAVAILABLE,
+                            "MMS is not available to this user from this number: the media were sent as links",
+                            media_plan.messages[0].message_id,
+                        ),
+                    )
             for message in media_plan.messages:
                 if into is not None:
                     into.append(send_job(message, error_to, job_extra))
@@ -351,8 +413,9 @@ class Conversations:
             return http.refusal(host, every_address=True)
 
         def size_of(url: str) -> Awaitable[int | None]:
-            return head_content_length(http.session, url, policy.size_check_timeout_ms,
-                                       allow_private=policy.allow_private_hosts)
+            return head_content_length(
+                http.session, url, policy.size_check_timeout_ms, allow_private=policy.allow_private_hosts
+            )
 
         return (None if policy.allow_private_hosts else host_refusal), (size_of if policy.check_size else None)
 
@@ -363,8 +426,15 @@ class Conversations:
         self.deps.metrics.sessions_expired.inc()
         log.info("session_ended", session_id=session.session_id, reason="timeout")
         if tenant.notify_on_session_timeout:
-            await self.run_turn(tenant, session, RESPONSE_TIMEOUT_TEXT, (), turn_id=f"timeout:{session.session_id}",
-                                final=True, errors=errors)
+            await self.run_turn(
+                tenant,
+                session,
+                RESPONSE_TIMEOUT_TEXT,
+                (),
+                turn_id=f"timeout:{session.session_id}",
+                final=True,
+                errors=errors,
+            )
         await self.deps.store.delete_session(session.tenant_number, session.user_number, session.session_id)
         return tenant.notify_on_session_timeout
 

@@ -33,8 +33,11 @@ def describe(job: Job) -> dict[str, object]:
         "error": job.last_error,
     }
     if job.kind == "send":
-        summary.update(messageId=payload.get("messageId"), tenant=payload.get("tenantNumber"),
-                       media=len(payload.get("mediaUrls") or []))
+        summary.update(
+            messageId=payload.get("messageId"),
+            tenant=payload.get("tenantNumber"),
+            media=len(payload.get("mediaUrls") or []),
+        )
     elif job.kind == "turn":
         summary.update(messageId=payload.get("messageId"), tenant=payload.get("tenantNumber"))
     return summary
@@ -58,8 +61,10 @@ async def run(config: Config, action: str, ids: Sequence[str], replay_all: bool,
             dead = await store.dead_letters(limit)
             for job in dead:
                 print(json.dumps(describe(job)))
-            print(f"{len(dead)} dead letter(s)" + (f" (--limit {limit} reached)" if len(dead) >= limit else ""),
-                  file=sys.stderr)
+            print(
+                f"{len(dead)} dead letter(s)" + (f" (--limit {limit} reached)" if len(dead) >= limit else ""),
+                file=sys.stderr,
+            )
             return 0
         targets = [job.job_id for job in await store.dead_letters(limit)] if replay_all else list(ids)
         if not targets:

@@ -64,8 +64,9 @@ async def _demo(kind: str, out: list[str]) -> bool:
     gateway_port, api_port = free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     with tempfile.TemporaryDirectory(prefix="sms-gateway-demo-") as tmp:
-        config = demo_config(gateway_url, sandbox.tenant_number, sandbox.settings(f"http://127.0.0.1:{api_port}"),
-                             Path(tmp) / "demo.db")
+        config = demo_config(
+            gateway_url, sandbox.tenant_number, sandbox.settings(f"http://127.0.0.1:{api_port}"), Path(tmp) / "demo.db"
+        )
         api_runner = web.AppRunner(sandbox.api())
         gateway_runner = web.AppRunner(create_app(config, engine_factory=lambda cfg, http: echo))
         await api_runner.setup()
@@ -100,12 +101,16 @@ async def _round_trip(gateway_url: str, sandbox: Sandbox, echo: EchoEngine, out:
         state = {key: value for key, value in echo.last_request.state.items() if value is not None}
         out.append(_indent(json.dumps({"input": {"text": echo.last_request.text}, "context": state}, indent=2)))
         if echo.last_reply is not None:
-            out.append("3. engine -> gateway: its answer, as a Watson Assistant v1 dialog gives it (the smsAction "
-                       "smsActSendMedia sends the media back)")
+            out.append(
+                "3. engine -> gateway: its answer, as a Watson Assistant v1 dialog gives it (the smsAction "
+                "smsActSendMedia sends the media back)"
+            )
             out.append(_indent(json.dumps(echo.last_reply.raw, indent=2)))
         count = len(sandbox.sent)
-        out.append(f"4. gateway -> {sandbox.api_name}: the {'MMS' if count == 1 else f'{count} messages'}"
-                   " that would have gone to the phone")
+        out.append(
+            f"4. gateway -> {sandbox.api_name}: the {'MMS' if count == 1 else f'{count} messages'}"
+            " that would have gone to the phone"
+        )
         for message in sandbox.sent:
             out.append(_indent(json.dumps(message.shown, indent=2)))
         status = await sandbox.report_delivered(http, gateway_url, sandbox.tenant_number, sandbox.sent[0])

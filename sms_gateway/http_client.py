@@ -108,8 +108,17 @@ async def call(
     """One request, its answer read whole; TransportError when there is no answer. `what` names the peer in
     error messages."""
     try:
-        async with http.request(method, url, data=data, params=params, headers=headers, timeout=client_timeout,
-                                proxy=proxy, proxy_headers=proxy_headers, allow_redirects=False) as response:
+        async with http.request(
+            method,
+            url,
+            data=data,
+            params=params,
+            headers=headers,
+            timeout=client_timeout,
+            proxy=proxy,
+            proxy_headers=proxy_headers,
+            allow_redirects=False,
+        ) as response:
             return Answer(response.status, response.headers, await response.read())
     except TimeoutError as exc:
         raise TransportError(TIMEOUT, f"{what} did not answer in time") from exc

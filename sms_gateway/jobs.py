@@ -214,8 +214,10 @@ class JobWorker:
         self._held: dict[asyncio.Task[None], str] = {}
         self._wakeup = asyncio.Event()
         self.heartbeat = LeaseHeartbeat(
-            "jobs", lambda: self._held.values(),
-            lambda ids, until: self.store.extend_job_leases(self.owner, ids, until), lease_seconds,
+            "jobs",
+            lambda: self._held.values(),
+            lambda ids, until: self.store.extend_job_leases(self.owner, ids, until),
+            lease_seconds,
         )
 
     def notify(self) -> None:
@@ -282,8 +284,14 @@ class JobWorker:
         error = outcome.error or "failed"
         if outcome.state == "retry" and job.attempts < kind.policy.max_attempts:
             delay = kind.policy.delay(job.attempts, outcome.retry_after)
-            log.warning("job_retry", job_id=job.job_id, kind=job.kind, attempt=job.attempts, delay_s=round(delay, 2),
-                        error=error)
+            log.warning(
+                "job_retry",
+                job_id=job.job_id,
+                kind=job.kind,
+                attempt=job.attempts,
+                delay_s=round(delay, 2),
+                error=error,
+            )
             await self.store.retry_job(job.job_id, self.clock() + delay, error)
             return
         log.error("job_dead_lettered", job_id=job.job_id, kind=job.kind, attempts=job.attempts, error=error)

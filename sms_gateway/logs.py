@@ -162,8 +162,11 @@ def configure_logging(level: str = "info", redact_numbers: bool = True, stream: 
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _client_faults_at_info(numeric),
         ],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, *last],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            *last,
+        ],
     )
     root = logging.getLogger()
     _remove_stdlib_route(root)
@@ -216,8 +219,12 @@ def _client_faults_at_info(threshold: int) -> structlog.types.Processor:
     def downgrade(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         record = event.get("_record")
         exc_info = event.get("exc_info")
-        if (not isinstance(record, logging.LogRecord) or not record.name.startswith("aiohttp.")
-                or not isinstance(exc_info, tuple) or not isinstance(exc_info[1], CLIENT_FAULTS)):
+        if (
+            not isinstance(record, logging.LogRecord)
+            or not record.name.startswith("aiohttp.")
+            or not isinstance(exc_info, tuple)
+            or not isinstance(exc_info[1], CLIENT_FAULTS)
+        ):
             return event
         if threshold > logging.INFO:
             raise structlog.DropEvent

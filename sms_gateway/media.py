@@ -258,8 +258,10 @@ async def plan_outbound(
                 kept.append((media_urls[index], size))
         groups = _group_media(kept, max(1, limits.max_media_per_message), limits.max_total_bytes)
 
-    plan = MediaPlan(rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem],
-                     links_as_text=links_as_text)
+    plan = MediaPlan(
+        rejected=[(url, *problem) for url, problem in zip(media_urls, problems, strict=True) if problem],
+        links_as_text=links_as_text,
+    )
     chunks = split_text(text, limits.max_body_chars)
     pairs: Iterable[tuple[str | None, tuple[str, ...] | None]]
     if limits.media_with_text:
@@ -280,8 +282,9 @@ async def plan_outbound(
     return plan
 
 
-async def _refuse_unpublic_names(urls: Sequence[str], problems: list[tuple[str, str] | None],
-                                 host_refusal: HostRefusal) -> None:
+async def _refuse_unpublic_names(
+    urls: Sequence[str], problems: list[tuple[str, str] | None], host_refusal: HostRefusal
+) -> None:
     """Resolve the hosts of the URLs that passed the URL check (each once, concurrently); refuse the non-public."""
     hosts = {index: url_host(urls[index]) for index, problem in enumerate(problems) if problem is None}
     names = sorted({host for host in hosts.values() if host is not None})

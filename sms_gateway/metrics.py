@@ -27,18 +27,25 @@ class Metrics:
             "smsgw_delivery_statuses", "Delivery status callbacks, by status", ["status"], registry=r
         )
         self.mms_fallbacks = Counter(
-            "smsgw_mms_fallbacks", "Media sent as SMS instead of MMS (by the gateway or the provider), by provider",
-            ["provider"], registry=r,
+            "smsgw_mms_fallbacks",
+            "Media sent as SMS instead of MMS (by the gateway or the provider), by provider",
+            ["provider"],
+            registry=r,
         )
         self.engine_latency = Histogram(
             "smsgw_engine_latency_seconds", "Engine turn latency", ["engine"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.provider_latency = Histogram(
-            "smsgw_provider_latency_seconds", "Provider send latency", ["provider"], buckets=_LATENCY_BUCKETS,
+            "smsgw_provider_latency_seconds",
+            "Provider send latency",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.turn_latency = Histogram(
-            "smsgw_turn_latency_seconds", "Inbound message received to turn finished", buckets=_LATENCY_BUCKETS,
+            "smsgw_turn_latency_seconds",
+            "Inbound message received to turn finished",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inbound_in_flight = Gauge("smsgw_inbound_in_flight", "Inbound messages being processed", registry=r)
@@ -46,7 +53,9 @@ class Metrics:
         self.jobs = Counter("smsgw_jobs", "Job attempts, by kind and outcome", ["kind", "outcome"], registry=r)
         self.dead_letters = Counter("smsgw_dead_letters", "Jobs dead-lettered, by kind", ["kind"], registry=r)
         self.rest = Counter(
-            "smsgw_rest_requests", "Session-control REST API requests, by route and status", ["route", "status"],
+            "smsgw_rest_requests",
+            "Session-control REST API requests, by route and status",
+            ["route", "status"],
             registry=r,
         )
 
@@ -54,5 +63,10 @@ class Metrics:
 def warn_if_slow(call: str, elapsed: float, threshold_ms: int, session_id: str | None) -> None:
     """IBM's LATENCY_REPORTING_THRESHOLD: a warning for an engine or provider call slower than the threshold."""
     if threshold_ms > 0 and elapsed * 1000 > threshold_ms:
-        log.warning("latency_threshold_exceeded", call=call, latency_ms=round(elapsed * 1000),
-                    threshold_ms=threshold_ms, session_id=session_id)
+        log.warning(
+            "latency_threshold_exceeded",
+            call=call,
+            latency_ms=round(elapsed * 1000),
+            threshold_ms=threshold_ms,
+            session_id=session_id,
+        )

@@ -61,22 +61,30 @@ _LABELS = {
 NEVER = frozenset({AddressKind.LINK_LOCAL, AddressKind.METADATA, AddressKind.UNUSABLE})
 
 # Instance metadata and platform services; most are link-local anyway, the others look private or even public.
-_METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",  # AWS, Google Cloud, Azure, Oracle, DigitalOcean, OpenStack
-    "169.254.170.2",  # AWS ECS task metadata
-    "fd00:ec2::254",  # AWS over IPv6
-    "fd20:ce::254",  # Google Cloud over IPv6
-    "100.100.100.200",  # Alibaba Cloud
-    "168.63.129.16",  # Azure WireServer
-    "192.0.0.192",  # Oracle Cloud (classic)
-))
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, Google Cloud, Azure, Oracle, DigitalOcean, OpenStack
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS over IPv6
+        "fd20:ce::254",  # Google Cloud over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure WireServer
+        "192.0.0.192",  # Oracle Cloud (classic)
+    )
+)
 # Names of metadata services: refused before any lookup, so a resolver that does not know them changes nothing.
-_METADATA_NAMES = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog",  # Google Cloud
-    "instance-data", "instance-data.ec2.internal",  # AWS
-    "metadata.tencentyun.com",  # Tencent Cloud
-    "metadata.platformequinix.com",  # Equinix Metal
-})
+_METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",  # Google Cloud
+        "instance-data",
+        "instance-data.ec2.internal",  # AWS
+        "metadata.tencentyun.com",  # Tencent Cloud
+        "metadata.platformequinix.com",  # Equinix Metal
+    }
+)
 _IDEOGRAPHIC_DOTS = ("\u3002", "\uff0e", "\uff61")
 # WHATWG URL parsing and inet_aton read a host whose last label is a number (decimal or 0x-hex) as an IPv4
 # address: `2130706433` and `0x7f.1` both mean 127.0.0.1.
@@ -166,7 +174,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
         # RFC 6052: the 32 bits follow the prefix, skipping bits 64-71; here the prefix is /48, /56, /64 or /96.
         # Every layout is read; readings in 0.0.0.0/8 are another layout's padding (no translator goes there).
         packed = address.packed[:8] + address.packed[9:]
-        readings = (ipaddress.IPv4Address(packed[start:start + 4]) for start in (6, 7, 8, 11))
+        readings = (ipaddress.IPv4Address(packed[start : start + 4]) for start in (6, 7, 8, 11))
         return [reading for reading in readings if reading.packed[0]]
     in_last_32_bits = (_IPV4_TRANSLATED, _NAT64_WELL_KNOWN)
     if any(address in network for network in in_last_32_bits) or (address in _IPV4_COMPATIBLE and int(address) > 1):
@@ -198,8 +206,9 @@ class DestinationPolicy:
                 networks.append(ipaddress.ip_network(entry.strip().strip("[]"), strict=False))
             except ValueError:
                 names.add(canonical_host(entry.strip()))
-        return cls(allow_private=allow_private, allowed_networks=tuple(networks), allowed_names=frozenset(names),
-                   hint=hint)
+        return cls(
+            allow_private=allow_private, allowed_networks=tuple(networks), allowed_names=frozenset(names), hint=hint
+        )
 
     def address_problem(self, host: str, address: Address) -> str | None:
         """Why `address`, which `host` (a name or the same address) stands for, must not be connected to."""
@@ -209,11 +218,15 @@ class DestinationPolicy:
         if kind not in NEVER:
             same_host = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
             if canonical_host(host) in self.allowed_names or any(
-                    candidate in network for network in self.allowed_networks
-                    for candidate in (address, same_host) if candidate is not None):
+                candidate in network
+                for network in self.allowed_networks
+                for candidate in (address, same_host)
+                if candidate is not None
+            ):
                 return None
             if (kind is AddressKind.PRIVATE and self.allow_private) or (
-                    kind is AddressKind.LOOPBACK and self.allow_loopback):
+                kind is AddressKind.LOOPBACK and self.allow_loopback
+            ):
                 return None
         where = "is" if ip_literal(host) is not None else "resolves to"
         advice = f" ({self.hint})" if self.hint and kind not in NEVER else ""
@@ -273,8 +286,9 @@ class GuardedResolver(AbstractResolver):
         self.policy = policy
         self.lookup_seconds = lookup_seconds  # how long `refusal` waits for a name to resolve
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         problem = self.policy.name_problem(host)
         if problem is not None:
             raise DestinationRefused(host, problem)
@@ -294,8 +308,11 @@ class GuardedResolver(AbstractResolver):
     def literal_problem(self, host: str) -> str | None:
         """Why a host that aiohttp connects to without resolving (an IP literal) is refused, or None."""
         address = ip_literal(host)
-        return "is not an IP address in standard notation" if address is None else \
-            self.policy.address_problem(host, address)
+        return (
+            "is not an IP address in standard notation"
+            if address is None
+            else self.policy.address_problem(host, address)
+        )
 
     async def refusal(self, host: str, *, every_address: bool = False) -> str | None:
         """Why `host` (as in a URL: a name or an IP literal) is refused now, or None; before any connection.
@@ -327,8 +344,11 @@ class GuardedResolver(AbstractResolver):
         problems: list[str | None] = []
         for result in results:
             address = ip_literal(result["host"])
-            problems.append("resolves to something that is not an IP address" if address is None else
-                            self.policy.address_problem(host, address))
+            problems.append(
+                "resolves to something that is not an IP address"
+                if address is None
+                else self.policy.address_problem(host, address)
+            )
         return problems
 
 
@@ -348,8 +368,9 @@ class GuardedHttp:
     async def __aenter__(self) -> GuardedHttp:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -359,8 +380,9 @@ class GuardedHttp:
         """`GuardedResolver.refusal`: why a request to `host` would be refused, checked now."""
         return await self.resolver.refusal(host, every_address=every_address)
 
-    async def _check_literal_hosts(self, request: aiohttp.ClientRequest,
-                                   handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    async def _check_literal_hosts(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
         host = request.url.raw_host or ""
         if request.proxy is not None:
             raise DestinationRefused(host, "must be reached directly, not through a proxy")

@@ -67,10 +67,18 @@ def may_have_been_sent(last_error: str | None, sender: Sender) -> bool:
     return code == LOOKUP_FAILED or sender.may_have_sent(code)
 
 
-def _record(message: OutboundMessage, provider_id: str | None, pipe: JSON | None, first_attempt_at: float
-            ) -> OutboundRecord:
-    return OutboundRecord(message.message_id, message.tenant_number, message.user_number, message.session_id,
-                          provider_id, pipe, first_attempt_at)
+def _record(
+    message: OutboundMessage, provider_id: str | None, pipe: JSON | None, first_attempt_at: float
+) -> OutboundRecord:
+    return OutboundRecord(
+        message.message_id,
+        message.tenant_number,
+        message.user_number,
+        message.session_id,
+        provider_id,
+        pipe,
+        first_attempt_at,
+    )
 
 
 def error_parts(error: str) -> tuple[str, str]:
@@ -117,8 +125,12 @@ class Outbox:
     async def handle(self, job: Job) -> Outcome:
         p = job.payload
         message = OutboundMessage(
-            message_id=p["messageId"], tenant_number=p["tenantNumber"], user_number=p["userNumber"],
-            text=p["text"], media_urls=tuple(p["mediaUrls"]), session_id=p.get("sessionId"),
+            message_id=p["messageId"],
+            tenant_number=p["tenantNumber"],
+            user_number=p["userNumber"],
+            text=p["text"],
+            media_urls=tuple(p["mediaUrls"]),
+            session_id=p.get("sessionId"),
         )
         tenant_key = normalise_number(message.tenant_number)
         sender = self.senders.get(tenant_key)
@@ -135,8 +147,12 @@ class Outbox:
             except LookupError as exc:
                 return Outcome.retry(f"{LOOKUP_FAILED}: {exc}")
             if sid is not None:
-                log.info("send_found_at_provider", message_id=message.message_id, provider_id=sid,
-                         reason="an earlier attempt's outcome was unknown; not sending it twice")
+                log.info(
+                    "send_found_at_provider",
+                    message_id=message.message_id,
+                    provider_id=sid,
+                    reason="an earlier attempt's outcome was unknown; not sending it twice",
+                )
                 return Outcome.done(sent=_record(message, sid, pipe, previous.first_attempt_at or time.time()))
         slot_key = f"send:{tenant_key}"
         now = time.time()
@@ -144,11 +160,17 @@ class Outbox:
         # Recorded with the send slot, before the request leaves: a delivery status can arrive before the
         # provider's answer, and a crash from here on is an unknown outcome that the next attempt checks at the
         # provider before sending again (a deferred attempt leaves the job's last error as it was).
-        wait = await self.store.begin_send(slot_key, sender_cap(message.tenant_number, self.rates), now,
-                                           _record(message, None, pipe, first_attempt_at), MAX_INLINE_WAIT_SECONDS)
+        wait = await self.store.begin_send(
+            slot_key,
+            sender_cap(message.tenant_number, self.rates),
+            now,
+            _record(message, None, pipe, first_attempt_at),
+            MAX_INLINE_WAIT_SECONDS,
+        )
         if wait > MAX_INLINE_WAIT_SECONDS:
-            return Outcome.defer(f"{RATE_LIMITED}: waiting for the sender's next slot",
-                                 wait - MAX_INLINE_WAIT_SECONDS / 2)
+            return Outcome.defer(
+                f"{RATE_LIMITED}: waiting for the sender's next slot", wait - MAX_INLINE_WAIT_SECONDS / 2
+            )
         if wait > 0:
             await asyncio.sleep(wait)
         started = time.perf_counter()
@@ -160,9 +182,15 @@ class Outbox:
         if result.ok:
             self.accepted.accepted(tenant_key)
             self.metrics.sends.labels("sent", kind).inc()
-            log.info("message_sent", message_id=message.message_id, provider=sender.kind,
-                     provider_id=result.provider_message_id, session_id=message.session_id,
-                     media=len(message.media_urls), user=message.user_number)
+            log.info(
+                "message_sent",
+                message_id=message.message_id,
+                provider=sender.kind,
+                provider_id=result.provider_message_id,
+                session_id=message.session_id,
+                media=len(message.media_urls),
+                user=message.user_number,
+            )
             # Recorded with the job's completion, in one write: a crash before it leaves the job leased and the
             # record without the provider's id, so the next attempt asks the provider before sending again.
             return Outcome.done(sent=_record(message, result.provider_message_id, pipe, first_attempt_at))
@@ -171,9 +199,17 @@ class Outbox:
         self.metrics.sends.labels("failed", kind).inc()
         self.metrics.errors.labels("send").inc()
         error = f"{result.error_code or 'sendFailed'}: {result.error_message or 'send failed'}"
-        log.warning("send_failed", message_id=message.message_id, provider=sender.kind, code=result.error_code,
-                    error=result.error_message, outcome=result.outcome.value, http_status=result.http_status,
-                    attempt=job.attempts, session_id=message.session_id)
+        log.warning(
+            "send_failed",
+            message_id=message.message_id,
+            provider=sender.kind,
+            code=result.error_code,
+            error=result.error_message,
+            outcome=result.outcome.value,
+            http_status=result.http_status,
+            attempt=job.attempts,
+            session_id=message.session_id,
+        )
         if result.retryable and (limit is None or job.attempts < limit):
             retry_after = result.retry_after
             interval = self.retry_interval_seconds.get(tenant_key)
@@ -186,24 +222,34 @@ class Outbox:
             return Outcome.retry(error, retry_after=retry_after)
         return Outcome.failed(error)
 
-    async def _throttled(self, message: OutboundMessage, result: SendResult, slot_key: str, tenant_key: str,
-                         paced_at: float, kind: str) -> Outcome:
+    async def _throttled(
+        self, message: OutboundMessage, result: SendResult, slot_key: str, tenant_key: str, paced_at: float, kind: str
+    ) -> Outcome:
         """The provider refused the send (whose slot was taken at `paced_at`) for its sender's rate: nothing was
         sent, so the job is deferred (it counts toward no retry limit) and the sender's shared pace slows down."""
         self.metrics.sends.labels("throttled", kind).inc()
-        pace = await self.store.slow_sender(slot_key, time.time(), paced_at, result.retry_after,
-                                            self.accepted.per_second(tenant_key))
-        log.info("send_throttled", message_id=message.message_id, code=result.error_code,
-                 retry_after=result.retry_after, pace_per_second=round(pace.rate, 2), session_id=message.session_id)
-        run_in = min(result.retry_after, MAX_HOLD_SECONDS) if result.retry_after is not None \
-            else THROTTLED_RETRY_SECONDS
+        pace = await self.store.slow_sender(
+            slot_key, time.time(), paced_at, result.retry_after, self.accepted.per_second(tenant_key)
+        )
+        log.info(
+            "send_throttled",
+            message_id=message.message_id,
+            code=result.error_code,
+            retry_after=result.retry_after,
+            pace_per_second=round(pace.rate, 2),
+            session_id=message.session_id,
+        )
+        run_in = (
+            min(result.retry_after, MAX_HOLD_SECONDS) if result.retry_after is not None else THROTTLED_RETRY_SECONDS
+        )
         return Outcome.defer(f"{result.error_code or 'throttled'}: {result.error_message or 'throttled'}", run_in)
 
     async def dead(self, job: Job, error: str) -> None:
         code, message = error_parts(error)
         error_to = job.payload.get("errorTo")
         if error_to:
-            await self.store.push_sms_error(error_to[0], error_to[1], {
-                "code": code, "message": message, "messageID": job.payload["messageId"]})
+            await self.store.push_sms_error(
+                error_to[0], error_to[1], {"code": code, "message": message, "messageID": job.payload["messageId"]}
+            )
         for callback in self.on_failed:
             await callback(job, code, message)

@@ -51,7 +51,7 @@ def _stat(pid: int) -> tuple[str, str] | None:
         text = (_PROC / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (command) ", whatever the command's name holds
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (command) ", whatever the command's name holds
     return fields[0], fields[19]
 
 

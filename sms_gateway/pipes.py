@@ -51,9 +51,11 @@ def new_pipe_id() -> str:
 def callback_destinations(config: Config) -> DestinationPolicy:
     """Where relays may go besides public addresses: what the operator allowed (link-local and metadata never)."""
     return DestinationPolicy.allowing(
-        config.pipe_allowed_callback_hosts, allow_private=config.allow_private_callbacks,
-        hint="pipes.allowedCallbackHosts can allow it" + (
-            "" if config.allow_private_callbacks else ", or pipes.allowPrivateCallbacks a private network"))
+        config.pipe_allowed_callback_hosts,
+        allow_private=config.allow_private_callbacks,
+        hint="pipes.allowedCallbackHosts can allow it"
+        + ("" if config.allow_private_callbacks else ", or pipes.allowPrivateCallbacks a private network"),
+    )
 
 
 def callback_url_problem(url: str) -> str | None:
@@ -93,14 +95,23 @@ def relay_job(pipe: Pipe, message: InboundMessage) -> Job:
     (after a crash) is relayed once; it carries the callback URL, so a message that arrived while the pipe was
     open reaches that call even if the pipe is deleted before the relay runs."""
     payload: JSON = {"callbackURL": pipe.callback_url, "body": relay_body(pipe, message)}
-    return Job(f"relay:{message.provider}:{message.message_id}", PIPE_RELAY, payload,
-               order_key=pipe_order_key(pipe.tenant_number, pipe.user_number), run_at=time.time())
+    return Job(
+        f"relay:{message.provider}:{message.message_id}",
+        PIPE_RELAY,
+        payload,
+        order_key=pipe_order_key(pipe.tenant_number, pipe.user_number),
+        run_at=time.time(),
+    )
 
 
 def pipe_send_extra(pipe: Pipe) -> JSON:
     """What a send job through the pipe carries, so its failure can be reported to the pipe's callback."""
-    return {"pipeId": pipe.pipe_id, "pipeCallbackURL": pipe.callback_url, "pipeTenantNumber": pipe.tenant_number,
-            "pipeUserNumber": pipe.user_number}
+    return {
+        "pipeId": pipe.pipe_id,
+        "pipeCallbackURL": pipe.callback_url,
+        "pipeTenantNumber": pipe.tenant_number,
+        "pipeUserNumber": pipe.user_number,
+    }
 
 
 def failure_event_job(send: Job, code: str, message: str) -> Job | None:
@@ -119,8 +130,13 @@ def failure_event_job(send: Job, code: str, message: str) -> Job | None:
         "messageID": p["messageId"],
         "error": {"code": code, "message": message},
     }
-    return Job(f"pipe-event:{p['messageId']}", PIPE_EVENT, {"callbackURL": callback, "body": body},
-               order_key=pipe_order_key(tenant, user), run_at=time.time())
+    return Job(
+        f"pipe-event:{p['messageId']}",
+        PIPE_EVENT,
+        {"callbackURL": callback, "body": body},
+        order_key=pipe_order_key(tenant, user),
+        run_at=time.time(),
+    )
 
 
 def _retry_after(header: str | None) -> float | None:
@@ -139,8 +155,14 @@ def _retry_after(header: str | None) -> float | None:
 class PipeRelay:
     """POSTs relays and failure events to Voice Gateway, through the session that reaches only allowed hosts."""
 
-    def __init__(self, store: Store, http: GuardedHttp, notify: Callable[[], None] = lambda: None,
-                 policy: RetryPolicy | None = None, timeout: float = RELAY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        http: GuardedHttp,
+        notify: Callable[[], None] = lambda: None,
+        policy: RetryPolicy | None = None,
+        timeout: float = RELAY_TIMEOUT_SECONDS,
+    ) -> None:
         self.store = store
         self.http = http
         self.notify = notify
@@ -159,15 +181,16 @@ class PipeRelay:
         return None if refusal is None else f"host {host} {refusal}"
 
     def job_kinds(self) -> dict[str, JobKind]:
-        return {PIPE_RELAY: JobKind(self.handle, self.policy, self._dead),
-                PIPE_EVENT: JobKind(self.handle, self.policy, self._dead)}
+        return {
+            PIPE_RELAY: JobKind(self.handle, self.policy, self._dead),
+            PIPE_EVENT: JobKind(self.handle, self.policy, self._dead),
+        }
 
     async def handle(self, job: Job) -> Outcome:
         url, body = job.payload["callbackURL"], job.payload["body"]
         pipe_id = body.get("smsPipeID")
         try:
-            async with self.http.session.post(url, json=body, timeout=self.timeout,
-                                              allow_redirects=False) as response:
+            async with self.http.session.post(url, json=body, timeout=self.timeout, allow_redirects=False) as response:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 await response.read()
@@ -176,8 +199,13 @@ class PipeRelay:
             if refused is not None:  # where the host points now is forbidden: retrying would not change that
                 log.error("pipe_callback_refused", job_id=job.job_id, pipe_id=pipe_id, error=str(refused))
                 return Outcome.failed(f"callbackURL refused: {refused}")
-            log.warning("pipe_callback_unreachable", job_id=job.job_id, pipe_id=pipe_id, attempt=job.attempts,
-                        error=type(exc).__name__)
+            log.warning(
+                "pipe_callback_unreachable",
+                job_id=job.job_id,
+                pipe_id=pipe_id,
+                attempt=job.attempts,
+                error=type(exc).__name__,
+            )
             return Outcome.retry(f"unreachable: {type(exc).__name__}: {exc}")
         if 200 <= status < 300:
             log.info("pipe_callback_delivered", job_id=job.job_id, kind=job.kind, pipe_id=pipe_id)
@@ -189,8 +217,13 @@ class PipeRelay:
 
     async def _dead(self, job: Job, error: str) -> None:
         # The job stays as a dead letter (an operator can replay it); it never falls back to the engine.
-        log.error("pipe_callback_given_up", job_id=job.job_id, kind=job.kind,
-                  pipe_id=job.payload["body"].get("smsPipeID"), error=error)
+        log.error(
+            "pipe_callback_given_up",
+            job_id=job.job_id,
+            kind=job.kind,
+            pipe_id=job.payload["body"].get("smsPipeID"),
+            error=error,
+        )
 
     async def on_send_failed(self, send: Job, code: str, message: str) -> None:
         """`Outbox.on_failed` callback: report a failed pipe send to the pipe's callback."""
@@ -198,6 +231,10 @@ class PipeRelay:
         if event is None:
             return
         if await self.store.enqueue_job(event):
-            log.info("pipe_send_failed_reported", pipe_id=send.payload.get("pipeId"),
-                     message_id=send.payload.get("messageId"), code=code)
+            log.info(
+                "pipe_send_failed_reported",
+                pipe_id=send.payload.get("pipeId"),
+                message_id=send.payload.get("messageId"),
+                code=code,
+            )
             self.notify()

@@ -105,14 +105,16 @@ def _warn_shape(where: str, entry: object, name: str | None) -> None:
         expected = COMMAND_SHAPE.replace("<command name>", named) if named else COMMAND_SHAPE
     else:
         extra = [str(key)[:40] for key in list(entry) if key not in ("command", "parameters")][:5]
-        found = f"{name} with " + (f"{', '.join(extra)} beside \"parameters\"" if extra
-                                    else "\"parameters\" that is not an object")
+        found = f"{name} with " + (
+            f'{", ".join(extra)} beside "parameters"' if extra else '"parameters" that is not an object'
+        )
         expected = COMMAND_SHAPE.replace("<command name>", name)
     log.warning("command_unreadable", where=where, found=found, expected=expected)
 
 
-def _build(answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], texts: list[str],
-           ctx_name: str) -> EngineReply:
+def _build(
+    answer: JSON, output: JSON, ctx_vars: JSON, generic: list[JSON], texts: list[str], ctx_name: str
+) -> EngineReply:
     user_defined = _obj(output.get("user_defined"))
     commands = [
         *commands_from(output.get("smsAction"), _WHERE["output", "smsAction"]),

@@ -50,8 +50,14 @@ class Listener:
         await self.runner.cleanup()
 
 
-async def listen(app: web.Application, config: Config, host: str | None = None, port: int | None = None, *,
-                 shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> Listener:
+async def listen(
+    app: web.Application,
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+) -> Listener:
     """Start `app` (its startup and cleanup contexts) and serve it on `host:port` (default: the configuration's;
     port 0 picks a free one) with the head, body and keep-alive deadlines of `config`.
 
@@ -90,12 +96,22 @@ async def serve(config: Config, *, drain_seconds: float = 2.0) -> None:
         gc.collect()
         gc.freeze()
         trimming = asyncio.create_task(heap.trim_forever())
-        log.info("gateway_started", host=config.http_host, port=listener.port, store=config.store_url.split(":")[0],
-                 tenants=len(config.tenants), header_timeout_s=config.header_timeout_s,
-                 body_timeout_s=config.body_timeout_s, keepalive_timeout_s=config.keepalive_timeout_s)
+        log.info(
+            "gateway_started",
+            host=config.http_host,
+            port=listener.port,
+            store=config.store_url.split(":")[0],
+            tenants=len(config.tenants),
+            header_timeout_s=config.header_timeout_s,
+            body_timeout_s=config.body_timeout_s,
+            keepalive_timeout_s=config.keepalive_timeout_s,
+        )
         base = config.public_url or f"http://{_local_host(config.http_host)}:{listener.port}"
-        log.info("webhook_urls", urls=webhook_urls(config, app[PROVIDERS], base),
-                 public_url_set=config.public_url is not None)
+        log.info(
+            "webhook_urls",
+            urls=webhook_urls(config, app[PROVIDERS], base),
+            public_url_set=config.public_url is not None,
+        )
         await stop.wait()
         log.info("shutdown_requested", drain_seconds=drain_seconds)
         app[STATE].shutting_down = True

@@ -110,16 +110,20 @@ class InboundWorker:
         # can make two).
         self._conversations_in_flight: dict[tuple[str, str], int] = {}
         self.heartbeat = LeaseHeartbeat(
-            "inbound", lambda: self._in_flight,
-            lambda keys, until: self.store.extend_inbound_leases(self.owner, keys, until), lease_seconds,
+            "inbound",
+            lambda: self._in_flight,
+            lambda keys, until: self.store.extend_inbound_leases(self.owner, keys, until),
+            lease_seconds,
         )
 
     def notify(self, accepted: InboundMessage | None = None) -> None:
         """Work may be waiting: lease now. Not for a message just accepted whose conversation has a turn running
         here: that turn's message is its conversation's head until it ends, and its end wakes the leasing, so
         waking now would only cost a lease that finds nothing (once per message a busy user sends)."""
-        if accepted is None or session_key(accepted.tenant_number, accepted.user_number) \
-                not in self._conversations_in_flight:
+        if (
+            accepted is None
+            or session_key(accepted.tenant_number, accepted.user_number) not in self._conversations_in_flight
+        ):
             self._wakeup.set()
 
     async def run(self) -> None:

@@ -164,16 +164,30 @@ class Harness:
 
     async def post_status(self, sent: SentMessage, status: str, **extra: str) -> int:
         assert sent.status_callback
-        form = {"MessageSid": sent.sid, "MessageStatus": status, "SmsStatus": status, "AccountSid": ACCOUNT,
-                "From": sent.from_ or "", "To": sent.to, "ApiVersion": "2010-04-01", **extra}
+        form = {
+            "MessageSid": sent.sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": ACCOUNT,
+            "From": sent.from_ or "",
+            "To": sent.to,
+            "ApiVersion": "2010-04-01",
+            **extra,
+        }
         signature = self.sign(sent.status_callback, form)
-        async with self.http.post(sent.status_callback, data=form,
-                                  headers={"X-Twilio-Signature": signature}) as response:
+        async with self.http.post(
+            sent.status_callback, data=form, headers={"X-Twilio-Signature": signature}
+        ) as response:
             return response.status
 
 
-def tenants(twilio: FakeTwilio, watson_url: str, sinch: FakeSinch | None = None,
-            telesign: FakeTeleSign | None = None, **overrides: Any) -> tuple[TenantConfig, ...]:
+def tenants(
+    twilio: FakeTwilio,
+    watson_url: str,
+    sinch: FakeSinch | None = None,
+    telesign: FakeTeleSign | None = None,
+    **overrides: Any,
+) -> tuple[TenantConfig, ...]:
     def tenant(number: str, engine: EngineConfig, provider: ProviderConfig | None = None) -> TenantConfig:
         base = TenantConfig(
             phone_number=number,

@@ -39,13 +39,26 @@ class Phone(Protocol):
     outbound_media: int
     outbound_media_with_text: bool
 
-    async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
-                   message_id: str | None = None) -> str:
+    async def send(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        user: str = USER,
+        message_id: str | None = None,
+    ) -> str:
         """Deliver an inbound message (asserting a 200); returns the provider's message id."""
         ...
 
-    async def post(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *,
-                   message_id: str | None = None, tamper: bool = False, to_unknown: bool = False) -> int:
+    async def post(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        message_id: str | None = None,
+        tamper: bool = False,
+        to_unknown: bool = False,
+    ) -> int:
         """Deliver an inbound message and return the gateway's status: signed for a changed body (`tamper`) or
         addressed to no tenant of the gateway (`to_unknown`)."""
         ...
@@ -75,19 +88,33 @@ class TwilioPhone:
         self.gw = gw
         self.tenant = tenant
 
-    def _form(self, text: str, media: list[tuple[str, str]] | None, user: str, message_id: str | None
-              ) -> dict[str, str]:
+    def _form(
+        self, text: str, media: list[tuple[str, str]] | None, user: str, message_id: str | None
+    ) -> dict[str, str]:
         return inbound_form(text, media, user=user, tenant=self.tenant, sid=message_id)
 
-    async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
-                   message_id: str | None = None) -> str:
+    async def send(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        user: str = USER,
+        message_id: str | None = None,
+    ) -> str:
         form = self._form(text, media, user, message_id)
         status, body, _ = await self.gw.post_form(form)
         assert status == 200, body
         return form["MessageSid"]
 
-    async def post(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *,
-                   message_id: str | None = None, tamper: bool = False, to_unknown: bool = False) -> int:
+    async def post(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        message_id: str | None = None,
+        tamper: bool = False,
+        to_unknown: bool = False,
+    ) -> int:
         form = self._form(text, media, USER, message_id)
         if to_unknown:
             form["To"] = "+19998887777"
@@ -124,30 +151,55 @@ class SinchPhone:
         self.tenant = SINCH
         self.url = gw.url + "/sms.receiver/sinch"
 
-    def _event(self, text: str, media: list[tuple[str, str]] | None, user: str, message_id: str | None,
-               app_id: str | None = None) -> dict[str, Any]:
+    def _event(
+        self,
+        text: str,
+        media: list[tuple[str, str]] | None,
+        user: str,
+        message_id: str | None,
+        app_id: str | None = None,
+    ) -> dict[str, Any]:
         media = media or []
         assert len(media) <= 1, "Sinch delivers one media per inbound message"
         # Sinch gives inbound identities without '+' and media without a content type.
-        return inbound_event(app_id or self.fake.app_id, user.lstrip("+"), text=text or None,
-                             media_url=media[0][0] if media else None, message_id=message_id or new_ulid())
+        return inbound_event(
+            app_id or self.fake.app_id,
+            user.lstrip("+"),
+            text=text or None,
+            media_url=media[0][0] if media else None,
+            message_id=message_id or new_ulid(),
+        )
 
-    async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
-                   message_id: str | None = None) -> str:
+    async def send(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        user: str = USER,
+        message_id: str | None = None,
+    ) -> str:
         event = self._event(text, media, user, message_id)
         status, body = await self.fake.post_webhook(self.gw.http, self.url, event)
         assert status == 200, body
         return str(event["message"]["id"])
 
-    async def post(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *,
-                   message_id: str | None = None, tamper: bool = False, to_unknown: bool = False) -> int:
+    async def post(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        message_id: str | None = None,
+        tamper: bool = False,
+        to_unknown: bool = False,
+    ) -> int:
         event = self._event(text, media, USER, message_id, app_id=new_ulid() if to_unknown else None)
         if not tamper:
             return (await self.fake.post_webhook(self.gw.http, self.url, event))[0]
         headers = sign_webhook(self.fake.webhook_secret, serialize(event))
         event["message"]["contact_message"] = {"text_message": {"text": text + " (changed)"}}
-        async with self.gw.http.post(self.url, data=serialize(event),
-                                     headers={**headers, "Content-Type": "application/json"}) as response:
+        async with self.gw.http.post(
+            self.url, data=serialize(event), headers={**headers, "Content-Type": "application/json"}
+        ) as response:
             return response.status
 
     def sent(self) -> list[Sent]:
@@ -159,8 +211,12 @@ class SinchPhone:
         return Sent(m.recipient, m.channel_properties.get("MMS_SENDER", ""), m.text, media, m.metadata, m)
 
     async def report(self, sent: Sent, *, delivered: bool, code: str = "", message: str = "") -> int:
-        event = self.fake.deliver(sent.raw, "DELIVERED" if delivered else "FAILED",
-                                  reason_code=code or None, reason_description=message or None)
+        event = self.fake.deliver(
+            sent.raw,
+            "DELIVERED" if delivered else "FAILED",
+            reason_code=code or None,
+            reason_description=message or None,
+        )
         return (await self.fake.post_webhook(self.gw.http, self.url, event))[0]
 
 
@@ -177,26 +233,45 @@ class TeleSignPhone:
         self.tenant = TELESIGN
         self.url = f"{gw.url}/sms.receiver/telesign/{TELESIGN}"
 
-    def callback(self, text: str, media: list[tuple[str, str]] | None, user: str,
-                 message_id: str | None = None) -> dict[str, Any]:
+    def callback(
+        self, text: str, media: list[tuple[str, str]] | None, user: str, message_id: str | None = None
+    ) -> dict[str, Any]:
         """The MO callback TeleSign posts for a user's message (mo_sms, or mo_mms with media)."""
         number = user.lstrip("+")
         if not media:
             return mo_sms(number, text, reference_id=message_id or new_reference_id())
         images = [url for url, content_type in media if content_type.startswith("image/")]
         videos = [url for url, content_type in media if content_type.startswith("video/")]
-        return mo_mms(number, texts=[text] if text else [], images=images, videos=videos,
-                      reference_id=message_id or new_reference_id())
+        return mo_mms(
+            number,
+            texts=[text] if text else [],
+            images=images,
+            videos=videos,
+            reference_id=message_id or new_reference_id(),
+        )
 
-    async def send(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *, user: str = USER,
-                   message_id: str | None = None) -> str:
+    async def send(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        user: str = USER,
+        message_id: str | None = None,
+    ) -> str:
         callback = self.callback(text, media, user, message_id)
         status, body = await self.fake.post_callback(self.gw.http, self.url, callback)
         assert status == 200, body
         return str(callback["reference_id"])
 
-    async def post(self, text: str = "hello", media: list[tuple[str, str]] | None = None, *,
-                   message_id: str | None = None, tamper: bool = False, to_unknown: bool = False) -> int:
+    async def post(
+        self,
+        text: str = "hello",
+        media: list[tuple[str, str]] | None = None,
+        *,
+        message_id: str | None = None,
+        tamper: bool = False,
+        to_unknown: bool = False,
+    ) -> int:
         callback = self.callback(text, media, USER, message_id)
         url = f"{self.gw.url}/sms.receiver/telesign/19998887777" if to_unknown else self.url
         signature = sign_callback(self.fake.api_key, telesign_serialize(callback)) if tamper else None
@@ -211,18 +286,23 @@ class TeleSignPhone:
     def _neutral(m: TeleSignSent) -> Sent:
         media = (m.mms_url,) if m.mms_url else ()
         # A media message's SMS text is only its fallback (the link): what it carries is the media.
-        return Sent("+" + m.phone_number, m.sender_id or "", "" if media else (m.sms_text or ""), media,
-                    m.external_id, m)
+        return Sent(
+            "+" + m.phone_number, m.sender_id or "", "" if media else (m.sms_text or ""), media, m.external_id, m
+        )
 
     async def report(self, sent: Sent, *, delivered: bool, code: str = "", message: str = "") -> int:
-        callback = self.fake.deliver(sent.raw, "delivered" if delivered else "failed",
-                                     failure_code=int(code) if code else 3031)
+        callback = self.fake.deliver(
+            sent.raw, "delivered" if delivered else "failed", failure_code=int(code) if code else 3031
+        )
         return (await self.fake.post_callback(self.gw.http, self.url, callback))[0]
 
 
 def phone(gw: Harness, provider: str) -> Phone:
     phones: dict[str, type[TwilioPhone | SinchPhone | TeleSignPhone]] = {
-        "twilio": TwilioPhone, "sinch": SinchPhone, "telesign": TeleSignPhone}
+        "twilio": TwilioPhone,
+        "sinch": SinchPhone,
+        "telesign": TeleSignPhone,
+    }
     return phones[provider](gw)
 
 

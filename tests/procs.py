@@ -46,9 +46,24 @@ ROOT = Path(__file__).resolve().parent.parent
 INBOUND_PATH = "/sms.receiver/SmsRecv"
 FAILED_REPLY = "Sorry, we can't answer right now."
 # Environment variables that would override the YAML file (IBM's and ours): never inherited by a gateway.
-_OVERRIDING_PREFIXES = ("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_", "LOG_", "WCS_", "PUBLIC_URL",
-                        "MULTI_TENANT_", "ENABLE_TRANSCRIPTION", "LATENCY_REPORTING", "ALLOW_SESSION",
-                        "TIMEOUT_FOR_SESSION", "NOTIFY_ON_SESSION", "CONVERSATION_FAILED")
+_OVERRIDING_PREFIXES = (
+    "WATSON_",
+    "SMS_",
+    "TENANT_",
+    "CTRL_",
+    "HTTP_",
+    "STORE_",
+    "LOG_",
+    "WCS_",
+    "PUBLIC_URL",
+    "MULTI_TENANT_",
+    "ENABLE_TRANSCRIPTION",
+    "LATENCY_REPORTING",
+    "ALLOW_SESSION",
+    "TIMEOUT_FOR_SESSION",
+    "NOTIFY_ON_SESSION",
+    "CONVERSATION_FAILED",
+)
 
 
 def inherited_env() -> dict[str, str]:
@@ -98,8 +113,9 @@ class ControlledWatson(FakeWatson):
     async def _v1_answer(self, rec: Recorded) -> web.Response:
         if time.monotonic() < self.down_until:
             self.down_hits += 1
-            return web.json_response({"error": "Service Unavailable", "code": self.down_status},
-                                     status=self.down_status)
+            return web.json_response(
+                {"error": "Service Unavailable", "code": self.down_status}, status=self.down_status
+            )
         if self.delay:
             if self._release is None:
                 self._release = asyncio.Event()
@@ -178,17 +194,33 @@ def gateway_config(
         "logging": {"level": "info", "redactPhoneNumbers": False},
         "media": {"checkSize": False},
         **({"rateLimits": dict(rate_limits)} if rate_limits is not None else {}),
-        "tenants": [{
-            "tenantPhoneNumber": tenant,
-            "conversation": {"type": "watson_v1", "url": watson_url, "workspaceID": "WS1", "authType": "none",
-                             "convConnectTimeout": 2000, "convReadTimeout": 10000, "maxRetryNum": 1,
-                             **(conversation or {})},
-            "smsProvider": {"url": twilio_url, "username": account_sid, "password": auth_token,
-                            "connectTimeout": 2000, "readTimeout": 5000, "maxRetryNum": 5, **(provider or {})},
-            "allowSessionCreateViaSMS": True,
-            "conversationFailedReplyMessage": FAILED_REPLY,
-            **(tenant_extra or {}),
-        }],
+        "tenants": [
+            {
+                "tenantPhoneNumber": tenant,
+                "conversation": {
+                    "type": "watson_v1",
+                    "url": watson_url,
+                    "workspaceID": "WS1",
+                    "authType": "none",
+                    "convConnectTimeout": 2000,
+                    "convReadTimeout": 10000,
+                    "maxRetryNum": 1,
+                    **(conversation or {}),
+                },
+                "smsProvider": {
+                    "url": twilio_url,
+                    "username": account_sid,
+                    "password": auth_token,
+                    "connectTimeout": 2000,
+                    "readTimeout": 5000,
+                    "maxRetryNum": 5,
+                    **(provider or {}),
+                },
+                "allowSessionCreateViaSMS": True,
+                "conversationFailedReplyMessage": FAILED_REPLY,
+                **(tenant_extra or {}),
+            }
+        ],
     }
     if worker_concurrency is not None:
         config["workerConcurrency"] = worker_concurrency
@@ -264,13 +296,18 @@ class GatewayProcess:
         sink = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "--config", str(self.config_path), "serve"],
-            cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches anything it starts
             preexec_fn=self.preexec_fn,  # only setrlimit/signal calls, by tests that ask for them
         )
         assert self.proc.stdout is not None
-        thread = threading.Thread(target=_pump, args=(self.proc.stdout, sink), daemon=True,
-                                  name=f"log-{self.name}-{self.starts}")
+        thread = threading.Thread(
+            target=_pump, args=(self.proc.stdout, sink), daemon=True, name=f"log-{self.name}-{self.starts}"
+        )
         thread.start()
         self._threads.append(thread)
         self._sinks.append(sink)
@@ -388,14 +425,25 @@ class Gateways:
         `module`: what `python -m` runs (`tests.elsewhere`: a gateway that takes itself for one on another host)."""
         port = port or free_port()
         assert self.twilio.base_url is not None
-        native = gateway_config(port=port, store_url=store_url, twilio_url=self.twilio.base_url,
-                                account_sid=self.twilio.account_sid, auth_token=self.twilio.auth_token,
-                                watson_url=self.watson_url, **config)
+        native = gateway_config(
+            port=port,
+            store_url=store_url,
+            twilio_url=self.twilio.base_url,
+            account_sid=self.twilio.account_sid,
+            auth_token=self.twilio.auth_token,
+            watson_url=self.watson_url,
+            **config,
+        )
         path = self.directory / f"{name}.yaml"
         path.write_text(json.dumps(native, indent=2))  # JSON is YAML
         base = inherited_env()
-        full_env = {**base, "PYTHONUNBUFFERED": "1", "SHUTDOWN_DRAIN_SECONDS": str(drain_seconds),
-                    "LOG_LEVEL": log_level, **(env or {})}
+        full_env = {
+            **base,
+            "PYTHONUNBUFFERED": "1",
+            "SHUTDOWN_DRAIN_SECONDS": str(drain_seconds),
+            "LOG_LEVEL": log_level,
+            **(env or {}),
+        }
         process = GatewayProcess(name, path, port, self.directory, full_env, preexec_fn, module)
         self.processes.append(process)
         return process
@@ -427,8 +475,10 @@ class Tally:
 
     def line(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in self.extra.items())
-        return (f"[{self.name}] sent={self.sent} accepted={self.accepted} answered={self.answered} "
-                f"duplicated={self.duplicated} lost={self.lost}" + (f" {extra}" if extra else ""))
+        return (
+            f"[{self.name}] sent={self.sent} accepted={self.accepted} answered={self.answered} "
+            f"duplicated={self.duplicated} lost={self.lost}" + (f" {extra}" if extra else "")
+        )
 
     def report(self) -> None:
         print("\n" + self.line(), flush=True)
@@ -487,8 +537,12 @@ class World:
         """Deliver one webhook as Twilio does (signed for `gw`'s URL); its status, None if no answer."""
         url = gw.inbound_url
         try:
-            async with self.http.post(url, data=dict(form), headers={"X-Twilio-Signature": self.sign(url, form)},
-                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            async with self.http.post(
+                url,
+                data=dict(form),
+                headers={"X-Twilio-Signature": self.sign(url, form)},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):
@@ -508,11 +562,16 @@ class World:
         form = self.message(text, user, sid)
         return form["MessageSid"], await self.post(gw, form)
 
-    async def deliver_each(self, gateways: Sequence[GatewayProcess], texts: Sequence[str],
-                           people: Sequence[str]) -> list[int | None]:
+    async def deliver_each(
+        self, gateways: Sequence[GatewayProcess], texts: Sequence[str], people: Sequence[str]
+    ) -> list[int | None]:
         """Text i from user i, all at once, to the gateways in turn (round robin); their statuses."""
-        results = await asyncio.gather(*(self.deliver(gateways[i % len(gateways)], text, user)
-                                         for i, (text, user) in enumerate(zip(texts, people, strict=True))))
+        results = await asyncio.gather(
+            *(
+                self.deliver(gateways[i % len(gateways)], text, user)
+                for i, (text, user) in enumerate(zip(texts, people, strict=True))
+            )
+        )
         return [status for _, status in results]
 
     async def replay(self, gw: GatewayProcess, sid: str) -> int | None:
@@ -520,8 +579,13 @@ class World:
         m = self.sent[sid]
         return await self.post(gw, inbound_form(m.text, user=m.user, sid=sid))
 
-    async def redeliver(self, gw: GatewayProcess | Callable[[int], GatewayProcess], sids: Iterable[str],
-                        attempts: int = 20, pause: float = 0.3) -> list[str]:
+    async def redeliver(
+        self,
+        gw: GatewayProcess | Callable[[int], GatewayProcess],
+        sids: Iterable[str],
+        attempts: int = 20,
+        pause: float = 0.3,
+    ) -> list[str]:
         """Deliver again (as Twilio's retry would) each message until it gets a 200; those that never did."""
         pending = [s for s in sids if s not in self.accepted]
         for attempt in range(attempts):
@@ -535,13 +599,15 @@ class World:
                 await asyncio.sleep(pause)
         return pending
 
-    def count(self, messages: Iterable[Inbound] | None = None, **kw: Any) -> tuple[int, int, list[Inbound],
-                                                                                    list[Inbound]]:
+    def count(
+        self, messages: Iterable[Inbound] | None = None, **kw: Any
+    ) -> tuple[int, int, list[Inbound], list[Inbound]]:
         chosen = list(self.sent.values()) if messages is None else list(messages)
         return count_answers(chosen, self.accepted, self.twilio.replies(), **kw)
 
-    async def wait_answered(self, messages: Iterable[Inbound] | None = None, timeout: float = 20.0,
-                            quiet: float = 0.5, **kw: Any) -> tuple[int, int, list[Inbound], list[Inbound]]:
+    async def wait_answered(
+        self, messages: Iterable[Inbound] | None = None, timeout: float = 20.0, quiet: float = 0.5, **kw: Any
+    ) -> tuple[int, int, list[Inbound], list[Inbound]]:
         """Until every accepted message (of `messages`) is answered and nothing was sent for `quiet` seconds
         (so late duplicates are seen too), or `timeout`; returns count()."""
         chosen = list(self.sent.values()) if messages is None else list(messages)
@@ -576,8 +642,14 @@ class World:
     def tally(self, name: str, messages: Iterable[Inbound] | None = None, **kw: Any) -> Tally:
         chosen = list(self.sent.values()) if messages is None else list(messages)
         answered, duplicated, lost, _ = self.count(chosen, **kw)
-        return Tally(name, sent=len(chosen), accepted=sum(1 for m in chosen if m.sid in self.accepted),
-                     answered=answered, duplicated=duplicated, lost=len(lost))
+        return Tally(
+            name,
+            sent=len(chosen),
+            accepted=sum(1 for m in chosen if m.sid in self.accepted),
+            answered=answered,
+            duplicated=duplicated,
+            lost=len(lost),
+        )
 
 
 def _mkdir(directory: Path) -> None:

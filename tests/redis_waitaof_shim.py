@@ -72,8 +72,11 @@ def _as_7_2(reply: bytes) -> bytes:
         body = re.sub(rb"redis_version:[0-9.]+", b"redis_version:" + SHIM_VERSION, body)
         return reply[:1] + b"%d\r\n%s\r\n" % (len(body), body)
     if reply[:1] == b"%":  # HELLO: ... $7 version $6 7.0.15 ...
-        return re.sub(rb"\$7\r\nversion\r\n\$\d+\r\n[0-9.]+\r\n",
-                      b"$7\r\nversion\r\n$%d\r\n%s\r\n" % (len(SHIM_VERSION), SHIM_VERSION), reply)
+        return re.sub(
+            rb"\$7\r\nversion\r\n\$\d+\r\n[0-9.]+\r\n",
+            b"$7\r\nversion\r\n$%d\r\n%s\r\n" % (len(SHIM_VERSION), SHIM_VERSION),
+            reply,
+        )
     return reply
 
 
@@ -141,8 +144,9 @@ class WaitaofShim:
             up_writer.close()
 
     @staticmethod
-    async def _relay(up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     answers: asyncio.Queue[tuple[str, bytes | None]]) -> None:
+    async def _relay(
+        up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: asyncio.Queue[tuple[str, bytes | None]]
+    ) -> None:
         while True:
             kind, own = await answers.get()
             if kind == "own":

@@ -65,8 +65,16 @@ def test_string_timeout_count_as_ibm_json_writes_it() -> None:
 
 def test_options_rendered_as_numbered_text_with_configured_prefix() -> None:
     s = session()
-    reply = EngineReply(choices=[Choice("Which of these items do you want to insure?", "option",
-                                         ("Boat", "Car", "House"), ("boat", "car", "house"))])
+    reply = EngineReply(
+        choices=[
+            Choice(
+                "Which of these items do you want to insure?",
+                "option",
+                ("Boat", "Car", "House"),
+                ("boat", "car", "house"),
+            )
+        ]
+    )
     assert interpret(reply, s).text == "Which of these items do you want to insure?\n1. Boat\n2. Car\n3. House"
     reply.commands = [Command("smsActSetOptionsConfig", {"prefixText": "Enter %s for "})]
     assert interpret(reply, s).text.splitlines()[1:] == ["Enter 1 for Boat", "Enter 2 for Car", "Enter 3 for House"]
@@ -89,8 +97,10 @@ def test_prefix_without_a_trailing_space_gets_one_before_the_label() -> None:
         "Enter 1 for: I'd like to pay a bill",
         "Enter 2 for: Open an account",
     ]
-    options = EngineReply(choices=[Choice("Insure what?", "option", ("Boat",), ("boat",))],
-                          commands=[Command("smsActSetOptionsConfig", {"prefixText": "%s)"})])
+    options = EngineReply(
+        choices=[Choice("Insure what?", "option", ("Boat",), ("boat",))],
+        commands=[Command("smsActSetOptionsConfig", {"prefixText": "%s)"})],
+    )
     assert interpret(options, s).text.splitlines()[1:] == ["1) Boat"]
     assert render_choices("", ["Boat"], "Choose %s -\t") == "Choose 1 -\tBoat", "a prefix ending in any space is kept"
 
@@ -139,19 +149,25 @@ def test_state_variables() -> None:
 
 
 def test_a_media_fallback_is_told_apart_from_an_error() -> None:
-    notices = [{"code": "21610", "message": "unsubscribed"},
-               media_fallback_notice("3056", "MMS timed out; sent by SMS", "mg1")]
+    notices = [
+        {"code": "21610", "message": "unsubscribed"},
+        media_fallback_notice("3056", "MMS timed out; sent by SMS", "mg1"),
+    ]
     state = build_state(session(), [], notices)
     assert state["smsError"] == {"code": "21610", "message": "unsubscribed"}
     assert state["smsMediaFallback"] is True
-    assert state["smsMediaFallbackInfo"] == {"code": "3056", "message": "MMS timed out; sent by SMS",
-                                             "messageID": "mg1"}
+    assert state["smsMediaFallbackInfo"] == {
+        "code": "3056",
+        "message": "MMS timed out; sent by SMS",
+        "messageID": "mg1",
+    }
     only_fallback = build_state(session(), [], notices[1:])
     assert only_fallback["smsError"] is None and only_fallback["smsMediaFallback"] is True
 
 
-BASE = EngineConfig(kind="watson_v1", url="https://wa.example.com", workspace_id="ws1", auth="basic",
-                    username="u", password="p")
+BASE = EngineConfig(
+    kind="watson_v1", url="https://wa.example.com", workspace_id="ws1", auth="basic", username="u", password="p"
+)
 
 
 def test_conversation_config_override() -> None:
@@ -164,8 +180,13 @@ def test_conversation_config_override() -> None:
     assert apply_override(BASE, {"convReadTimeout": "5000"}).read_timeout_ms == 5000
     v2 = apply_override(BASE, {"convApiVersion": "v2", "assistantID": "a1", "environmentID": "e1"})
     assert v2.kind == "watson_v2" and v2.assistant_id == "a1"
-    for bad in ({"workspaceID": 5}, {"convReadTimeout": "x"}, {"nonsense": 1}, {"convApiVersion": "v3"},
-                {"convApiVersion": "v2"}):
+    for bad in (
+        {"workspaceID": 5},
+        {"convReadTimeout": "x"},
+        {"nonsense": 1},
+        {"convApiVersion": "v3"},
+        {"convApiVersion": "v2"},
+    ):
         with pytest.raises(InvalidOverride):
             apply_override(BASE, bad)
 

@@ -39,8 +39,14 @@ ONE_TENANT = {
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
     base.pop("MULTI_TENANT_CONFIG_FILE", None)
-    return subprocess.run([sys.executable, "-m", "sms_gateway", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "sms_gateway", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def console_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,8 +91,14 @@ def test_serve_prints_the_webhook_url_to_give_the_provider(tmp_path: Path) -> No
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
     script = Path(sys.executable).parent / "sms-gateway"
-    with subprocess.Popen([str(script), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**base, **env, "SHUTDOWN_DRAIN_SECONDS": "0"}, cwd=tmp_path) as proc:
+    with subprocess.Popen(
+        [str(script), "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**base, **env, "SHUTDOWN_DRAIN_SECONDS": "0"},
+        cwd=tmp_path,
+    ) as proc:
         try:
             wait_ready(f"http://127.0.0.1:{port}/ready", proc)
         finally:
@@ -205,8 +217,11 @@ def test_serve_exits_non_zero_on_a_bad_config(tmp_path: Path) -> None:
 
 
 def test_check_config_masks_secrets_in_url_query_strings() -> None:
-    env = {"STORE_URL": "redis://:s-redis@localhost:6379/0?password=s-query&prefix=gw",
-           "PUBLIC_URL": "https://sms.example.com/gw?token=s-token&x=1", **ONE_TENANT}
+    env = {
+        "STORE_URL": "redis://:s-redis@localhost:6379/0?password=s-query&prefix=gw",
+        "PUBLIC_URL": "https://sms.example.com/gw?token=s-token&x=1",
+        **ONE_TENANT,
+    }
     result = run("check-config", env=env)
     assert result.returncode == 0, result.stderr
     assert not [s for s in ("s-redis", "s-query", "s-token") if s in result.stdout + result.stderr]
@@ -233,8 +248,10 @@ def test_a_bad_store_url_option_is_one_line_without_the_password(command: str, s
 def test_check_config_prints_each_warning_and_fails_without_a_tenant() -> None:
     result = run("check-config", env={**ONE_TENANT, "WATSON_CONVERSATION_WORKSPACEID": "ws-2"})
     assert result.returncode == 0, result.stderr
-    assert ("WATSON_CONVERSATION_WORKSPACEID: is not a variable of the gateway and is ignored (did you mean "
-            "WATSON_CONVERSATION_WORKSPACE_ID?)") in result.stderr
+    assert (
+        "WATSON_CONVERSATION_WORKSPACEID: is not a variable of the gateway and is ignored (did you mean "
+        "WATSON_CONVERSATION_WORKSPACE_ID?)"
+    ) in result.stderr
     assert json.loads(result.stdout)["tenants"][0]["conversation"]["workspaceID"] == "ws-1"
     result = run("check-config")
     assert result.returncode == 1
@@ -248,8 +265,15 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
     os.close(read_end)
     try:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
-        result = subprocess.run([sys.executable, "-m", "sms_gateway", "check-config"], stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, env={**base, **ONE_TENANT}, timeout=60, cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, "-m", "sms_gateway", "check-config"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**base, **ONE_TENANT},
+            timeout=60,
+            cwd=ROOT,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 141  # as a shell reports a writer that SIGPIPE ended
@@ -268,8 +292,14 @@ def test_serve_that_cannot_listen_is_one_line_and_a_non_zero_exit(where: str) ->
     with listening_socket() as taken:
         port = str(taken.getsockname()[1])
         host = "127.0.0.1" if where == "port in use" else "no-such-host.invalid"
-        env = {**ONE_TENANT, "HTTP_HOST": host, "HTTP_PORT": port, "STORE_URL": "memory://",
-               "PUBLIC_URL": "https://sms.example.com", "SMS_PROVIDR_URL": "https://api.twilio.com"}
+        env = {
+            **ONE_TENANT,
+            "HTTP_HOST": host,
+            "HTTP_PORT": port,
+            "STORE_URL": "memory://",
+            "PUBLIC_URL": "https://sms.example.com",
+            "SMS_PROVIDR_URL": "https://api.twilio.com",
+        }
         result = run("serve", env=env, timeout=60)
     assert result.returncode == 3
     (line,) = result.stderr.splitlines()

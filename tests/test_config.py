@@ -755,8 +755,10 @@ def test_secrets_in_url_query_strings_are_masked() -> None:
     ("url", "masked"),
     [
         ("https://h.example.com/p?token=abc&x=1", "https://h.example.com/p?token=****&x=1"),
-        ("https://h.example.com/p?X-Amz-Signature=abc&X-Amz-Credential=k",
-         "https://h.example.com/p?X-Amz-Signature=****&X-Amz-Credential=****"),
+        (
+            "https://h.example.com/p?X-Amz-Signature=abc&X-Amz-Credential=k",
+            "https://h.example.com/p?X-Amz-Signature=****&X-Amz-Credential=****",
+        ),
         ("https://h.example.com/cb#access_token=abc&state=s", "https://h.example.com/cb#access_token=****&state=s"),
         ("https://u:pw@h.example.com/p?client_secret=abc", "https://u:****@h.example.com/p?client_secret=****"),
         ("https://h.example.com/p?api_key=", "https://h.example.com/p?api_key="),
@@ -818,26 +820,44 @@ def test_ibm_json_values_round_trip(
 
 # --- providers -------------------------------------------------------------------------------------------
 
-SINCH_PROVIDER = {"type": "sinch", "projectId": "proj-1", "appId": "01APP", "keyId": "key-1",
-                  "keySecret": "s-key-secret", "webhookSecret": "s-hook-secret"}
+SINCH_PROVIDER = {
+    "type": "sinch",
+    "projectId": "proj-1",
+    "appId": "01APP",
+    "keyId": "key-1",
+    "keySecret": "s-key-secret",
+    "webhookSecret": "s-hook-secret",
+}
 
 
 def test_sinch_tenant_from_yaml_with_defaults(tmp_path: Path) -> None:
     tenant = {"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"}, "smsProvider": SINCH_PROVIDER}
     config = load_config(write(tmp_path, "gw.yaml", json.dumps({"tenants": [tenant]})), {})
     settings = config.tenants[0].provider
-    assert settings == SinchConfig(project_id="proj-1", app_id="01APP", key_id="key-1", key_secret="s-key-secret",
-                                   webhook_secret="s-hook-secret")
+    assert settings == SinchConfig(
+        project_id="proj-1", app_id="01APP", key_id="key-1", key_secret="s-key-secret", webhook_secret="s-hook-secret"
+    )
     assert settings.kind == "sinch" and settings.api_base == "https://us.conversation.api.sinch.com"
     assert settings.auth_url == "https://auth.sinch.com/oauth2/token"
-    eu = load_config(write(tmp_path, "eu.yaml", json.dumps({"tenants": [
-        {**tenant, "smsProvider": {**SINCH_PROVIDER, "region": "eu"}}]})), {})
+    eu = load_config(
+        write(
+            tmp_path,
+            "eu.yaml",
+            json.dumps({"tenants": [{**tenant, "smsProvider": {**SINCH_PROVIDER, "region": "eu"}}]}),
+        ),
+        {},
+    )
     assert eu.tenants[0].provider.api_base == "https://eu.conversation.api.sinch.com"  # type: ignore[attr-defined]
 
 
 def test_sinch_tenant_from_ibm_tenant_json_with_string_values(tmp_path: Path) -> None:
-    provider = {**SINCH_PROVIDER, "region": "br", "connectTimeout": "2000", "mmsSender": "15555550100",
-                "url": "https://conversation.example.com"}
+    provider = {
+        **SINCH_PROVIDER,
+        "region": "br",
+        "connectTimeout": "2000",
+        "mmsSender": "15555550100",
+        "url": "https://conversation.example.com",
+    }
     config = load_config(None, tenant_json(tmp_path, ibm_tenant(smsProvider=provider, smsProviderReadTimeout="4000")))
     settings = config.tenants[0].provider
     assert isinstance(settings, SinchConfig)
@@ -864,10 +884,18 @@ def test_sinch_settings_errors_name_the_key(tmp_path: Path, change: dict[str, An
 
 
 def test_a_twilio_key_on_a_sinch_tenant_and_the_reverse_are_unknown(tmp_path: Path) -> None:
-    tenants = [{"tenantPhoneNumber": "+15555550102", "conversation": {"type": "echo"},
-                "smsProvider": {**SINCH_PROVIDER, "validateSignature": False}},
-               {"tenantPhoneNumber": "+15555550103", "conversation": {"type": "echo"},
-                "smsProvider": {"username": "AC1", "password": "tok", "appId": "01APP"}}]
+    tenants = [
+        {
+            "tenantPhoneNumber": "+15555550102",
+            "conversation": {"type": "echo"},
+            "smsProvider": {**SINCH_PROVIDER, "validateSignature": False},
+        },
+        {
+            "tenantPhoneNumber": "+15555550103",
+            "conversation": {"type": "echo"},
+            "smsProvider": {"username": "AC1", "password": "tok", "appId": "01APP"},
+        },
+    ]
     errors = errors_of(write(tmp_path, "gw.yaml", json.dumps({"tenants": tenants})))
     assert errors["tenants[0].smsProvider.validateSignature"].startswith("unknown key")
     assert errors["tenants[1].smsProvider.appId"].startswith("unknown key")
@@ -898,8 +926,11 @@ TELESIGN_PROVIDER = {"type": "telesign", "customerId": "CUST-1", "apiKey": "czNj
 
 
 def telesign_tenant(**provider: Any) -> dict[str, Any]:
-    return {"tenantPhoneNumber": "12345", "conversation": {"type": "echo"},
-            "smsProvider": {**TELESIGN_PROVIDER, **provider}}
+    return {
+        "tenantPhoneNumber": "12345",
+        "conversation": {"type": "echo"},
+        "smsProvider": {**TELESIGN_PROVIDER, **provider},
+    }
 
 
 def test_telesign_tenant_with_defaults_and_from_ibm_tenant_json(tmp_path: Path) -> None:
@@ -908,9 +939,21 @@ def test_telesign_tenant_with_defaults_and_from_ibm_tenant_json(tmp_path: Path) 
     settings = config.tenants[0].provider
     assert isinstance(settings, TeleSignConfig)
     assert (settings.url, settings.auth_method, settings.fallback_seconds, settings.message_type) == (
-        "https://rest-ww.telesign.com", "basic", 300, "ARN")
-    tenant = ibm_tenant(tenantPhoneNumber="12345", smsProvider={
-        **TELESIGN_PROVIDER, "authMethod": "digest", "fallbackTime": "600", "messageType": "MKT", "senderId": "12345"})
+        "https://rest-ww.telesign.com",
+        "basic",
+        300,
+        "ARN",
+    )
+    tenant = ibm_tenant(
+        tenantPhoneNumber="12345",
+        smsProvider={
+            **TELESIGN_PROVIDER,
+            "authMethod": "digest",
+            "fallbackTime": "600",
+            "messageType": "MKT",
+            "senderId": "12345",
+        },
+    )
     from_json = load_config(None, tenant_json(tmp_path, tenant)).tenants[0].provider
     assert isinstance(from_json, TeleSignConfig)
     assert (from_json.auth_method, from_json.fallback_seconds, from_json.message_type) == ("digest", 600, "MKT")
@@ -943,22 +986,38 @@ def test_telesign_tenant_cannot_take_basic_webhook_credentials(tmp_path: Path) -
 
 
 def test_security_settings_from_yaml_and_env(tmp_path: Path) -> None:
-    path = write(tmp_path, "gw.yaml", """
+    path = write(
+        tmp_path,
+        "gw.yaml",
+        """
 http: {trustForwardedHeaders: true, headerTimeout: 5, bodyTimeout: 20.5, keepAliveTimeout: 0}
 controlAPI: {allowAnonymous: true}
 pipes: {allowedCallbackHosts: [vgw.internal, 10.1.0.0/16], allowPrivateCallbacks: true}
-""")
+""",
+    )
     config = load_config(path, {})
-    assert (config.trust_forwarded_headers, config.header_timeout_s, config.body_timeout_s,
-            config.keepalive_timeout_s) == (True, 5, 20.5, 0)
+    assert (
+        config.trust_forwarded_headers,
+        config.header_timeout_s,
+        config.body_timeout_s,
+        config.keepalive_timeout_s,
+    ) == (True, 5, 20.5, 0)
     assert config.allow_anonymous_control and config.allow_private_callbacks
     assert config.pipe_allowed_callback_hosts == ("vgw.internal", "10.1.0.0/16")
     assert build_config(native_dict(config)) == config
     defaults = load_config(None, {})
-    assert not (defaults.trust_forwarded_headers or defaults.allow_anonymous_control
-                or defaults.allow_private_callbacks), "secure by default"
-    from_env = load_config(None, {"HTTP_TRUST_FORWARDED_HEADERS": "true", "CTRL_TENANT_ALLOW_ANONYMOUS": "yes",
-                                  "PIPE_ALLOW_PRIVATE_CALLBACKS": "1"})
+    assert not (
+        defaults.trust_forwarded_headers or defaults.allow_anonymous_control or defaults.allow_private_callbacks
+    ), "secure by default"
+    from_env = load_config(
+        None,
+        {
+            "HTTP_TRUST_FORWARDED_HEADERS": "true",
+            "CTRL_TENANT_ALLOW_ANONYMOUS": "yes",
+            "PIPE_ALLOW_PRIVATE_CALLBACKS": "1",
+        },
+    )
     assert from_env.trust_forwarded_headers and from_env.allow_anonymous_control and from_env.allow_private_callbacks
     assert errors_of(write(tmp_path, "bad.yaml", "http: {headerTimeout: 0}"))["http.headerTimeout"] == (
-        "must be at least 0.1 (got 0)")
+        "must be at least 0.1 (got 0)"
+    )

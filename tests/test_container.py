@@ -33,8 +33,9 @@ def dockerfile() -> list[tuple[str, str]]:
     """(instruction, arguments) per instruction, continuation lines joined, comments left out."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     lines = [line.strip() for line in text.splitlines()]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines
-            if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines if line and not line.startswith("#")
+    ]
 
 
 def instructions(name: str) -> list[str]:
@@ -73,7 +74,7 @@ def shutdown_seconds(environment: dict[str, str]) -> float:
 
 def test_the_image_keeps_its_sqlite_store_in_a_volume_as_a_non_root_user() -> None:
     [volume] = instructions("VOLUME")
-    data_dir = volume.strip("[]\" ")
+    data_dir = volume.strip('[]" ')
     assert image_env()["STORE_URL"] == f"sqlite:///{data_dir}/sms-gateway.db"
     [user] = instructions("USER")
     assert user not in ("root", "0")
@@ -94,9 +95,13 @@ def test_the_healthcheck_follows_http_port_at_run_time(tmp_path: Path) -> None:
     command = healthcheck.split(" CMD ", 1)[1]
     assert "HTTP_PORT" in command and "/health" in command
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))},
-           "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port), "STORE_URL": "memory://",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))},
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "STORE_URL": "memory://",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
     def check() -> int:
         # Shell form, as Docker runs it: `/bin/sh -c` with the container's environment.
@@ -104,8 +109,13 @@ def test_the_healthcheck_follows_http_port_at_run_time(tmp_path: Path) -> None:
 
     assert check() != 0, "unhealthy while nothing listens on HTTP_PORT"
     script = Path(sys.executable).parent / "sms-gateway"
-    with subprocess.Popen([str(script), "serve"], env={**env, "SHUTDOWN_DRAIN_SECONDS": "0"}, cwd=tmp_path,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as gateway:
+    with subprocess.Popen(
+        [str(script), "serve"],
+        env={**env, "SHUTDOWN_DRAIN_SECONDS": "0"},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as gateway:
         try:
             deadline = time.monotonic() + 60
             while check() != 0:

@@ -23,8 +23,9 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "sms-gateway"
 def cli(db: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
     env["STORE_URL"] = db if isinstance(db, str) else f"sqlite:///{db}"
-    return subprocess.run([str(CONSOLE_SCRIPT), "dead-letters", *args], capture_output=True,
-                          text=True, env=env, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), "dead-letters", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+    )
 
 
 def listed(db: Path, *args: str) -> list[dict[str, Any]]:

@@ -37,8 +37,9 @@ def section(title: str) -> str:
 
 
 def snippets() -> list[tuple[str, dict[str, Any]]]:
-    found = [(version, json.loads(body)) for version, body in SNIPPET.findall(section("Sending media from a "
-                                                                                          "Watson dialog"))]
+    found = [
+        (version, json.loads(body)) for version, body in SNIPPET.findall(section("Sending media from a Watson dialog"))
+    ]
     assert found
     return found
 
@@ -68,8 +69,12 @@ def test_the_snippets_cover_every_place_a_dialog_can_put_the_command() -> None:
             places.add(f"{version} context main skill user_defined")
         if any(item.get("response_type") == "user_defined" for item in output.get("generic", [])):
             places.add(f"{version} generic user_defined")
-    assert places == {"v1 output.smsAction", "v1 context.smsAction", "v2 generic user_defined",
-                      "v2 context main skill user_defined"}
+    assert places == {
+        "v1 output.smsAction",
+        "v1 context.smsAction",
+        "v2 generic user_defined",
+        "v2 context main skill user_defined",
+    }
 
 
 def test_a_v1_snippet_leaves_no_command_in_the_context_kept_for_the_next_turn() -> None:
@@ -112,8 +117,9 @@ def env_example() -> tuple[dict[str, str], set[str]]:
 
 
 def variables_the_gateway_reads() -> set[str]:
-    proxies = {f"{prefix}_{key}" for prefix in env.PROXY_PREFIXES for key in ("HOST", "PORT", "TYPE", "USERNAME",
-                                                                                "PASSWORD")}
+    proxies = {
+        f"{prefix}_{key}" for prefix in env.PROXY_PREFIXES for key in ("HOST", "PORT", "TYPE", "USERNAME", "PASSWORD")
+    }
     return {*env.GLOBAL_VARS, *env.TENANT_VARS, env.API_VERSION_VAR, *proxies, *OTHER_VARIABLES}
 
 
@@ -128,8 +134,9 @@ def test_env_example_as_given_is_a_valid_configuration_and_each_variable_set_mat
     base = load_config(None, values)
     assert [tenant.phone_number for tenant in base.tenants] == [values["TENANT_PHONE_NUMBER"]]
     for name, value in values.items():
-        changed = {"true": "false", "false": "true"}.get(value) or (str(int(value) + 1) if value.isdigit()
-                                                                    else value + "x")
+        changed = {"true": "false", "false": "true"}.get(value) or (
+            str(int(value) + 1) if value.isdigit() else value + "x"
+        )
         try:
             assert load_config(None, {**values, name: changed}) != base, f"{name} changes nothing"
         except ConfigError:

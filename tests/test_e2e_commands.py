@@ -23,6 +23,7 @@ def action(command: str, **parameters: Any) -> dict[str, Any]:
 
 async def test_terminate_session_starts_fresh_next_time(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
+
         def dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
             if text == "bye":
                 return {"output": text_output("Goodbye", smsAction=action("terminateSession"))}
@@ -50,6 +51,7 @@ async def test_session_create_via_sms_disabled_ignores_strangers(tmp_path: Path)
 async def test_set_session_timeout_and_timeout_notification(tmp_path: Path) -> None:
     overrides = {"notify_on_session_timeout": True}
     async with running_gateway(tmp_path, tenant_overrides=overrides) as gw:
+
         def dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
             if text == "smsResponseTimeout":
                 return {"output": text_output("We have not received any response. The chat session will end now.")}
@@ -84,6 +86,7 @@ async def test_expired_session_without_notification_ends_quietly(tmp_path: Path)
 
 async def test_force_no_input_turn(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
+
         def dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
             if text == "smsNoInputTurn":
                 return {"output": text_output("And here is the follow-up.")}
@@ -111,11 +114,15 @@ async def test_force_no_input_loop_is_capped(tmp_path: Path) -> None:
 
 async def test_set_conversation_config_switches_workspace_within_the_turn(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
+
         def dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
             if "smsActSetConversationConfig" in str(context.get("switched")):
                 return {"output": text_output("never")}
-            return {"output": text_output("Transferring you to billing.",
-                                          smsAction=action("smsActSetConversationConfig", workspaceID="WS2"))}
+            return {
+                "output": text_output(
+                    "Transferring you to billing.", smsAction=action("smsActSetConversationConfig", workspaceID="WS2")
+                )
+            }
 
         def routed(text: str, context: dict[str, Any]) -> dict[str, Any]:
             return dialog(text, context)
@@ -154,15 +161,23 @@ async def test_soe_edit_of_output_text_is_the_reply_and_generic_media_still_sent
 async def test_options_are_numbered_text_with_prefix(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
         output = text_output("Let's get you a quote.")
-        output["generic"].append({"response_type": "option", "title": "Which of these items do you want to insure?",
-                                  "options": [{"label": label, "value": {"input": {"text": label}}}
-                                              for label in ("Boat", "Car", "House")]})
+        output["generic"].append(
+            {
+                "response_type": "option",
+                "title": "Which of these items do you want to insure?",
+                "options": [
+                    {"label": label, "value": {"input": {"text": label}}} for label in ("Boat", "Car", "House")
+                ],
+            }
+        )
         output["smsAction"] = action("smsActSetOptionsConfig", prefixText="Enter %s for ")
         gw.watson.v1_dialog = lambda text, ctx: {"output": output}
         await gw.sms("insurance")
         sent = await gw.wait_sent(1)
-        assert sent[0].body == ("Let's get you a quote.\nWhich of these items do you want to insure?\n"
-                                "Enter 1 for Boat\nEnter 2 for Car\nEnter 3 for House")
+        assert sent[0].body == (
+            "Let's get you a quote.\nWhich of these items do you want to insure?\n"
+            "Enter 1 for Boat\nEnter 2 for Car\nEnter 3 for House"
+        )
         # Answering with a number sends the option's value, as WA's own SMS channel does.
         gw.watson.v1_dialog = lambda text, ctx: {"output": text_output(f"You chose {text}")}
         await gw.sms("2")
@@ -173,10 +188,13 @@ async def test_options_are_numbered_text_with_prefix(tmp_path: Path) -> None:
 
 async def test_vgw_send_sms_sends_its_own_message(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        send = {"command": "vgwActSendSMS", "parameters": {
-            "message": "Your claim form", "mediaURL": "https://forms.example.com/claim.pdf"}}
-        gw.watson.v1_dialog = lambda text, ctx: {"output": text_output(
-            "I have sent you the form.", vgwActionSequence=[send, {"command": "vgwActPlayText"}])}
+        send = {
+            "command": "vgwActSendSMS",
+            "parameters": {"message": "Your claim form", "mediaURL": "https://forms.example.com/claim.pdf"},
+        }
+        gw.watson.v1_dialog = lambda text, ctx: {
+            "output": text_output("I have sent you the form.", vgwActionSequence=[send, {"command": "vgwActPlayText"}])
+        }
         await gw.sms("send me the form")
         sent = await gw.wait_sent(2)
         by_body = {m.body: m for m in sent}
@@ -187,13 +205,24 @@ async def test_vgw_send_sms_sends_its_own_message(tmp_path: Path) -> None:
 
 async def test_v2_commands_from_user_defined_and_context(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
+
         def dialog(text: str, user_defined: dict[str, Any]) -> dict[str, Any]:
             if text == "bye":
-                return {"output": {"generic": [
-                    {"response_type": "text", "text": "Bye"},
-                    {"response_type": "user_defined", "user_defined": {"smsAction": action("terminateSession")}}]}}
-            return {"output": {"generic": [{"response_type": "text", "text": "pic"}]},
-                    "user_defined": {"smsAction": action("smsActSendMedia", mediaURL=["https://e.example.com/a.png"])}}
+                return {
+                    "output": {
+                        "generic": [
+                            {"response_type": "text", "text": "Bye"},
+                            {
+                                "response_type": "user_defined",
+                                "user_defined": {"smsAction": action("terminateSession")},
+                            },
+                        ]
+                    }
+                }
+            return {
+                "output": {"generic": [{"response_type": "text", "text": "pic"}]},
+                "user_defined": {"smsAction": action("smsActSendMedia", mediaURL=["https://e.example.com/a.png"])},
+            }
 
         gw.watson.v2_dialog = dialog
         await gw.sms("pic please", tenant=V2)
@@ -210,9 +239,18 @@ async def test_v2_commands_from_user_defined_and_context(tmp_path: Path) -> None
 
 async def test_unknown_commands_and_bad_parameters_are_not_fatal(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        gw.watson.v1_dialog = lambda text, ctx: {"output": text_output(
-            "still here", smsAction=[action("smsActTeleport"), action("smsActSendMedia", mediaURL=5),
-                                     {"command": 7}, "junk", action("setSessionTimeoutCount", count="soon")])}
+        gw.watson.v1_dialog = lambda text, ctx: {
+            "output": text_output(
+                "still here",
+                smsAction=[
+                    action("smsActTeleport"),
+                    action("smsActSendMedia", mediaURL=5),
+                    {"command": 7},
+                    "junk",
+                    action("setSessionTimeoutCount", count="soon"),
+                ],
+            )
+        }
         await gw.sms("hi")
         sent = await gw.wait_sent(1)
         assert sent[0].body == "still here" and sent[0].media_urls == []
@@ -239,8 +277,9 @@ async def test_an_sms_error_waiting_when_the_session_timed_out_reaches_the_engin
     tmp_path: Path, notify: bool
 ) -> None:
     # No sweeper in the way: the user's message itself finds the session timed out.
-    async with running_gateway(tmp_path, tenant_overrides={"notify_on_session_timeout": notify},
-                               sweep_interval=3600) as gw:
+    async with running_gateway(
+        tmp_path, tenant_overrides={"notify_on_session_timeout": notify}, sweep_interval=3600
+    ) as gw:
         await gw.store.save_session(Session.new(V1, USER, 60, now=time.time() - 120))
         await gw.store.push_sms_error(V1, USER, {"code": "30007", "message": "filtered"})
         await gw.sms("back again")
@@ -302,8 +341,9 @@ async def test_status_callback_with_bad_signature_or_unknown_status(tmp_path: Pa
         async with gw.http.post(sent.status_callback, data=form, headers={"X-Twilio-Signature": "bad"}) as r:
             assert r.status == 403
         form["MessageStatus"] = "exploded"
-        async with gw.http.post(sent.status_callback, data=form,
-                                headers={"X-Twilio-Signature": gw.sign(sent.status_callback, form)}) as r:
+        async with gw.http.post(
+            sent.status_callback, data=form, headers={"X-Twilio-Signature": gw.sign(sent.status_callback, form)}
+        ) as r:
             assert r.status == 400
 
 
@@ -321,8 +361,9 @@ async def test_engine_down_sends_the_failure_message_after_retries(tmp_path: Pat
 
 async def test_engine_timeout_and_bad_json_never_crash_the_worker(tmp_path: Path) -> None:
     def fast(config: Config) -> Config:
-        tenants = tuple(dataclasses.replace(t, engine=dataclasses.replace(t.engine, read_timeout_ms=200))
-                        for t in config.tenants)
+        tenants = tuple(
+            dataclasses.replace(t, engine=dataclasses.replace(t.engine, read_timeout_ms=200)) for t in config.tenants
+        )
         return dataclasses.replace(config, tenants=tenants)
 
     async with running_gateway(tmp_path, configure=fast) as gw:
@@ -342,8 +383,10 @@ async def test_engine_timeout_and_bad_json_never_crash_the_worker(tmp_path: Path
 
 async def test_a_timed_out_send_twilio_did_accept_is_not_sent_again(tmp_path: Path) -> None:
     def slow_reads(config: Config) -> Config:
-        tenants = tuple(dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=300))
-                        for t in config.tenants)
+        tenants = tuple(
+            dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=300))
+            for t in config.tenants
+        )
         return dataclasses.replace(config, tenants=tenants)
 
     async with running_gateway(tmp_path, configure=slow_reads) as gw:
@@ -359,9 +402,12 @@ async def test_a_timed_out_send_twilio_did_accept_is_not_sent_again(tmp_path: Pa
 async def test_a_delivery_status_proves_a_timed_out_send_was_sent(tmp_path: Path) -> None:
     """A status for our message that arrives before the retry (the send's answer was lost) is proof enough: the
     retry neither asks the provider nor sends again."""
+
     def slow_reads(config: Config) -> Config:
-        tenants = tuple(dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=500))
-                        for t in config.tenants)
+        tenants = tuple(
+            dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=500))
+            for t in config.tenants
+        )
         return dataclasses.replace(config, tenants=tenants)
 
     async with running_gateway(tmp_path, configure=slow_reads) as gw:

@@ -16,8 +16,9 @@ MB = 1024 * 1024
 
 
 def send_media(urls: list[str], text: str = "Here you go") -> Any:
-    return lambda t, ctx: {"output": text_output(text, smsAction={"command": "smsActSendMedia",
-                                                                   "parameters": {"mediaURL": urls}})}
+    return lambda t, ctx: {
+        "output": text_output(text, smsAction={"command": "smsActSendMedia", "parameters": {"mediaURL": urls}})
+    }
 
 
 async def test_twelve_media_become_two_mms_with_text_on_the_first(tmp_path: Path) -> None:
@@ -33,8 +34,14 @@ async def test_twelve_media_become_two_mms_with_text_on_the_first(tmp_path: Path
 
 
 async def test_private_and_non_http_media_are_refused_and_reported(tmp_path: Path) -> None:
-    urls = ["http://127.0.0.1/admin.png", "http://10.0.0.7/x.jpg", "file:///etc/passwd",
-            "https://cdn.example.com/ok.png", "http://[::1]/y.gif", "http://localhost/z.gif"]
+    urls = [
+        "http://127.0.0.1/admin.png",
+        "http://10.0.0.7/x.jpg",
+        "file:///etc/passwd",
+        "https://cdn.example.com/ok.png",
+        "http://[::1]/y.gif",
+        "http://localhost/z.gif",
+    ]
     async with running_gateway(tmp_path) as gw:
         gw.watson.v1_dialog = send_media(urls)
         await gw.sms("pics")

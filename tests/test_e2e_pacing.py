@@ -79,8 +79,10 @@ async def test_a_provider_throttling_above_10_per_second_gets_every_reply_once_a
         each_once(phone, people)
         span = limit.taken_at[-1] - limit.taken_at[0]
         rate = (count - 1) / span
-        print(f"\n{provider}: {count} replies through a 10/s limit in {span:.1f} s ({rate:.1f}/s), "
-              f"{limit.refused} sends throttled")
+        print(
+            f"\n{provider}: {count} replies through a 10/s limit in {span:.1f} s ({rate:.1f}/s), "
+            f"{limit.refused} sends throttled"
+        )
         assert limit.refused > 0, "the provider did throttle"
         assert 5.0 <= rate <= 20.0, f"{rate:.1f} sends/s"
         assert await gw.store.dead_letters(10) == []

@@ -22,9 +22,12 @@ REPLY_MEDIA = ["https://cdn.example.com/claim/receipt.png", "https://cdn.example
 
 def send_media_dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
     if context.get("smsMedia"):
-        return {"output": text_output(f"Thanks, {len(context['smsMedia'])} photo received.",
-                                      smsAction={"command": "smsActSendMedia",
-                                                 "parameters": {"mediaURL": REPLY_MEDIA}})}
+        return {
+            "output": text_output(
+                f"Thanks, {len(context['smsMedia'])} photo received.",
+                smsAction={"command": "smsActSendMedia", "parameters": {"mediaURL": REPLY_MEDIA}},
+            )
+        }
     return {"output": text_output(f"You said: {text}")}
 
 
@@ -48,10 +51,13 @@ async def test_mms_in_and_mms_out(gw: Harness, provider: str) -> None:
     # The reply's two media go out within the provider's limits, in order: the text with the first media, or
     # (where an MMS carries no text) in a message of its own before them.
     per_message = p.outbound_media
-    groups = [tuple(REPLY_MEDIA[i:i + per_message]) for i in range(0, len(REPLY_MEDIA), per_message)]
+    groups = [tuple(REPLY_MEDIA[i : i + per_message]) for i in range(0, len(REPLY_MEDIA), per_message)]
     text = "Thanks, 1 photo received."
-    expected = ([(text, groups[0]), *(("", g) for g in groups[1:])] if p.outbound_media_with_text
-                else [(text, ()), *(("", g) for g in groups)])
+    expected = (
+        [(text, groups[0]), *(("", g) for g in groups[1:])]
+        if p.outbound_media_with_text
+        else [(text, ()), *(("", g) for g in groups)]
+    )
     sent = await wait_sent(p, len(expected))
     assert [(m.text, m.media_urls) for m in sent] == expected
     assert {(m.to, m.from_) for m in sent} == {(USER, p.tenant)}
@@ -93,11 +99,14 @@ async def test_forged_or_misaddressed_webhooks_are_403_and_store_nothing(gw: Har
     await nothing_stored(gw, p)
 
 
-@pytest.mark.parametrize(("provider", "code", "message"), [
-    ("twilio", "30003", "handset unreachable"),
-    ("sinch", "RECIPIENT_NOT_REACHABLE", "handset unreachable"),
-    ("telesign", "3031", telesign_description(3031)),  # TeleSign's callbacks carry its own descriptions
-])
+@pytest.mark.parametrize(
+    ("provider", "code", "message"),
+    [
+        ("twilio", "30003", "handset unreachable"),
+        ("sinch", "RECIPIENT_NOT_REACHABLE", "handset unreachable"),
+        ("telesign", "3031", telesign_description(3031)),  # TeleSign's callbacks carry its own descriptions
+    ],
+)
 async def test_an_undelivered_reply_reaches_the_engine_as_sms_error(
     gw: Harness, provider: str, code: str, message: str
 ) -> None:

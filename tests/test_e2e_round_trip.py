@@ -18,9 +18,12 @@ REPLY_MEDIA = ["https://cdn.example.com/claim/receipt.png", "https://cdn.example
 
 def v1_send_media_dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
     if context.get("smsMedia"):
-        return {"output": text_output(f"Thanks, {len(context['smsMedia'])} photos received.",
-                                      smsAction={"command": "smsActSendMedia",
-                                                 "parameters": {"mediaURL": REPLY_MEDIA}})}
+        return {
+            "output": text_output(
+                f"Thanks, {len(context['smsMedia'])} photos received.",
+                smsAction={"command": "smsActSendMedia", "parameters": {"mediaURL": REPLY_MEDIA}},
+            )
+        }
     return {"output": text_output(f"You said: {text}")}
 
 
@@ -29,8 +32,10 @@ def v2_send_media_dialog(text: str, user_defined: dict[str, Any]) -> dict[str, A
     if user_defined.get("smsMedia"):
         generic = [
             {"response_type": "text", "text": f"Thanks, {len(user_defined['smsMedia'])} photos received."},
-            {"response_type": "user_defined",
-             "user_defined": {"smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": REPLY_MEDIA}}}},
+            {
+                "response_type": "user_defined",
+                "user_defined": {"smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": REPLY_MEDIA}}},
+            },
         ]
     return {"output": {"generic": generic}}
 

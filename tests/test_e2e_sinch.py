@@ -28,12 +28,15 @@ async def gw(tmp_path: Path) -> AsyncIterator[Harness]:
 
 def sinch_reply_timeout(read_timeout_ms: int) -> Callable[[Config], Config]:
     """A `configure` for running_gateway: the Sinch tenant gives up on an answer after `read_timeout_ms`."""
+
     def configure(config: Config) -> Config:
         def shortened(t: TenantConfig) -> TenantConfig:
             return dataclasses.replace(t, provider=dataclasses.replace(t.provider, read_timeout_ms=read_timeout_ms))
 
-        return dataclasses.replace(config, tenants=tuple(shortened(t) if t.phone_number == SINCH else t
-                                                         for t in config.tenants))
+        return dataclasses.replace(
+            config, tenants=tuple(shortened(t) if t.phone_number == SINCH else t for t in config.tenants)
+        )
+
     return configure
 
 
@@ -94,8 +97,9 @@ async def test_mms_falling_back_to_sms_is_counted_and_told_not_reported_as_an_er
     sinch = SinchPhone(gw)
     await sinch.send("hi")
     [reply] = await wait_sent(sinch, 1)
-    event = sinch.fake.deliver(reply.raw, "SWITCHING_CHANNEL", reason_code="RECIPIENT_NOT_REACHABLE",
-                               reason_description="MMS not reachable")
+    event = sinch.fake.deliver(
+        reply.raw, "SWITCHING_CHANNEL", reason_code="RECIPIENT_NOT_REACHABLE", reason_description="MMS not reachable"
+    )
     assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200
     assert (await sinch.fake.post_webhook(gw.http, sinch.url, event))[0] == 200  # Sinch's retry: counted once
     assert (await sinch.report(reply, delivered=True)) == 200
@@ -106,8 +110,11 @@ async def test_mms_falling_back_to_sms_is_counted_and_told_not_reported_as_an_er
     await wait_sent(sinch, 2)
     context = gw.watson.of_kind("v1")[1].json["context"]
     assert context.get("smsError") is None and context["smsMediaFallback"] is True
-    assert context["smsMediaFallbackInfo"] == {"code": "RECIPIENT_NOT_REACHABLE", "message": "MMS not reachable",
-                                               "messageID": reply.our_id}
+    assert context["smsMediaFallbackInfo"] == {
+        "code": "RECIPIENT_NOT_REACHABLE",
+        "message": "MMS not reachable",
+        "messageID": reply.our_id,
+    }
 
 
 async def test_a_reply_sinch_refuses_reaches_the_engine_as_sms_error(gw: Harness) -> None:
@@ -147,15 +154,20 @@ async def test_a_reply_with_several_media_is_one_sinch_message_per_media(gw: Har
     """The REST API's one-off send: Sinch carries one media per message, so the text rides with the first."""
     sinch = SinchPhone(gw)
     media = [f"https://cdn.example.com/page-{n}.png" for n in range(3)]
-    body = json.dumps({"tenantPhoneNumber": SINCH, "userPhoneNumber": USER, "smsMessage": "Your documents",
-                       "smsMediaURL": media}).encode()
-    async with gw.http.post(gw.url + "/sms.gateway/messages", data=body,
-                            headers={"Content-Type": "application/json"}) as response:
+    body = json.dumps(
+        {"tenantPhoneNumber": SINCH, "userPhoneNumber": USER, "smsMessage": "Your documents", "smsMediaURL": media}
+    ).encode()
+    async with gw.http.post(
+        gw.url + "/sms.gateway/messages", data=body, headers={"Content-Type": "application/json"}
+    ) as response:
         assert response.status == 202, await response.text()
         assert len((await response.json())["messageIDs"]) == 3
     sent = await wait_sent(sinch, 3)
-    assert [(m.text, m.media_urls) for m in sent] == [("Your documents", (media[0],)), ("", (media[1],)),
-                                                      ("", (media[2],))]
+    assert [(m.text, m.media_urls) for m in sent] == [
+        ("Your documents", (media[0],)),
+        ("", (media[1],)),
+        ("", (media[2],)),
+    ]
     assert [m.raw.kind for m in sent] == ["card_message", "media_message", "media_message"]
 
 

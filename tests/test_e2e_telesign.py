@@ -24,8 +24,11 @@ LONG_CODE = "+15005550021"  # a TeleSign tenant whose sender is not a short code
 
 def send_media_dialog(text: str, context: dict[str, Any]) -> dict[str, Any]:
     if context.get("smsMedia"):
-        return {"output": text_output("Got it.", smsAction={"command": "smsActSendMedia",
-                                                             "parameters": {"mediaURL": [REPLY_PHOTO]}})}
+        return {
+            "output": text_output(
+                "Got it.", smsAction={"command": "smsActSendMedia", "parameters": {"mediaURL": [REPLY_PHOTO]}}
+            )
+        }
     return {"output": text_output(f"You said: {text}")}
 
 
@@ -38,12 +41,15 @@ async def gw(tmp_path: Path) -> AsyncIterator[Harness]:
 
 def telesign_settings(**changes: Any) -> Callable[[Config], Config]:
     """A `configure` for running_gateway: the TeleSign tenant's settings changed."""
+
     def configure(config: Config) -> Config:
         def changed(t: TenantConfig) -> TenantConfig:
             return dataclasses.replace(t, provider=dataclasses.replace(t.provider, **changes))
 
-        return dataclasses.replace(config, tenants=tuple(changed(t) if t.phone_number == TELESIGN else t
-                                                         for t in config.tenants))
+        return dataclasses.replace(
+            config, tenants=tuple(changed(t) if t.phone_number == TELESIGN else t for t in config.tenants)
+        )
+
     return configure
 
 
@@ -89,15 +95,18 @@ async def test_mms_the_handset_cannot_take_falls_back_too(gw: Harness, final: st
     assert gw.metric("smsgw_mms_fallbacks_total", provider="telesign") == 1
     await telesign.send("ok")
     await wait_sent(telesign, 3)
-    assert gw.v1_contexts()[1]["smsMediaFallbackInfo"]["code"] == {"mms_unsupported": "3062",
-                                                               "device_unsupported": "3055"}[final]
+    assert (
+        gw.v1_contexts()[1]["smsMediaFallbackInfo"]["code"]
+        == {"mms_unsupported": "3062", "device_unsupported": "3055"}[final]
+    )
 
 
 async def test_a_tenant_without_a_short_code_sends_media_as_links(tmp_path: Path) -> None:
     def long_code_tenant(config: Config) -> Config:
         [telesign] = [t for t in config.tenants if t.phone_number == TELESIGN]
-        long_code = dataclasses.replace(telesign, phone_number=LONG_CODE,
-                                        provider=dataclasses.replace(telesign.provider, sender_id=None))
+        long_code = dataclasses.replace(
+            telesign, phone_number=LONG_CODE, provider=dataclasses.replace(telesign.provider, sender_id=None)
+        )
         return dataclasses.replace(config, tenants=(*config.tenants, long_code))
 
     async with running_gateway(tmp_path, telesign=True, configure=long_code_tenant) as gw:

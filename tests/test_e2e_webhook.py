@@ -82,8 +82,11 @@ async def test_behind_a_trusted_proxy_the_signature_is_checked_against_the_forwa
     async with running_gateway(tmp_path, public_url=False, configure=trusting_the_proxy) as gw:
         form = inbound_form("via proxy")
         public = "https://sms.example.com/sms.receiver/SmsRecv"
-        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "sms.example.com",
-                   "X-Twilio-Signature": gw.sign(public, form)}
+        headers = {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "sms.example.com",
+            "X-Twilio-Signature": gw.sign(public, form),
+        }
         status, _, _ = await gw.post_form(form, sign=False, headers=headers)
         assert status == 200
         sent = await gw.wait_sent(1)
@@ -172,12 +175,14 @@ async def test_missing_to_non_form_and_oversized_bodies(tmp_path: Path) -> None:
         async with gw.http.post(url, json={"From": USER, "To": V1}) as response:
             assert response.status == 400
             assert (await response.json())["error"]["code"] == "badRequest"
-        async with gw.http.post(url, data=b"\xff\xfe=%%%&&=", headers={
-                "Content-Type": "application/x-www-form-urlencoded"}) as response:
+        async with gw.http.post(
+            url, data=b"\xff\xfe=%%%&&=", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ) as response:
             assert response.status in (400, 403)
         huge = urlencode({"Body": "y" * 400_000, "To": V1}).encode()
-        async with gw.http.post(url, data=huge, headers={
-                "Content-Type": "application/x-www-form-urlencoded"}) as response:
+        async with gw.http.post(
+            url, data=huge, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ) as response:
             assert response.status == 413
             assert "Traceback" not in await response.text()
         async with gw.http.post(url + "/nope") as response:
@@ -227,16 +232,23 @@ async def test_a_webhook_declaring_a_charset_other_than_utf8_is_400(tmp_path: Pa
     async with running_gateway(tmp_path, sinch=True, telesign=True) as gw:
         form = inbound_form("hi")
         for charset in ("foo", "latin-1"):
-            content_type = ("application/json" if "sinch" in path or "telesign" in path
-                            else "application/x-www-form-urlencoded") + f"; charset={charset}"
-            async with gw.http.post(gw.url + path, data=urlencode(form).encode(),
-                                    headers={"Content-Type": content_type}) as response:
+            content_type = (
+                "application/json" if "sinch" in path or "telesign" in path else "application/x-www-form-urlencoded"
+            ) + f"; charset={charset}"
+            async with gw.http.post(
+                gw.url + path, data=urlencode(form).encode(), headers={"Content-Type": content_type}
+            ) as response:
                 body = await response.json()
                 assert response.status == 400 and body["error"]["code"] == "badRequest", body
                 assert "charset" in body["error"]["message"]
-        async with gw.http.post(gw.url + "/sms.receiver/SmsRecv", data=urlencode(form).encode(), headers={
+        async with gw.http.post(
+            gw.url + "/sms.receiver/SmsRecv",
+            data=urlencode(form).encode(),
+            headers={
                 "Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
-                "X-Twilio-Signature": gw.sign(gw.url + "/sms.receiver/SmsRecv", form)}) as response:
+                "X-Twilio-Signature": gw.sign(gw.url + "/sms.receiver/SmsRecv", form),
+            },
+        ) as response:
             assert response.status == 200, "UTF-8 declared is fine"
         await assert_turns(gw, 1)
 

@@ -77,17 +77,13 @@ def v1(base_url: str, **kw: Any) -> EngineConfig:
 
 
 def v2(base_url: str, **kw: Any) -> EngineConfig:
-    return EngineConfig(
-        **{"kind": "watson_v2", "url": base_url, "assistant_id": "A1", "environment_id": "E1", **kw}
-    )
+    return EngineConfig(**{"kind": "watson_v2", "url": base_url, "assistant_id": "A1", "environment_id": "E1", **kw})
 
 
 # -- Watson Assistant v1 ------------------------------------------------------------------------------
 
 
-async def test_v1_request_shape_and_context_echo(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_v1_request_shape_and_context_echo(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     engine = WatsonV1Engine(v1(base_url), http)
     first = await engine.turn(TurnRequest(text="hello", state=state(smsMedia=MEDIA), user_id=USER))
     assert first.texts == ["You said: hello"]
@@ -109,9 +105,7 @@ async def test_v1_request_shape_and_context_echo(
     assert sent["smsTenantPhoneNumber"] == TENANT
 
 
-async def test_v1_version_date_from_config(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_v1_version_date_from_config(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     engine = WatsonV1Engine(v1(base_url + "/", api_version="2018-09-20"), http)
     await engine.turn(TurnRequest(text="hi", state=state()))
     (req,) = fake.of_kind("v1")
@@ -180,9 +174,7 @@ async def test_v1_commands_from_output_and_context_fire_once(
     assert "smsAction" not in fake.of_kind("v1")[1].json["context"]
 
 
-async def test_soe_is_posted_to_the_url_as_given(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_soe_is_posted_to_the_url_as_given(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     config = EngineConfig(kind="soe", url=f"{base_url}/soe/orchestrate?tenant=t1")
     engine = WatsonV1Engine(config, http)
     reply = await engine.turn(TurnRequest(text="hi", state=state()))
@@ -291,9 +283,7 @@ async def test_read_timeouts_exhaust_retries(
     assert len(fake.of_kind("v1")) == 2
 
 
-async def test_connection_refused_is_retried(
-    http: aiohttp.ClientSession, sleep: Any, sleeps: list[float]
-) -> None:
+async def test_connection_refused_is_retried(http: aiohttp.ClientSession, sleep: Any, sleeps: list[float]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -324,8 +314,11 @@ async def test_an_engine_trickling_its_answer_is_cut_at_connect_plus_read(
     app = Application()
     app.router.add_post("/{tail:.*}", trickle)
     server = await aiohttp_server(app)
-    engine = WatsonV1Engine(v1(str(server.make_url("")).rstrip("/"), connect_timeout_ms=200, read_timeout_ms=300,
-                               max_retries=0), http, sleep=sleep)
+    engine = WatsonV1Engine(
+        v1(str(server.make_url("")).rstrip("/"), connect_timeout_ms=200, read_timeout_ms=300, max_retries=0),
+        http,
+        sleep=sleep,
+    )
     started = time.monotonic()
     with pytest.raises(EngineError) as info:
         await engine.turn(TurnRequest(text="hi", state=state()))
@@ -424,15 +417,10 @@ async def test_v2_legacy_path_style(fake: FakeWatson, base_url: str, http: aioht
     engine = WatsonV2Engine(v2(base_url, v2_path_style="legacy", environment_id=None), http)
     reply = await engine.turn(TurnRequest(text="hi", state=state()))
     assert fake.of_kind("v2_session")[0].path == "/v2/assistants/A1/sessions"
-    assert (
-        fake.of_kind("v2_message")[0].path
-        == f"/v2/assistants/A1/sessions/{reply.engine_state['sessionId']}/message"
-    )
+    assert fake.of_kind("v2_message")[0].path == f"/v2/assistants/A1/sessions/{reply.engine_state['sessionId']}/message"
 
 
-async def test_v2_attachments_capped_at_five(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_v2_attachments_capped_at_five(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     media = [{"mediaURL": f"https://x.test/{i}.jpg", "mediaContentType": None} for i in range(7)]
     await WatsonV2Engine(v2(base_url), http).turn(TurnRequest(text="", state=state(smsMedia=media)))
     attachments = fake.of_kind("v2_message")[0].json["input"]["attachments"]
@@ -473,9 +461,7 @@ async def test_v2_resource_not_found_is_not_a_session_expiry(
     assert len(fake.of_kind("v2_session")) == 1
 
 
-async def test_v2_context_command_fires_once(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_v2_context_command_fires_once(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     media = {"command": "smsActSendMedia", "parameters": {"mediaURL": ["https://x.test/a.png"]}}
 
     def dialog(text: str, user_defined: dict[str, Any]) -> dict[str, Any]:
@@ -490,10 +476,7 @@ async def test_v2_context_command_fires_once(
     assert first.commands == [Command("smsActSendMedia", {"mediaURL": ["https://x.test/a.png"]})]
     assert first.engine_state["clearKeys"] == ["smsAction"]
     # None state values are sent as null so the stateful session forgets them
-    assert (
-        fake.of_kind("v2_message")[0].json["context"]["skills"]["main skill"]["user_defined"]["smsError"]
-        is None
-    )
+    assert fake.of_kind("v2_message")[0].json["context"]["skills"]["main skill"]["user_defined"]["smsError"] is None
 
     second = await engine.turn(TurnRequest(text="next", state=state(), engine_state=first.engine_state))
     assert second.commands == []
@@ -502,9 +485,7 @@ async def test_v2_context_command_fires_once(
     assert sent["smsAction"] is None
 
 
-async def test_v2_generic_user_defined_commands(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_v2_generic_user_defined_commands(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     fake.v2_dialog = lambda text, ud: {
         "output": {
             "generic": [
@@ -588,9 +569,7 @@ async def test_iam_token_fetched_once_off_the_event_loop(
 
     authorizer.authenticator.authenticate = spy
     engine = WatsonV1Engine(config, http, authorizer=authorizer)
-    replies = await asyncio.gather(
-        *(engine.turn(TurnRequest(text=f"t{i}", state=state())) for i in range(20))
-    )
+    replies = await asyncio.gather(*(engine.turn(TurnRequest(text=f"t{i}", state=state())) for i in range(20)))
     await engine.turn(TurnRequest(text="later", state=state()))
 
     assert [r.texts for r in replies] == [[f"You said: t{i}"] for i in range(20)]
@@ -625,9 +604,7 @@ async def test_iam_header_cache_expires_at_refresh_time(fake: FakeWatson, base_u
     assert fake.token_fetches == 1
 
 
-async def test_iam_via_apikey_username_convention(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_iam_via_apikey_username_convention(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     fake.expected_authorization = "iam"
     config = v1(base_url, auth="basic", username="apikey", password="good-key", token_url=f"{base_url}/")
     assert isinstance(create_authorizer(config), IamAuthorizer)
@@ -635,9 +612,7 @@ async def test_iam_via_apikey_username_convention(
     assert fake.token_fetches == 1
 
 
-async def test_iam_bad_apikey_is_an_engine_error(
-    fake: FakeWatson, base_url: str, http: aiohttp.ClientSession
-) -> None:
+async def test_iam_bad_apikey_is_an_engine_error(fake: FakeWatson, base_url: str, http: aiohttp.ClientSession) -> None:
     config = v1(base_url, auth="iam", apikey="bad-key", token_url=f"{base_url}/identity/token")
     with pytest.raises(EngineError) as info:
         await WatsonV1Engine(config, http).turn(TurnRequest(text="hi", state=state()))
@@ -647,9 +622,7 @@ async def test_iam_bad_apikey_is_an_engine_error(
 
 def test_create_authorizer_kinds() -> None:
     assert isinstance(create_authorizer(EngineConfig()), NoAuthorizer)
-    assert isinstance(
-        create_authorizer(EngineConfig(auth="basic", username="u", password="p")), BasicAuthorizer
-    )
+    assert isinstance(create_authorizer(EngineConfig(auth="basic", username="u", password="p")), BasicAuthorizer)
     assert isinstance(create_authorizer(EngineConfig(auth="bearer", bearer_token="t")), BearerAuthorizer)
     for bad in (EngineConfig(auth="iam"), EngineConfig(auth="basic"), EngineConfig(auth="bearer")):
         with pytest.raises(ValueError):
@@ -692,22 +665,20 @@ async def test_echo_engine() -> None:
     first = await engine.turn(TurnRequest(text="", state=state()))
     assert first.texts == [WELCOME] and first.engine_state == {"turns": 1}
 
-    second = await engine.turn(
-        TurnRequest(text="look", state=state(smsMedia=MEDIA), engine_state=first.engine_state)
-    )
+    second = await engine.turn(TurnRequest(text="look", state=state(smsMedia=MEDIA), engine_state=first.engine_state))
     assert second.texts == ["You said: look", "Got your 1 media"]
     assert second.commands == [Command("smsActSendMedia", {"mediaURL": ["https://example.com/cat.jpg"]})]
     assert second.engine_state == {"turns": 2}
     assert engine.last_request is not None and engine.last_request.text == "look"
     # What it answered, as a v1 dialog would: the demo prints it.
-    assert engine.last_reply is second and second.raw == {"output": {
-        "text": ["You said: look", "Got your 1 media"],
-        "smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": ["https://example.com/cat.jpg"]}},
-    }}
+    assert engine.last_reply is second and second.raw == {
+        "output": {
+            "text": ["You said: look", "Got your 1 media"],
+            "smsAction": {"command": "smsActSendMedia", "parameters": {"mediaURL": ["https://example.com/cat.jpg"]}},
+        }
+    }
 
-    bye = await engine.turn(
-        TurnRequest(text="smsResponseTimeout", state=state(), engine_state=second.engine_state)
-    )
+    bye = await engine.turn(TurnRequest(text="smsResponseTimeout", state=state(), engine_state=second.engine_state))
     assert bye.texts == [GOODBYE] and bye.commands == []
     await engine.close()
 
@@ -717,4 +688,5 @@ async def test_echo_engine_answers_options_with_an_option_list() -> None:
     reply = await engine.turn(TurnRequest(text=" Options ", state=state()))
     assert reply.texts == [] and reply.commands == []
     assert [(c.kind, c.labels, c.values) for c in reply.choices] == [
-        ("option", ("Red", "Green", "Blue"), ("red", "green", "blue"))]
+        ("option", ("Red", "Green", "Blue"), ("red", "green", "blue"))
+    ]

@@ -53,8 +53,13 @@ def unfinished_jobs(db: Path) -> int:
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`sms-gateway --config FILE ...` as an operator runs it (e.g. dead-letters) against the same store."""
-    return subprocess.run([sys.executable, "-m", "sms_gateway", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sms_gateway", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def dead_letter_count(config: Path) -> int:
@@ -86,9 +91,12 @@ async def test_kill9_with_accepted_unprocessed_messages_answers_each_once_after_
     await gw.restart()
     answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=1.0)
     tally = world.tally("sqlite kill -9 with accepted, unprocessed messages")
-    tally.extra.update(leased_by_dead_process=len(leased), unleased=40 - len(leased),
-                       engine_turns=len(world.watson.turn_texts()),
-                       all_answered_after_s=round(time.monotonic() - restarted, 1))
+    tally.extra.update(
+        leased_by_dead_process=len(leased),
+        unleased=40 - len(leased),
+        engine_turns=len(world.watson.turn_texts()),
+        all_answered_after_s=round(time.monotonic() - restarted, 1),
+    )
     tally.report()
     assert 4 <= len(leased) <= 16
     assert answered == 40 and duplicated == 0 and lost == []
@@ -134,8 +142,11 @@ async def test_kill9_with_a_send_in_flight_the_takeover_waits_for_the_provider_n
     answered, duplicated, lost, _ = await world.wait_answered(timeout=10, quiet=1.0)
     found = [e for e in gw.log_events() if e.get("event") == "send_found_at_provider"]
     tally = world.tally("sqlite kill -9 with a send in flight, default lease")
-    tally.extra.update(provider_sends=len(world.twilio.messages), found_at_provider=len(found),
-                       job_finished_after_kill_s=round(settled_after, 1))
+    tally.extra.update(
+        provider_sends=len(world.twilio.messages),
+        found_at_provider=len(found),
+        job_finished_after_kill_s=round(settled_after, 1),
+    )
     tally.report()
     assert answered == 1 and lost == [] and duplicated == 0
     assert len(found) == 1, "the new process asked the provider instead of sending again"
@@ -190,9 +201,7 @@ async def test_a_turn_slower_than_the_lease_runs_once_with_two_processes_on_one_
 
 
 # 2. one MessageSid, two processes, one file -------------------------------------------------------------
-async def test_same_message_sid_to_two_processes_on_one_sqlite_file_is_one_turn(
-    world: World, tmp_path: Path
-) -> None:
+async def test_same_message_sid_to_two_processes_on_one_sqlite_file_is_one_turn(world: World, tmp_path: Path) -> None:
     db = tmp_path / "gw.db"
     a = await world.gateways.start("a", store_url=sqlite_url(db))
     b = await world.gateways.start("b", store_url=sqlite_url(db))
@@ -203,8 +212,13 @@ async def test_same_message_sid_to_two_processes_on_one_sqlite_file_is_one_turn(
     accepted_events = [e for gw in (a, b) for e in gw.log_events() if e.get("event") == "inbound_accepted"]
     duplicate_events = [e for gw in (a, b) for e in gw.log_events() if e.get("event") == "inbound_duplicate"]
     tally = world.tally("sqlite same MessageSid to 2 processes")
-    tally.extra.update(webhooks=len(statuses), statuses=dict(Counter(statuses)), claimed=len(accepted_events),
-                       duplicates_seen=len(duplicate_events), engine_turns=sum(turns.values()))
+    tally.extra.update(
+        webhooks=len(statuses),
+        statuses=dict(Counter(statuses)),
+        claimed=len(accepted_events),
+        duplicates_seen=len(duplicate_events),
+        engine_turns=sum(turns.values()),
+    )
     tally.report()
     assert Counter(statuses) == {200: 60}
     assert len(accepted_events) == 30 and len(duplicate_events) == 30
@@ -294,8 +308,12 @@ async def test_provider_permanent_errors_are_not_retried_and_reach_the_engine(wo
         if text.startswith("second"):
             errors[text] = ((body.get("context") or {}).get("smsError") or {}).get("code")
     tally = world.tally("provider permanent errors (next turn)", second)
-    tally.extra.update(provider_requests=world.twilio.request_count, undeliverable_first_replies=3,
-                       first_replies_delivered=first_delivered, sms_errors=errors)
+    tally.extra.update(
+        provider_requests=world.twilio.request_count,
+        undeliverable_first_replies=3,
+        first_replies_delivered=first_delivered,
+        sms_errors=errors,
+    )
     tally.report()
     assert first_delivered == 0
     assert answered == 3 and duplicated == 0 and lost == []
@@ -305,8 +323,9 @@ async def test_provider_permanent_errors_are_not_retried_and_reach_the_engine(wo
 async def test_provider_timeouts_lose_nothing(world: World, tmp_path: Path) -> None:
     """Twilio answers too late (after the gateway's read timeout) but did send: the retry must not lose the
     reply, nor send it twice (Twilio's Messages API has no idempotency key: the outbox asks ListMessage)."""
-    gw = await world.gateways.start("gw", store_url=sqlite_url(tmp_path / "gw.db"),
-                                    provider={"readTimeout": 1000, "maxRetryNum": 4})
+    gw = await world.gateways.start(
+        "gw", store_url=sqlite_url(tmp_path / "gw.db"), provider={"readTimeout": 1000, "maxRetryNum": 4}
+    )
     world.twilio.answer_late(5, seconds=2.0)
     results = await asyncio.gather(*(world.deliver(gw, f"slow {i}", u) for i, u in enumerate(users(5))))
     assert [status for _, status in results] == [200] * 5
@@ -349,8 +368,12 @@ async def test_sqlite_locked_answers_503_then_recovers(world: World, tmp_path: P
     pending = await world.redeliver(gw, [f["MessageSid"] for f in locked])
     answered, duplicated, lost, _ = await world.wait_answered(timeout=20)
     tally = world.tally("sqlite locked")
-    tally.extra.update(statuses_while_locked=dict(Counter(statuses)), ready_while_locked=ready_while_locked,
-                       slowest_503_s=round(max(timings), 2), locked_s=round(locked_for, 1))
+    tally.extra.update(
+        statuses_while_locked=dict(Counter(statuses)),
+        ready_while_locked=ready_while_locked,
+        slowest_503_s=round(max(timings), 2),
+        locked_s=round(locked_for, 1),
+    )
     tally.report()
     assert ready_while_locked == 503
     assert statuses == [503] * 6, statuses
@@ -382,8 +405,9 @@ async def test_sqlite_full_disk_answers_503_and_corrupts_nothing(world: World, t
     await world.wait_answered(timeout=10)
     assert await first.terminate_and_wait() == 0
     limit = db.stat().st_size + 64 * 1024
-    gw = await world.gateways.start("limited", store_url=sqlite_url(db), preexec_fn=_limit_file_size(limit),
-                                    lease_seconds=LEASE)
+    gw = await world.gateways.start(
+        "limited", store_url=sqlite_url(db), preexec_fn=_limit_file_size(limit), lease_seconds=LEASE
+    )
     statuses: list[int | None] = []
     refused = 0
     for i, user in enumerate(users(300)):
@@ -404,9 +428,13 @@ async def test_sqlite_full_disk_answers_503_and_corrupts_nothing(world: World, t
     answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
     assert await gw.terminate_and_wait() == 0
     tally = world.tally("sqlite full disk")
-    tally.extra.update(statuses=dict(Counter(statuses)), ready_when_full=ready_when_full,
-                       integrity_after_crash=check_after_crash, integrity_at_end=integrity(db),
-                       leased_when_killed=len(leased_when_killed))
+    tally.extra.update(
+        statuses=dict(Counter(statuses)),
+        ready_when_full=ready_when_full,
+        integrity_after_crash=check_after_crash,
+        integrity_at_end=integrity(db),
+        leased_when_killed=len(leased_when_killed),
+    )
     tally.report()
     assert 503 in statuses and set(statuses) <= {200, 503}, statuses
     assert check_after_crash == "ok" and integrity(db) == "ok"
@@ -433,8 +461,12 @@ async def test_sigterm_goes_unready_finishes_in_flight_turns_and_exits_zero(worl
     world.watson.release()
     answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
     tally = world.tally("sigterm")
-    tally.extra.update(ready_in_drain=ready_in_drain, accepted_in_drain=sum(s == 200 for _, s in during),
-                       exit_code=code, answered_before_exit=answered_at_exit)
+    tally.extra.update(
+        ready_in_drain=ready_in_drain,
+        accepted_in_drain=sum(s == 200 for _, s in during),
+        exit_code=code,
+        answered_before_exit=answered_at_exit,
+    )
     tally.report()
     assert ready_in_drain == 503
     assert [status for _, status in during] == [200] * 5
@@ -463,8 +495,12 @@ async def test_sigterm_hands_back_turns_it_cannot_finish(world: World, tmp_path:
     await gw.restart()
     answered, duplicated, lost, _ = await world.wait_answered(timeout=8, quiet=1.0)
     tally = world.tally("sigterm hands back")
-    tally.extra.update(exit_code=code, stopped_after_s=round(stopped_after, 1), handed_back=handed_back,
-                       answered_after_restart_s=round(time.monotonic() - restarted, 1))
+    tally.extra.update(
+        exit_code=code,
+        stopped_after_s=round(stopped_after, 1),
+        handed_back=handed_back,
+        answered_after_restart_s=round(time.monotonic() - restarted, 1),
+    )
     tally.report()
     assert code == 0 and handed_back == 5
     assert owners_left == 0, "a process that stops deregisters"

@@ -83,8 +83,9 @@ async def test_same_message_sid_to_two_processes_on_one_redis_is_one_turn(world:
     turns = Counter(world.watson.turn_texts())
     claimed = sum(1 for gw in (a, b) for e in gw.log_events() if e.get("event") == "inbound_accepted")
     tally = world.tally("redis same MessageSid to 2 processes")
-    tally.extra.update(webhooks=len(statuses), statuses=dict(Counter(statuses)), claimed=claimed,
-                       engine_turns=sum(turns.values()))
+    tally.extra.update(
+        webhooks=len(statuses), statuses=dict(Counter(statuses)), claimed=claimed, engine_turns=sum(turns.values())
+    )
     tally.report()
     assert Counter(statuses) == {200: 60}
     assert claimed == 30
@@ -117,9 +118,14 @@ async def test_redis_restart_mid_run_answers_503_while_down_then_loses_nothing(
         await world.deliver(gw, f"after {i}", user)
     answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
     tally = world.tally("redis restarted")
-    tally.extra.update(statuses_while_down=dict(Counter(s for _, s in down)), ready_while_down=ready_while_down,
-                       slowest_503_s=round(slowest_503, 2), ready_again_s=round(recovery, 2),
-                       replays_of_old_sids=dict(Counter(replayed)), left_in_store=pending_work(redis))
+    tally.extra.update(
+        statuses_while_down=dict(Counter(s for _, s in down)),
+        ready_while_down=ready_while_down,
+        slowest_503_s=round(slowest_503, 2),
+        ready_again_s=round(recovery, 2),
+        replays_of_old_sids=dict(Counter(replayed)),
+        left_in_store=pending_work(redis),
+    )
     tally.report()
     assert ready_while_down == 503
     assert [s for _, s in down] == [503] * 10
@@ -170,8 +176,9 @@ async def test_redis_killed_right_after_a_burst_of_acknowledgements_loses_none(w
         answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=1.5)
         turns = Counter(world.watson.turn_texts())
         tally = world.tally("redis kill -9 after 30 acknowledgements")
-        tally.extra.update(in_engine_at_kill=in_engine_at_kill, engine_turns=sum(turns.values()),
-                           left_in_store=pending_work(redis))
+        tally.extra.update(
+            in_engine_at_kill=in_engine_at_kill, engine_turns=sum(turns.values()), left_in_store=pending_work(redis)
+        )
         tally.report()
         assert in_engine_at_kill <= 3, "the other messages must wait in Redis, or the test shows nothing"
         assert all(turns[text] == 1 for text, _ in burst), {t: n for t, n in turns.items() if n != 1}
@@ -228,8 +235,9 @@ async def test_the_per_sender_rate_limit_is_shared_by_two_processes(world: World
 
     for round_no in range(3):
         before, first = sends_by_process(), len(world.twilio.sent_at)
-        results = await asyncio.gather(*(world.deliver((a, b)[i % 2], f"rate {round_no} {i}", u)
-                                         for i, u in enumerate(users(20))))
+        results = await asyncio.gather(
+            *(world.deliver((a, b)[i % 2], f"rate {round_no} {i}", u) for i, u in enumerate(users(20)))
+        )
         assert [s for _, s in results] == [200] * 20
         answered, duplicated, lost, _ = await world.wait_answered(timeout=30, quiet=0.5)
         assert answered == 20 * (round_no + 1) and duplicated == 0 and lost == []
@@ -261,14 +269,17 @@ async def test_kill9_one_of_two_processes_the_other_finishes_everything(world: W
     world.watson.release()
     answered, duplicated, lost, _ = await world.wait_answered(timeout=20, quiet=1.0)
     tally = world.tally("redis kill -9 one of two")
-    tally.extra.update(leased_by_killed_process=len(stuck),
-                       answered_by_survivor=sum(1 for e in b.log_events() if e.get("event") == "message_sent"))
+    tally.extra.update(
+        leased_by_killed_process=len(stuck),
+        answered_by_survivor=sum(1 for e in b.log_events() if e.get("event") == "message_sent"),
+    )
     tally.report()
     assert answered == 60 and duplicated == 0 and lost == []
 
 
-@pytest.mark.parametrize(("module", "within"), [("sms_gateway", 15.0), ("tests.elsewhere", 20.0)],
-                         ids=["same-host", "other-host"])
+@pytest.mark.parametrize(
+    ("module", "within"), [("sms_gateway", 15.0), ("tests.elsewhere", 20.0)], ids=["same-host", "other-host"]
+)
 async def test_kill9_one_of_two_the_survivor_takes_its_turns_over_in_seconds(
     world: World, redis: RedisServer, module: str, within: float
 ) -> None:

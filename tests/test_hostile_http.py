@@ -46,9 +46,12 @@ FORM = "application/x-www-form-urlencoded"
 @asynccontextmanager
 async def listening(**deadlines: float) -> AsyncIterator[Listener]:
     """The gateway app on a free port, served as `sms-gateway serve` serves it."""
-    config = Config(store_url="memory://", header_timeout_s=deadlines.get("head", HEAD_S),
-                    body_timeout_s=deadlines.get("body", BODY_S),
-                    keepalive_timeout_s=deadlines.get("keepalive", KEEPALIVE_S))
+    config = Config(
+        store_url="memory://",
+        header_timeout_s=deadlines.get("head", HEAD_S),
+        body_timeout_s=deadlines.get("body", BODY_S),
+        keepalive_timeout_s=deadlines.get("keepalive", KEEPALIVE_S),
+    )
     listener = await listen(create_app(config), config, "127.0.0.1", 0, shutdown_timeout=1.0)
     try:
         yield listener
@@ -119,8 +122,11 @@ async def test_a_head_trickled_byte_by_byte_is_cut_at_the_header_deadline() -> N
 async def test_a_body_that_stops_arriving_is_answered_408_and_the_connection_closed() -> None:
     async with listening() as listener:
         reader, writer = await connect(listener)
-        writer.write(b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: " + FORM.encode()
-                     + b"\r\nContent-Length: 1000\r\n\r\nFrom=%2B1555")
+        writer.write(
+            b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Length: 1000\r\n\r\nFrom=%2B1555"
+        )
         data, elapsed = await until_closed(reader, within=5)
         writer.close()
     status, headers, body = response_of(data)
@@ -133,8 +139,11 @@ async def test_a_body_aiohttp_never_finishes_decoding_is_cut_at_the_body_deadlin
     handler's read is never told and would wait forever."""
     async with listening() as listener:
         reader, writer = await connect(listener)
-        writer.write(b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: " + FORM.encode()
-                     + b"\r\nContent-Encoding: deflate\r\nContent-Length: 1\r\n\r\n")
+        writer.write(
+            b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Encoding: deflate\r\nContent-Length: 1\r\n\r\n"
+        )
         await writer.drain()
         await asyncio.sleep(0.1)  # the head is parsed and the handler reading before the body comes
         writer.write(b"\xf4")
@@ -166,8 +175,11 @@ async def test_requests_within_their_deadlines_are_served_on_one_kept_alive_conn
         await asyncio.sleep(HEAD_S / 2)
         writer.write(b"\r\n")
         assert (await read_response(reader))[0] == 200
-        writer.write(b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: " + FORM.encode()
-                     + b"\r\nContent-Length: 9\r\n\r\nTo=%2B1")
+        writer.write(
+            b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\nContent-Type: "
+            + FORM.encode()
+            + b"\r\nContent-Length: 9\r\n\r\nTo=%2B1"
+        )
         await asyncio.sleep(BODY_S / 2)
         writer.write(b"55")
         status, _, body = await read_response(reader)
@@ -180,12 +192,18 @@ async def test_requests_within_their_deadlines_are_served_on_one_kept_alive_conn
     [
         pytest.param(b"GET /health HTTP/1.1\r\nHost: gateway\r\nBad Header\r\n\r\n", id="header-without-colon"),
         pytest.param(b"G\x01T /health HTTP/1.1\r\nHost: gateway\r\n\r\n", id="bad-method"),
-        pytest.param(b"GET /health HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n",
-                     id="header-too-long"),
-        pytest.param(b"POST /sms.receiver/sinch HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                     id="bad-transfer-encoding"),
-        pytest.param(b"POST /sms.receiver/sinch HTTP/1.1\r\nHost: gateway\r\nContent-Encoding: deflate\r\n"
-                     b"Content-Length: 1\r\n\r\n\xf4", id="deflate-that-ends-too-soon"),
+        pytest.param(
+            b"GET /health HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n", id="header-too-long"
+        ),
+        pytest.param(
+            b"POST /sms.receiver/sinch HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            id="bad-transfer-encoding",
+        ),
+        pytest.param(
+            b"POST /sms.receiver/sinch HTTP/1.1\r\nHost: gateway\r\nContent-Encoding: deflate\r\n"
+            b"Content-Length: 1\r\n\r\n\xf4",
+            id="deflate-that-ends-too-soon",
+        ),
     ],
 )
 async def test_a_request_aiohttp_cannot_parse_is_answered_in_json(request_bytes: bytes) -> None:
@@ -199,18 +217,26 @@ async def test_a_request_aiohttp_cannot_parse_is_answered_in_json(request_bytes:
 
 
 def _serve_process(config_file: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_", "LOG_", "MULTI_TENANT_"))}
-    return subprocess.Popen([sys.executable, "-m", "sms_gateway", "serve", "--config", str(config_file)], cwd=ROOT,
-                            env={**env, "SHUTDOWN_DRAIN_SECONDS": "0"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_", "LOG_", "MULTI_TENANT_"))
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "sms_gateway", "serve", "--config", str(config_file)],
+        cwd=ROOT,
+        env={**env, "SHUTDOWN_DRAIN_SECONDS": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def test_sms_gateway_serve_closes_silent_connections_and_answers_garbage_in_json(tmp_path: Path) -> None:
     port = free_port()
     config_file = tmp_path / "gateway.yaml"
-    config_file.write_text(f"http:\n  host: 127.0.0.1\n  port: {port}\n  headerTimeout: 0.5\n"
-                           "store:\n  url: 'memory://'\n")
+    config_file.write_text(
+        f"http:\n  host: 127.0.0.1\n  port: {port}\n  headerTimeout: 0.5\nstore:\n  url: 'memory://'\n"
+    )
     process = _serve_process(config_file)
     try:
         async with aiohttp.ClientSession() as http:
@@ -252,9 +278,12 @@ def _open_rest_and_unsigned_twilio(config: Config) -> Config:
     form is parsed whatever its bytes)."""
     tenants = tuple(
         dataclasses.replace(
-            tenant, control_credentials=CONTROL,
+            tenant,
+            control_credentials=CONTROL,
             provider=dataclasses.replace(tenant.provider, validate_signature=False)
-            if isinstance(tenant.provider, TwilioConfig) else tenant.provider)
+            if isinstance(tenant.provider, TwilioConfig)
+            else tenant.provider,
+        )
         for tenant in config.tenants
     )
     return dataclasses.replace(config, tenants=tenants)
@@ -283,44 +312,89 @@ async def test_a_properly_compressed_body_is_accepted(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, configure=_open_rest_and_unsigned_twilio) as gw:
         form = f"MessageSid=SM{'1' * 32}&From=%2B15551230001&To=%2B15005550001&Body=hi&NumMedia=0"
         headers = {"Content-Type": FORM, "Content-Encoding": "gzip"}
-        async with gw.http.post(gw.url + "/sms.receiver/SmsRecv", data=gzip.compress(form.encode()),
-                                headers=headers) as response:
+        async with gw.http.post(
+            gw.url + "/sms.receiver/SmsRecv", data=gzip.compress(form.encode()), headers=headers
+        ) as response:
             assert response.status == 200, await response.text()
         await gw.wait_sent(1)
 
 
 CONTENT_TYPES = st.one_of(
-    st.sampled_from([FORM, "application/json", "multipart/form-data", "text/plain", "application/xml", "", "*/*",
-                     "application/json; charset=utf-16", "multipart/form-data; boundary=xyz",
-                     'multipart/form-data; boundary="a b"', "application/x-www-form-urlencoded; charset=foo",
-                     "application/json; charset=\"", "text/plain; charset=utf-8; charset=latin-1"]),
-    st.builds(lambda media, charset: f"{media}; charset={charset}",
-              st.sampled_from([FORM, "application/json", "multipart/form-data; boundary=xyz", "text/plain"]),
-              st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=";\\\""), max_size=12)),
+    st.sampled_from(
+        [
+            FORM,
+            "application/json",
+            "multipart/form-data",
+            "text/plain",
+            "application/xml",
+            "",
+            "*/*",
+            "application/json; charset=utf-16",
+            "multipart/form-data; boundary=xyz",
+            'multipart/form-data; boundary="a b"',
+            "application/x-www-form-urlencoded; charset=foo",
+            'application/json; charset="',
+            "text/plain; charset=utf-8; charset=latin-1",
+        ]
+    ),
+    st.builds(
+        lambda media, charset: f"{media}; charset={charset}",
+        st.sampled_from([FORM, "application/json", "multipart/form-data; boundary=xyz", "text/plain"]),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=';\\"'), max_size=12),
+    ),
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
 )
 # Codings aiohttp decodes itself (gzip, deflate) or passes through (anything it does not know); brotli and
 # zstd are refused by aiohttp's parser before the app, in JSON only where `listen` serves the app.
-ENCODINGS = st.sampled_from([None, "identity", "gzip", "x-gzip", "deflate", "br", "zstd", "bogus", "gzip, deflate",
-                             ""])
-MULTIPART = (b'--xyz\r\nContent-Disposition: form-data; name="To"\r\nContent-Type: text/plain; charset=foo\r\n\r\n'
-             b"+15005550001\r\n--xyz--\r\n")
+ENCODINGS = st.sampled_from([None, "identity", "gzip", "x-gzip", "deflate", "br", "zstd", "bogus", "gzip, deflate", ""])
+MULTIPART = (
+    b'--xyz\r\nContent-Disposition: form-data; name="To"\r\nContent-Type: text/plain; charset=foo\r\n\r\n'
+    b"+15005550001\r\n--xyz--\r\n"
+)
 JSON_BODIES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["tenantPhoneNumber", "userPhoneNumber", "smsMessage", "smsMediaURL", "userData",
-                         "sessionTimeout", "callbackURL", "expirationInterval", "app_id", "message", "x"]),
-        children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "tenantPhoneNumber",
+                    "userPhoneNumber",
+                    "smsMessage",
+                    "smsMediaURL",
+                    "userData",
+                    "sessionTimeout",
+                    "callbackURL",
+                    "expirationInterval",
+                    "app_id",
+                    "message",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=12,
 )
 BODIES = st.one_of(
     st.binary(max_size=300),
-    st.sampled_from([b"", MULTIPART, b"--xyz\r\nbroken", b"To=%2B15005550001&From=%ZZ&Body=%FF%FE",
-                     b'{"tenantPhoneNumber": "+15005550001", "userPhoneNumber": "+15551230001", "userData": '
-                     b'{"n": 1e999}}', b"[1e999, -1e999]", b'{"a": NaN}', b"\xff\xfe{\x00}\x00"]),
+    st.sampled_from(
+        [
+            b"",
+            MULTIPART,
+            b"--xyz\r\nbroken",
+            b"To=%2B15005550001&From=%ZZ&Body=%FF%FE",
+            b'{"tenantPhoneNumber": "+15005550001", "userPhoneNumber": "+15551230001", "userData": {"n": 1e999}}',
+            b"[1e999, -1e999]",
+            b'{"a": NaN}',
+            b"\xff\xfe{\x00}\x00",
+        ]
+    ),
     JSON_BODIES.map(lambda value: json.dumps(value).encode()),
-    st.dictionaries(st.sampled_from(["To", "From", "Body", "MessageSid", "NumMedia", "MediaUrl0"]),
-                    st.text(max_size=20)).map(lambda form: "&".join(f"{k}={v}" for k, v in form.items()).encode()),
+    st.dictionaries(
+        st.sampled_from(["To", "From", "Body", "MessageSid", "NumMedia", "MediaUrl0"]), st.text(max_size=20)
+    ).map(lambda form: "&".join(f"{k}={v}" for k, v in form.items()).encode()),
 )
 
 
@@ -345,8 +419,13 @@ def post(port: int, path: str, headers: dict[str, str], body: bytes) -> tuple[in
     """One request, its head and body in one write (as a provider's client sends a small request): a body that
     arrives after its head and fails to decode only at its end is a separate case, see
     test_a_body_aiohttp_never_finishes_decoding_is_cut_at_the_body_deadline."""
-    head = [f"POST {path} HTTP/1.1", "Host: gateway", f"Content-Length: {len(body)}", "Connection: close",
-            *(f"{name}: {value}" for name, value in headers.items())]
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: gateway",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
         response = http.client.HTTPResponse(sock)
@@ -360,8 +439,12 @@ async def test_no_content_type_charset_encoding_or_body_gets_a_5xx(tmp_path: Pat
     async with running_gateway(tmp_path, sinch=True, telesign=True, configure=_open_rest_and_unsigned_twilio) as gw:
         port = int(gw.url.rsplit(":", 1)[1])
 
-        @settings(max_examples=300, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=300,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(request=hostile_requests())
         def no_server_error(request: tuple[str, dict[str, str], bytes]) -> None:
             path, headers, body = request

@@ -72,8 +72,16 @@ def test_ibms_documented_example_loads_maps_every_key_and_warns_once(tmp_path: P
 @pytest.mark.parametrize(
     ("keys", "engine", "provider"),
     [
-        ({"convMaxRetryNo": "4", "convRetryInterval": "250", "smsProviderMaxRetryNo": "0",
-          "smsProvideRetryInterval": "750"}, (4, 250), (0, 750)),
+        (
+            {
+                "convMaxRetryNo": "4",
+                "convRetryInterval": "250",
+                "smsProviderMaxRetryNo": "0",
+                "smsProvideRetryInterval": "750",
+            },
+            (4, 250),
+            (0, 750),
+        ),
         # the spelling without IBM's typo, and real JSON numbers
         ({"convMaxRetryNo": 1, "smsProviderMaxRetryNo": 5, "smsProviderRetryInterval": 3000}, (1, None), (5, 3000)),
         ({}, (2, None), (2, None)),
@@ -95,14 +103,20 @@ def test_bad_ibm_retry_values_are_errors_naming_ibms_key(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load(path)
     errors = dict(caught.value.errors)
-    assert set(errors) == {f"{path}:tenants[0].{key}"
-                           for key in ("convMaxRetryNo", "smsProvideRetryInterval", "convRetryInterval")}
+    assert set(errors) == {
+        f"{path}:tenants[0].{key}" for key in ("convMaxRetryNo", "smsProvideRetryInterval", "convRetryInterval")
+    }
     assert errors[f"{path}:tenants[0].smsProvideRetryInterval"] == "must be at least 0 (got -5)"
 
 
 def test_reporting_with_any_of_ibms_reporting_keys_is_one_warning_per_tenant(tmp_path: Path) -> None:
-    reporting = {"url": "https://events.example.com/", "username": "u", "password": "p",
-                 "transcriptionEventIndex": "transcription", "cloudant": {"url": "https://c.example.com"}}
+    reporting = {
+        "url": "https://events.example.com/",
+        "username": "u",
+        "password": "p",
+        "transcriptionEventIndex": "transcription",
+        "cloudant": {"url": "https://c.example.com"},
+    }
     path = tenant_file(tmp_path, reporting=reporting)
     assert [key for key, _ in warnings_of(path)] == [f"{path}:tenants[0].reporting"]
     with pytest.raises(ConfigError) as caught:
@@ -123,7 +137,8 @@ async def test_provider_retry_interval_is_waited_before_a_failed_send_is_retried
     def with_interval(config: Config) -> Config:
         tenants = tuple(
             dataclasses.replace(t, provider=dataclasses.replace(t.provider, retry_interval_ms=1500))
-            if t.phone_number == V1 else t
+            if t.phone_number == V1
+            else t
             for t in config.tenants
         )
         return dataclasses.replace(config, tenants=tenants)

@@ -64,8 +64,10 @@ async def test_a_client_hanging_up_mid_body_is_info_without_a_traceback(tmp_path
     async with running_gateway(tmp_path) as gw:
         port = int(gw.url.rsplit(":", 1)[1])
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\n"
-                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nFrom=%2B1")
+        writer.write(
+            b"POST /sms.receiver/SmsRecv HTTP/1.1\r\nHost: gateway\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nFrom=%2B1"
+        )
         await writer.drain()
         await asyncio.sleep(0.2)
         writer.close()
@@ -104,8 +106,11 @@ def test_the_level_applies_to_stdlib_loggers(logs: Logs) -> None:
 
 def test_phone_numbers_in_free_text_are_redacted(logs: Logs) -> None:
     log = structlog.get_logger("sms_gateway.test")
-    log.warning("send_failed", error="The 'To' number +15551230001 is not a valid phone number",
-                details=["sent from 15005550001", {"note": "call +1 (555) 123-0002 or 555-123-0003"}])
+    log.warning(
+        "send_failed",
+        error="The 'To' number +15551230001 is not a valid phone number",
+        details=["sent from 15005550001", {"note": "call +1 (555) 123-0002 or 555-123-0003"}],
+    )
     logging.getLogger("some.library").warning("retrying +447700900123")
     try:
         raise ValueError("no route to +15551230004")
@@ -143,8 +148,9 @@ def rejected(logs: Logs) -> list[dict[str, Any]]:
     return [line for line in logs.lines() if line["event"] == "webhook_rejected"]
 
 
-async def test_a_bad_twilio_signature_is_logged_once_with_the_url_checked_and_the_fix(tmp_path: Path,
-                                                                                      logs: Logs) -> None:
+async def test_a_bad_twilio_signature_is_logged_once_with_the_url_checked_and_the_fix(
+    tmp_path: Path, logs: Logs
+) -> None:
     async with running_gateway(tmp_path) as gw:
         for _ in range(3):
             status, _, _ = await gw.post_form(inbound_form("hi"), signature="RSOYDt4T1cUTdK1PDd93/VVr8B8=")
@@ -158,8 +164,7 @@ async def test_a_bad_twilio_signature_is_logged_once_with_the_url_checked_and_th
     assert "RSOYDt4T1cUTdK1PDd93" not in raw and gw.twilio.auth_token not in raw
 
 
-async def test_an_unknown_to_is_logged_once_with_the_configured_numbers_redacted(tmp_path: Path,
-                                                                                logs: Logs) -> None:
+async def test_an_unknown_to_is_logged_once_with_the_configured_numbers_redacted(tmp_path: Path, logs: Logs) -> None:
     async with running_gateway(tmp_path) as gw:
         for to in ("5005550001", "+19998887777"):  # a tenant number without its country code, then a stranger
             status, _, _ = await gw.post_form(inbound_form("hi", tenant=to))
@@ -193,11 +198,16 @@ async def test_bad_basic_credentials_are_logged_once_without_them_and_the_challe
 async def test_sinch_and_telesign_signatures_are_logged_with_their_own_hints(tmp_path: Path, logs: Logs) -> None:
     async with running_gateway(tmp_path, sinch=True, telesign=True) as gw:
         sinch, telesign = SinchPhone(gw), TeleSignPhone(gw)
-        status, _ = await sinch.fake.post_webhook(gw.http, sinch.url, sinch._event("hi", None, USER, None),
-                                                  secret="not-the-secret")
+        status, _ = await sinch.fake.post_webhook(
+            gw.http, sinch.url, sinch._event("hi", None, USER, None), secret="not-the-secret"
+        )
         assert status == 403
-        status, _ = await telesign.fake.post_callback(gw.http, telesign.url, telesign.callback("hi", None, USER),
-                                                      api_key="T3RoZXIga2V5IG9mIGFub3RoZXIgY3VzdG9tZXI=")
+        status, _ = await telesign.fake.post_callback(
+            gw.http,
+            telesign.url,
+            telesign.callback("hi", None, USER),
+            api_key="T3RoZXIga2V5IG9mIGFub3RoZXIgY3VzdG9tZXI=",
+        )
         assert status == 403
     by_route = {line["route"]: line for line in rejected(logs)}
     assert by_route["sinch"]["outcome"] == "bad_signature" and "webhookSecret" in by_route["sinch"]["hint"]
@@ -214,4 +224,7 @@ def test_a_cause_is_logged_again_after_the_interval_with_the_count_refused_since
             rejections.refused("inbound", "bad_signature", "+15005550001", reason="invalid")
         rejections.refused("inbound", "bad_signature", "+15005550002", reason="invalid")  # another tenant
     assert [(line["tenant"], line["refused_since_last_logged"]) for line in captured] == [
-        ("+15005550001", 0), ("+15005550001", 3), ("+15005550002", 0)]
+        ("+15005550001", 0),
+        ("+15005550001", 3),
+        ("+15005550002", 0),
+    ]

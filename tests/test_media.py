@@ -352,20 +352,28 @@ async def test_all_media_rejected_leaves_text() -> None:
 
 async def test_names_that_resolve_to_non_public_addresses_are_refused() -> None:
     """A public-looking name is only as public as its addresses: the provider would fetch whichever it resolves."""
-    dns = FakeResolver({
-        "intranet.example.com": "10.0.0.5",
-        "loop.example.com": "127.0.0.1",
-        "v6loop.example.com": "::1",
-        "mapped.example.com": "::ffff:169.254.169.254",
-        "nat64.example.com": "64:ff9b:1::7f00:1",
-        "half.example.com": (PUBLIC_ADDRESS, "192.168.1.1"),  # a provider may pick either
-        "xn--bcher-kva.example": "127.0.0.1",  # bücher.example, as IDNA sends it
-        "dotted.example.com": "127.0.0.1",
-    }, default=PUBLIC_ADDRESS)
+    dns = FakeResolver(
+        {
+            "intranet.example.com": "10.0.0.5",
+            "loop.example.com": "127.0.0.1",
+            "v6loop.example.com": "::1",
+            "mapped.example.com": "::ffff:169.254.169.254",
+            "nat64.example.com": "64:ff9b:1::7f00:1",
+            "half.example.com": (PUBLIC_ADDRESS, "192.168.1.1"),  # a provider may pick either
+            "xn--bcher-kva.example": "127.0.0.1",  # bücher.example, as IDNA sends it
+            "dotted.example.com": "127.0.0.1",
+        },
+        default=PUBLIC_ADDRESS,
+    )
     refused = [
-        "https://intranet.example.com/a.jpg", "https://loop.example.com:8443/a.jpg", "https://v6loop.example.com/a",
-        "https://mapped.example.com/a", "https://nat64.example.com/a", "https://half.example.com/a.jpg",
-        "https://bücher.example/a.jpg", "https://dotted.example.com./a.jpg",
+        "https://intranet.example.com/a.jpg",
+        "https://loop.example.com:8443/a.jpg",
+        "https://v6loop.example.com/a",
+        "https://mapped.example.com/a",
+        "https://nat64.example.com/a",
+        "https://half.example.com/a.jpg",
+        "https://bücher.example/a.jpg",
+        "https://dotted.example.com./a.jpg",
     ]
     good = "https://cdn.example.com/ok.jpg"
     result = await plan("pics", [*refused, good], dns=dns, policy=MediaPolicy(check_size=False))
@@ -382,7 +390,9 @@ async def test_names_that_resolve_to_non_public_addresses_are_refused() -> None:
 async def test_names_that_do_not_resolve_are_left_to_the_provider() -> None:
     dns = FakeResolver()  # nothing resolves from here
     result = await plan("", ["https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg"], dns=dns)
-    assert [m.media_urls for m in result.messages] == [("https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg")]
+    assert [m.media_urls for m in result.messages] == [
+        ("https://cdn.example.com/a.jpg", "https://cdn.example.com/b.jpg")
+    ]
     assert dns.lookups == ["cdn.example.com"], "each host is resolved once"
 
 
@@ -613,14 +623,45 @@ async def test_head_never_raises(public_http: aiohttp.ClientSession) -> None:
 async def test_where_an_mms_carries_no_text_the_text_goes_first_and_each_media_alone() -> None:
     """As TeleSign's MMS: the text in SMS of its own, then one MMS per media (each within the limits)."""
     limits = dataclasses.replace(TWILIO_LIMITS, max_media_per_message=1, max_body_chars=10, media_with_text=False)
-    result = await plan_outbound("one two three four", urls(3), tenant_number=TENANT, user_number=US_USER,
-                                 session_id="s", limits=limits, host_refusal=None, size_of=None, new_id=ids())
+    result = await plan_outbound(
+        "one two three four",
+        urls(3),
+        tenant_number=TENANT,
+        user_number=US_USER,
+        session_id="s",
+        limits=limits,
+        host_refusal=None,
+        size_of=None,
+        new_id=ids(),
+    )
     assert [(m.text, m.media_urls) for m in result.messages] == [
-        ("one two", ()), ("three four", ()), ("", (urls(3)[0],)), ("", (urls(3)[1],)), ("", (urls(3)[2],))]
-    media_only = await plan_outbound("", urls(1), tenant_number=TENANT, user_number=US_USER, session_id="s",
-                                     limits=limits, host_refusal=None, size_of=None, new_id=ids())
+        ("one two", ()),
+        ("three four", ()),
+        ("", (urls(3)[0],)),
+        ("", (urls(3)[1],)),
+        ("", (urls(3)[2],)),
+    ]
+    media_only = await plan_outbound(
+        "",
+        urls(1),
+        tenant_number=TENANT,
+        user_number=US_USER,
+        session_id="s",
+        limits=limits,
+        host_refusal=None,
+        size_of=None,
+        new_id=ids(),
+    )
     assert [(m.text, m.media_urls) for m in media_only.messages] == [("", (urls(1)[0],))]
-    no_mms = await plan_outbound("hi", urls(1), tenant_number=TENANT, user_number=UK_USER, session_id="s",
-                                 limits=dataclasses.replace(limits, max_body_chars=1600), host_refusal=None,
-                                 size_of=None, new_id=ids())
+    no_mms = await plan_outbound(
+        "hi",
+        urls(1),
+        tenant_number=TENANT,
+        user_number=UK_USER,
+        session_id="s",
+        limits=dataclasses.replace(limits, max_body_chars=1600),
+        host_refusal=None,
+        size_of=None,
+        new_id=ids(),
+    )
     assert [(m.text, m.media_urls) for m in no_mms.messages] == [(f"hi\n{urls(1)[0]}", ())]

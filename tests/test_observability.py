@@ -114,7 +114,6 @@ async def test_latency_reporting_threshold_warns_for_slow_engine_and_provider(tm
             await gw.settle()
     finally:
         reset_logging()
-    warnings = [json.loads(line) for line in stream.getvalue().splitlines()
-                if '"latency_threshold_exceeded"' in line]
+    warnings = [json.loads(line) for line in stream.getvalue().splitlines() if '"latency_threshold_exceeded"' in line]
     assert sorted(w["call"] for w in warnings) == ["engine", "provider"]
     assert all(w["latency_ms"] >= 300 and w["threshold_ms"] == 100 and w["session_id"] for w in warnings)

@@ -43,18 +43,20 @@ MAX_EXAMPLES = 25
 
 def fuzz(base_url: str) -> tuple[list[str], dict[tuple[str, int], int], int]:
     """Run schemathesis (blocking): (failures, responses by (operation, status), seed)."""
-    toml = "\n".join([
-        f"base-url = {json.dumps(base_url)}",
-        "[generation]",
-        f"max-examples = {MAX_EXAMPLES}",
-        'database = "none"',
-        "[auth.basic]",
-        f"username = {json.dumps(ALICE[0])}",
-        f"password = {json.dumps(ALICE[1])}",
-        "[checks]",
-        "enabled = false",
-        *(f"{name}.enabled = true" for name in CHECKS),
-    ])
+    toml = "\n".join(
+        [
+            f"base-url = {json.dumps(base_url)}",
+            "[generation]",
+            f"max-examples = {MAX_EXAMPLES}",
+            'database = "none"',
+            "[auth.basic]",
+            f"username = {json.dumps(ALICE[0])}",
+            f"password = {json.dumps(ALICE[1])}",
+            "[checks]",
+            "enabled = false",
+            *(f"{name}.enabled = true" for name in CHECKS),
+        ]
+    )
     config = SchemathesisConfig.from_str(toml)
     schema = schemathesis.openapi.from_dict(openapi_document(), config=config)
     failures: list[str] = []
@@ -97,8 +99,13 @@ async def test_the_openapi_document_survives_a_schemathesis_run(tmp_path: Path) 
         operations = {label for label, _ in statuses}
         assert len(operations) == 9, operations
         ok = {label for label, status in statuses if status < 300}
-        for label in ("POST /sms.gateway/sessions", "POST /sms.gateway/smsPipe", "POST /sms.gateway/messages",
-                      "POST /sms.gateway/test/provider", "POST /sms.gateway/test/conversation"):
+        for label in (
+            "POST /sms.gateway/sessions",
+            "POST /sms.gateway/smsPipe",
+            "POST /sms.gateway/messages",
+            "POST /sms.gateway/test/provider",
+            "POST /sms.gateway/test/conversation",
+        ):
             assert label in ok, (label, sorted(statuses))
         await gw.settle(timeout=30)
 

@@ -94,7 +94,7 @@ def test_a_zombie_is_gone() -> None:
 
 # Taking over ---------------------------------------------------------------------------------------------
 async def test_a_process_gone_from_this_machine_is_taken_over_at_the_first_beat(
-    two_stores: tuple[Store, Store]
+    two_stores: tuple[Store, Store],
 ) -> None:
     """kill -9 and a restart: the new process's first beat frees what the dead one held, although the dead
     one's heartbeat has not run out yet."""
@@ -115,7 +115,7 @@ async def test_a_process_gone_from_this_machine_is_taken_over_at_the_first_beat(
 
 
 async def test_a_process_on_another_machine_is_taken_over_when_its_heartbeat_runs_out(
-    two_stores: tuple[Store, Store]
+    two_stores: tuple[Store, Store],
 ) -> None:
     a_store, b_store = two_stores
     a = OwnerHeartbeat(a_store, elsewhere(this_process()), beat_seconds=BEAT)
@@ -140,7 +140,7 @@ async def test_a_process_on_another_machine_is_taken_over_when_its_heartbeat_run
 
 
 async def test_a_process_of_this_machine_that_still_runs_keeps_its_work_when_its_heartbeat_lapses(
-    two_stores: tuple[Store, Store]
+    two_stores: tuple[Store, Store],
 ) -> None:
     """A stalled process (or one that could not write to a locked store) is alive: its leases last as long
     as it renews them, so its turns never run twice."""

@@ -39,8 +39,9 @@ REFUSAL_CODES = {"twilio": "21610", "sinch": "400", "telesign": "3071"}
 
 
 @pytest.fixture
-async def phone(tmp_path: Path, aiohttp_client: Callable[[web.Application], Any]) -> AsyncIterator[
-        tuple[Client, Gateway]]:
+async def phone(
+    tmp_path: Path, aiohttp_client: Callable[[web.Application], Any]
+) -> AsyncIterator[tuple[Client, Gateway]]:
     async with running_gateway(Config(), tmp_path / "phone.db") as gateway:
         client: Client = await aiohttp_client(create_phone_app(gateway))
         yield client, gateway
@@ -60,10 +61,10 @@ async def upload(client: Client, body: bytes, content_type: str) -> aiohttp.Clie
     return await client.post("/api/upload", data=form)
 
 
-async def say(client: Client, tenant: str, text: str, media: list[dict[str, str]] | None = None,
-              user: str = USER) -> dict[str, Any]:
-    answer = await client.post("/api/send", json={"user": user, "tenant": tenant, "text": text,
-                                                  "media": media or []})
+async def say(
+    client: Client, tenant: str, text: str, media: list[dict[str, str]] | None = None, user: str = USER
+) -> dict[str, Any]:
+    answer = await client.post("/api/send", json={"user": user, "tenant": tenant, "text": text, "media": media or []})
     assert answer.status == 200, await answer.text()
     result: dict[str, Any] = await answer.json()
     return result
@@ -71,7 +72,8 @@ async def say(client: Client, tenant: str, text: str, media: list[dict[str, str]
 
 @pytest.mark.parametrize("kind", sorted(ECHO_TENANT_NUMBERS))
 async def test_a_picture_goes_to_the_gateway_signed_and_comes_back_delivered(
-        phone: tuple[Client, Gateway], kind: str) -> None:
+    phone: tuple[Client, Gateway], kind: str
+) -> None:
     client, gateway = phone
     tenant = ECHO_TENANT_NUMBERS[kind]
     uploaded = await upload(client, PICTURE, "image/png")
@@ -82,8 +84,10 @@ async def test_a_picture_goes_to_the_gateway_signed_and_comes_back_delivered(
 
     # The gateway checked the provider's signature and accepted the webhook.
     assert sent["status"] == "accepted", sent
-    await until(lambda: any(media["url"] in r.media and r.status == "delivered" for r in replies(gateway, tenant)),
-                what=f"the picture back through {kind}, delivered")
+    await until(
+        lambda: any(media["url"] in r.media and r.status == "delivered" for r in replies(gateway, tenant)),
+        what=f"the picture back through {kind}, delivered",
+    )
     (turn,) = turns(gateway, tenant)
     assert turn.text == "look at this"
     assert [m["mediaURL"] for m in turn.state["smsMedia"]] == [media["url"]]
@@ -100,7 +104,8 @@ async def test_a_picture_goes_to_the_gateway_signed_and_comes_back_delivered(
 
 @pytest.mark.parametrize("kind", sorted(ECHO_TENANT_NUMBERS))
 async def test_a_send_the_provider_refuses_reaches_the_engine_as_sms_error(
-        phone: tuple[Client, Gateway], kind: str) -> None:
+    phone: tuple[Client, Gateway], kind: str
+) -> None:
     client, gateway = phone
     tenant = ECHO_TENANT_NUMBERS[kind]
     armed = await client.post("/api/fail-next-send", json={"tenant": tenant})
@@ -115,12 +120,15 @@ async def test_a_send_the_provider_refuses_reaches_the_engine_as_sms_error(
     await until(lambda: len(turns(gateway, tenant)) == 2, what="the second turn")
     error = turns(gateway, tenant)[1].state["smsError"]
     assert isinstance(error, dict) and error["code"] == REFUSAL_CODES[kind], error
-    await until(lambda: any(r.text == "You said: second" and r.status == "delivered"
-                            for r in replies(gateway, tenant)), what="the next reply delivered")
+    await until(
+        lambda: any(r.text == "You said: second" and r.status == "delivered" for r in replies(gateway, tenant)),
+        what="the next reply delivered",
+    )
 
 
 async def test_letting_the_session_time_out_ends_it_and_the_next_text_starts_another(
-        phone: tuple[Client, Gateway]) -> None:
+    phone: tuple[Client, Gateway],
+) -> None:
     client, gateway = phone
     tenant = ECHO_TENANT_NUMBERS["twilio"]
     none_yet = await client.post("/api/time-out", json={"user": USER, "tenant": tenant})
@@ -144,8 +152,10 @@ async def test_users_have_their_own_conversations(phone: tuple[Client, Gateway])
     tenant = ECHO_TENANT_NUMBERS["twilio"]
     await say(client, tenant, "from one")
     await say(client, tenant, "from another", user="+1 555 999 0000")
-    await until(lambda: len(replies(gateway, tenant)) == 1 and len(replies(gateway, tenant, "+15559990000")) == 1,
-                what="a reply on each phone")
+    await until(
+        lambda: len(replies(gateway, tenant)) == 1 and len(replies(gateway, tenant, "+15559990000")) == 1,
+        what="a reply on each phone",
+    )
     assert replies(gateway, tenant)[0].text == "You said: from one"
     state = await (await client.get("/api/state")).json()
     assert "+15559990000" in state["users"]
@@ -164,14 +174,17 @@ async def test_uploads_are_pictures_video_or_audio_of_limited_size(phone: tuple[
     assert unknown.status == 404
 
 
-@pytest.mark.parametrize("body", [
-    b"not json",
-    b"[]",
-    b'{"user": "+15551230001", "tenant": "+19999999999", "text": "hi"}',
-    b'{"user": "nobody", "tenant": "+15005550006", "text": "hi"}',
-    b'{"user": "+15551230001", "tenant": "+15005550006", "text": "  "}',
-    b'{"user": "+15551230001", "tenant": "+15005550006", "text": "hi", "media": [{"url": "file:///etc/passwd"}]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"user": "+15551230001", "tenant": "+19999999999", "text": "hi"}',
+        b'{"user": "nobody", "tenant": "+15005550006", "text": "hi"}',
+        b'{"user": "+15551230001", "tenant": "+15005550006", "text": "  "}',
+        b'{"user": "+15551230001", "tenant": "+15005550006", "text": "hi", "media": [{"url": "file:///etc/passwd"}]}',
+    ],
+)
 async def test_a_bad_send_is_a_json_400_and_nothing_is_sent(phone: tuple[Client, Gateway], body: bytes) -> None:
     client, gateway = phone
     answer = await client.post("/api/send", data=body, headers={"Content-Type": "application/json"})
@@ -221,13 +234,23 @@ def test_long_texts_arrive_in_segments_as_a_phone_receives_them() -> None:
 
 def test_the_phone_runs_the_configured_engines_with_each_provider_played_by_its_sandbox(tmp_path: Path) -> None:
     watson = EngineConfig(kind="watson_v1", url="https://watson.example.com", workspace_id="w")
-    configured = Config(tenants=(
-        TenantConfig("+15550001111", watson, TwilioConfig(url="https://api.twilio.com", username="AC1",
-                                                          password="real"),
-                     webhook_credentials=Credentials("u", "p")),
-        TenantConfig("+15550002222", watson, SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s",
-                                                         webhook_secret="w")),
-    ), http_host="0.0.0.0", store_url="redis://production:6379/0")
+    configured = Config(
+        tenants=(
+            TenantConfig(
+                "+15550001111",
+                watson,
+                TwilioConfig(url="https://api.twilio.com", username="AC1", password="real"),
+                webhook_credentials=Credentials("u", "p"),
+            ),
+            TenantConfig(
+                "+15550002222",
+                watson,
+                SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", webhook_secret="w"),
+            ),
+        ),
+        http_host="0.0.0.0",
+        store_url="redis://production:6379/0",
+    )
     api_urls = {"twilio": "http://127.0.0.1:1", "sinch": "http://127.0.0.1:2"}
 
     config = phone_config(configured, "http://127.0.0.1:3", api_urls, tmp_path / "p.db")
@@ -240,8 +263,9 @@ def test_the_phone_runs_the_configured_engines_with_each_provider_played_by_its_
     assert config.http_host == "127.0.0.1" and config.store_url == f"sqlite:///{tmp_path / 'p.db'}"
     assert config.public_url == "http://127.0.0.1:3" and config.media.allow_private_hosts
 
-    echo = phone_config(Config(), "http://127.0.0.1:3", {k: "http://127.0.0.1:4" for k in ECHO_TENANT_NUMBERS},
-                        tmp_path / "e.db")
+    echo = phone_config(
+        Config(), "http://127.0.0.1:3", {k: "http://127.0.0.1:4" for k in ECHO_TENANT_NUMBERS}, tmp_path / "e.db"
+    )
     assert {t.provider.kind: t.engine.kind for t in echo.tenants} == {k: "echo" for k in ECHO_TENANT_NUMBERS}
 
 

@@ -28,8 +28,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PICTURE = Path(__file__).parent / "fixtures" / "phone" / "picture.png"
 TIMEOUT_MS = 20_000  # generous: a loaded 2-core machine
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="needs Chromium from the system's packages (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Chromium from the system's packages (apt-get install chromium)"
+)
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -38,8 +39,12 @@ def phone_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("phone") / "phone.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "sms_gateway", "phone", "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, env=inherited_env())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sms_gateway", "phone", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=inherited_env(),
+        )
         url = f"http://127.0.0.1:{port}/"
         try:
             deadline = time.monotonic() + 30
@@ -114,7 +119,8 @@ def test_a_dialog_with_text_pictures_options_a_failed_send_and_a_timeout(page: P
     expect(image).to_have_attribute("src", re.compile(r"/media/"))
     p.wait_for_function(
         "() => [...document.querySelectorAll('.bubble.to_user img')].some(i => i.complete && i.naturalWidth > 0)",
-        timeout=TIMEOUT_MS)
+        timeout=TIMEOUT_MS,
+    )
     # ... and the inspector shows the engine got it as smsMedia, and the command it answered with.
     picture_turn = p.locator(".turn").filter(has_text='"my picture"')
     expect(picture_turn).to_contain_text('"smsMedia": [')

@@ -246,8 +246,9 @@ async def test_pipe_sends_obey_the_sending_rules(tmp_path: Path) -> None:
         sent = await gw.wait_sent(2)
         assert [len(m.media_urls) for m in sent] == [10, 2] and sent[0].body == "Your photos"
 
-        status, answer = await call.send_sms("One good, one private",
-                                             media=["https://cdn.example.com/ok.png", "http://10.0.0.5/secret.png"])
+        status, answer = await call.send_sms(
+            "One good, one private", media=["https://cdn.example.com/ok.png", "http://10.0.0.5/secret.png"]
+        )
         assert status == 202
         assert [w["code"] for w in answer["warnings"]] == ["mediaURLNotPublic"]
         sent = await gw.wait_sent(3)
@@ -266,7 +267,10 @@ async def test_pipe_sends_obey_the_sending_rules(tmp_path: Path) -> None:
 
 
 # vgwActSendSMS in an SMS session, from each place an answer can carry it ------------------------------------
-SEND = {"command": "vgwActSendSMS", "parameters": {"message": "Your receipt", "mediaURL": ["https://r.example.com/1.pdf"]}}
+SEND = {
+    "command": "vgwActSendSMS",
+    "parameters": {"message": "Your receipt", "mediaURL": ["https://r.example.com/1.pdf"]},
+}
 
 
 def _sent_pair(gw: Harness) -> tuple[Any, Any]:
@@ -286,8 +290,14 @@ async def test_vgw_send_sms_from_output_vgw_action(tmp_path: Path) -> None:
 
 async def test_vgw_send_sms_from_context_vgw_action_to_another_user(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        send = {"command": "vgwActSendSMS", "parameters": {  # the tenant's own number, written otherwise
-            "message": "Your receipt", "userPhoneNumber": OTHER_USER, "tenantPhoneNumber": "1 (500) 555-0001"}}
+        send = {
+            "command": "vgwActSendSMS",
+            "parameters": {  # the tenant's own number, written otherwise
+                "message": "Your receipt",
+                "userPhoneNumber": OTHER_USER,
+                "tenantPhoneNumber": "1 (500) 555-0001",
+            },
+        }
         gw.watson.v1_dialog = lambda text, ctx: {"output": text_output("Done."), "context": {"vgwAction": send}}
         await gw.sms("send it to my wife")
         await gw.wait_sent(2)
@@ -298,9 +308,14 @@ async def test_vgw_send_sms_from_context_vgw_action_to_another_user(tmp_path: Pa
 
 async def test_vgw_send_sms_from_a_user_defined_item(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        gw.watson.v2_dialog = lambda text, ud: {"output": {"generic": [
-            {"response_type": "text", "text": "Done."},
-            {"response_type": "user_defined", "user_defined": {"vgwAction": SEND}}]}}
+        gw.watson.v2_dialog = lambda text, ud: {
+            "output": {
+                "generic": [
+                    {"response_type": "text", "text": "Done."},
+                    {"response_type": "user_defined", "user_defined": {"vgwAction": SEND}},
+                ]
+            }
+        }
         await gw.sms("receipt please", tenant=V2)
         await gw.wait_sent(2)
         receipt, reply = _sent_pair(gw)
@@ -310,5 +325,15 @@ async def test_vgw_send_sms_from_a_user_defined_item(tmp_path: Path) -> None:
 
 def test_the_simulator_rejects_a_relay_without_the_spec_shape() -> None:
     assert FakeVoiceGateway._check({"smsPipeID": "p"}) is not None
-    assert FakeVoiceGateway._check({"smsPipeID": "p", "tenantPhoneNumber": "1", "userPhoneNumber": "2",
-                                    "smsMessage": "", "smsMedia": [{"mediaURL": "u"}]}) is not None
+    assert (
+        FakeVoiceGateway._check(
+            {
+                "smsPipeID": "p",
+                "tenantPhoneNumber": "1",
+                "userPhoneNumber": "2",
+                "smsMessage": "",
+                "smsMedia": [{"mediaURL": "u"}],
+            }
+        )
+        is not None
+    )

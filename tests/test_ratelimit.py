@@ -22,5 +22,6 @@ def test_accepted_rate_is_about_the_last_second_per_number() -> None:
 def test_a_first_cut_halves_what_was_achieved_but_not_below_the_floor() -> None:
     assert slowed(None, now=10.0, paced_at=9.0, retry_after=2.0, start_rate=30.0) == Pace(15.0, 10.0, 12.0)
     assert slowed(None, now=10.0, paced_at=9.0, retry_after=None, start_rate=0.0) == Pace(FLOOR, 10.0, 10.0)
-    assert slowed(None, now=10.0, paced_at=9.0, retry_after=3600.0, start_rate=4.0).hold_until == 70.0, \
+    assert slowed(None, now=10.0, paced_at=9.0, retry_after=3600.0, start_rate=4.0).hold_until == 70.0, (
         "a Retry-After of an hour holds for a minute"
+    )

@@ -30,21 +30,24 @@ def message(sid: str) -> InboundMessage:
 
 
 # The settings, classified -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("appendonly", "appendfsync", "version", "mode"), [
-    ("yes", "always", "7.0.15", Durability.FSYNC_ALWAYS),
-    ("yes", "always", "7.2.4", Durability.FSYNC_ALWAYS),  # nothing to wait for
-    ("yes", "everysec", "7.2.4", Durability.WAITAOF),
-    ("yes", "everysec", "7.4.1", Durability.WAITAOF),
-    ("yes", "everysec", "8.0.0", Durability.WAITAOF),
-    ("yes", "everysec", "7.0.15", Durability.NOT_DURABLE),  # no WAITAOF before 7.2
-    ("yes", "everysec", "6.2.14", Durability.NOT_DURABLE),
-    ("yes", "everysec", None, Durability.NOT_DURABLE),  # INFO refused: never assume WAITAOF
-    ("yes", "no", "7.2.4", Durability.NOT_DURABLE),
-    ("no", "always", "7.2.4", Durability.NOT_DURABLE),
-    ("no", "everysec", "7.0.15", Durability.NOT_DURABLE),
-    (None, None, "7.0.15", Durability.UNVERIFIED),  # CONFIG refused
-    ("yes", None, "7.2.4", Durability.UNVERIFIED),
-])
+@pytest.mark.parametrize(
+    ("appendonly", "appendfsync", "version", "mode"),
+    [
+        ("yes", "always", "7.0.15", Durability.FSYNC_ALWAYS),
+        ("yes", "always", "7.2.4", Durability.FSYNC_ALWAYS),  # nothing to wait for
+        ("yes", "everysec", "7.2.4", Durability.WAITAOF),
+        ("yes", "everysec", "7.4.1", Durability.WAITAOF),
+        ("yes", "everysec", "8.0.0", Durability.WAITAOF),
+        ("yes", "everysec", "7.0.15", Durability.NOT_DURABLE),  # no WAITAOF before 7.2
+        ("yes", "everysec", "6.2.14", Durability.NOT_DURABLE),
+        ("yes", "everysec", None, Durability.NOT_DURABLE),  # INFO refused: never assume WAITAOF
+        ("yes", "no", "7.2.4", Durability.NOT_DURABLE),
+        ("no", "always", "7.2.4", Durability.NOT_DURABLE),
+        ("no", "everysec", "7.0.15", Durability.NOT_DURABLE),
+        (None, None, "7.0.15", Durability.UNVERIFIED),  # CONFIG refused
+        ("yes", None, "7.2.4", Durability.UNVERIFIED),
+    ],
+)
 def test_the_settings_decide_what_an_acknowledgement_guarantees(
     appendonly: str | None, appendfsync: str | None, version: str | None, mode: Durability
 ) -> None:
@@ -52,8 +55,9 @@ def test_the_settings_decide_what_an_acknowledgement_guarantees(
 
 
 def test_waitaof_only_from_redis_7_2() -> None:
-    assert [v for v in ("6.2.14", "7.0.15", "7.1.0", "7.2.0", "7.2.4", "7.10.1", "8.0.0", "", "x", None)
-            if has_waitaof(v)] == ["7.2.0", "7.2.4", "7.10.1", "8.0.0"]
+    assert [
+        v for v in ("6.2.14", "7.0.15", "7.1.0", "7.2.0", "7.2.4", "7.10.1", "8.0.0", "", "x", None) if has_waitaof(v)
+    ] == ["7.2.0", "7.2.4", "7.10.1", "8.0.0"]
 
 
 def test_the_words_say_what_is_and_is_not_guaranteed() -> None:
@@ -80,11 +84,14 @@ async def opened_log(server: RedisServer | WaitaofShim) -> tuple[RedisStore, lis
     return store, [e for e in logs if e["event"] == "store_durability"]
 
 
-@pytest.mark.parametrize(("appendonly", "appendfsync", "mode", "level", "words"), [
-    (True, "always", Durability.FSYNC_ALWAYS, "info", "on disk before it is acknowledged"),
-    (True, "everysec", Durability.NOT_DURABLE, "warning", "about 1 s of acknowledged messages"),
-    (False, "everysec", Durability.NOT_DURABLE, "warning", "appendonly is off"),
-])
+@pytest.mark.parametrize(
+    ("appendonly", "appendfsync", "mode", "level", "words"),
+    [
+        (True, "always", Durability.FSYNC_ALWAYS, "info", "on disk before it is acknowledged"),
+        (True, "everysec", Durability.NOT_DURABLE, "warning", "about 1 s of acknowledged messages"),
+        (False, "everysec", Durability.NOT_DURABLE, "warning", "appendonly is off"),
+    ],
+)
 async def test_the_store_says_once_at_start_what_an_acknowledgement_guarantees(
     redis_dir: Path, appendonly: bool, appendfsync: str, mode: Durability, level: str, words: str
 ) -> None:
@@ -166,8 +173,10 @@ async def test_a_webhook_not_confirmed_on_disk_gets_503_and_its_retry_is_process
         form = inbound_form("not yet on disk", user="+15551110002")
         status, _, _ = await gw.post_form(form)
         assert status == 503
-        async with gw.http.post(f"{gw.url}/sms.gateway/messages", json={
-                "tenantPhoneNumber": V1, "userPhoneNumber": "+15551110003", "smsMessage": "from the API"}) as answer:
+        async with gw.http.post(
+            f"{gw.url}/sms.gateway/messages",
+            json={"tenantPhoneNumber": V1, "userPhoneNumber": "+15551110003", "smsMessage": "from the API"},
+        ) as answer:
             assert answer.status == 503  # a REST send is not 202 either
 
         shim.local_fsyncs = 1

@@ -24,9 +24,7 @@ def test_v1_output_text_list_and_string() -> None:
         "How can I help?",
     ]
     assert parse_v1_answer({"output": {"text": "Hi."}}).texts == ["Hi."]
-    assert parse_v1_answer(
-        {"output": {"text": {"values": ["Hi."], "selection_policy": "sequential"}}}
-    ).texts == ["Hi."]
+    assert parse_v1_answer({"output": {"text": {"values": ["Hi."], "selection_policy": "sequential"}}}).texts == ["Hi."]
 
 
 def test_v1_prefers_generic_text_over_duplicate_output_text() -> None:
@@ -38,9 +36,7 @@ def test_v1_prefers_generic_text_over_duplicate_output_text() -> None:
     }
     assert parse_v1_answer(body).texts == ["Hello", "Bye"]
     # no generic text items: fall back to output.text
-    assert parse_v1_answer(
-        {"output": {"text": ["Hello"], "generic": [{"response_type": "pause"}]}}
-    ).texts == ["Hello"]
+    assert parse_v1_answer({"output": {"text": ["Hello"], "generic": [{"response_type": "pause"}]}}).texts == ["Hello"]
 
 
 def test_v1_output_text_edited_by_an_soe_wins_over_watsons_generic_text() -> None:
@@ -51,8 +47,11 @@ def test_v1_output_text_edited_by_an_soe_wins_over_watsons_generic_text() -> Non
             "generic": [
                 {"response_type": "text", "text": "Your balance is <balance>."},
                 {"response_type": "image", "source": "https://x.test/chart.png"},
-                {"response_type": "option", "title": "Anything else?",
-                 "options": [{"label": "Pay a bill", "value": {"input": {"text": "pay"}}}]},
+                {
+                    "response_type": "option",
+                    "title": "Anything else?",
+                    "options": [{"label": "Pay a bill", "value": {"input": {"text": "pay"}}}],
+                },
                 {"response_type": "user_defined", "user_defined": {"smsAction": cmd(TIMEOUT)}},
             ],
         }
@@ -137,9 +136,7 @@ def test_every_command_location_in_order_v1() -> None:
 
 
 def test_image_item_becomes_send_media_command() -> None:
-    reply = parse_v2_answer(
-        {"output": {"generic": [{"response_type": "image", "source": "https://x.test/i.png"}]}}
-    )
+    reply = parse_v2_answer({"output": {"generic": [{"response_type": "image", "source": "https://x.test/i.png"}]}})
     assert reply.commands == [Command("smsActSendMedia", {"mediaURL": ["https://x.test/i.png"]})]
 
 
@@ -153,9 +150,7 @@ def test_v2_context_main_skill_smsaction_and_keys_to_clear() -> None:
     assert reply.commands == [MEDIA]
     assert reply.engine_state == {}
     assert action_keys_in_v2_context(body) == ["smsAction"]
-    assert (
-        action_keys_in_v2_context({"context": {"skills": {"main skill": {"user_defined": {"x": 1}}}}}) == []
-    )
+    assert action_keys_in_v2_context({"context": {"skills": {"main skill": {"user_defined": {"x": 1}}}}}) == []
 
 
 def test_v1_stored_context_drops_action_keys() -> None:
@@ -171,9 +166,7 @@ def test_v1_stored_context_drops_action_keys() -> None:
         },
     }
     reply = parse_v1_answer(body)
-    assert reply.engine_state == {
-        "context": {"conversation_id": "c1", "system": {"dialog_turn_counter": 2}, "mine": 1}
-    }
+    assert reply.engine_state == {"context": {"conversation_id": "c1", "system": {"dialog_turn_counter": 2}, "mine": 1}}
     assert body["context"]["smsAction"] == cmd(END)  # the answer itself is not mutated
     assert parse_v1_answer({"output": {}}).engine_state == {}
 
@@ -199,8 +192,12 @@ def test_option_and_suggestion_items_become_choices() -> None:
     ]
     assert parse_v2_answer({"output": {"generic": generic}}).choices == [
         Choice("Which of these items do you want to insure?", "option", ("Boat", "Car"), ("boat", "car")),
-        Choice("Did you mean:", "suggestion", ("Open an account", "Close an account"),
-               ("Open an account", "Close an account")),
+        Choice(
+            "Did you mean:",
+            "suggestion",
+            ("Open an account", "Close an account"),
+            ("Open an account", "Close an account"),
+        ),
         Choice("Pick one", "option", ("A",), ("A",)),
     ]
 
@@ -234,9 +231,19 @@ def test_a_command_in_a_shape_the_gateway_does_not_read_is_a_warning_naming_the_
     assert "example.com" not in str(warning)  # the shape by its keys, not the engine's values
 
     with capture_logs() as logs:
-        reply = parse_v2_answer({"output": {"generic": [
-            {"response_type": "user_defined", "user_defined": {"smsAction": {"command": "smsActSendMedia", **media}}},
-        ]}, "context": {"skills": {"main skill": {"user_defined": {"smsAction": "terminateSession"}}}}})
+        reply = parse_v2_answer(
+            {
+                "output": {
+                    "generic": [
+                        {
+                            "response_type": "user_defined",
+                            "user_defined": {"smsAction": {"command": "smsActSendMedia", **media}},
+                        },
+                    ]
+                },
+                "context": {"skills": {"main skill": {"user_defined": {"smsAction": "terminateSession"}}}},
+            }
+        )
     assert reply.commands == [Command("smsActSendMedia")]  # run, and ignored for its missing mediaURL, as before
     assert [(w["where"], w["found"]) for w in logs] == [
         ("context.skills['main skill'].user_defined.smsAction", "a str"),
@@ -246,8 +253,9 @@ def test_a_command_in_a_shape_the_gateway_does_not_read_is_a_warning_naming_the_
 
 def test_well_formed_commands_log_nothing() -> None:
     with capture_logs() as logs:
-        reply = parse_v1_answer({"output": {"smsAction": [cmd(MEDIA), {"command": "terminateSession"}]},
-                                 "context": {"smsAction": None}})
+        reply = parse_v1_answer(
+            {"output": {"smsAction": [cmd(MEDIA), {"command": "terminateSession"}]}, "context": {"smsAction": None}}
+        )
     assert reply.commands == [MEDIA, END] and logs == []
 
 
@@ -302,9 +310,7 @@ SCALARS = (
 )
 JSONISH = st.recursive(
     SCALARS,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(KEYS | st.text(max_size=3), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS | st.text(max_size=3), children, max_size=5),
     max_leaves=40,
 )
 

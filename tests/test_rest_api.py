@@ -32,8 +32,9 @@ def two_tenants(config: Config) -> Config:
     """V1 and V2 belong to Alice, SOE to Bob, V2OLD has no credentials and the operator opened it to anyone."""
     creds = {V1: ALICE, V2: ALICE, SOE: BOB}
     tenants = tuple(
-        dataclasses.replace(t, control_credentials=Credentials(*creds[t.phone_number]) if t.phone_number in creds
-                            else None)
+        dataclasses.replace(
+            t, control_credentials=Credentials(*creds[t.phone_number]) if t.phone_number in creds else None
+        )
         for t in config.tenants
     )
     return dataclasses.replace(config, tenants=tenants, allow_anonymous_control=True)
@@ -42,8 +43,9 @@ def two_tenants(config: Config) -> Config:
 def all_closed(config: Config) -> Config:
     """Every tenant has Alice's or Bob's credentials (no open tenant)."""
     creds = {V1: ALICE, V2: ALICE}
-    tenants = tuple(dataclasses.replace(t, control_credentials=Credentials(*creds.get(t.phone_number, BOB)))
-                    for t in config.tenants)
+    tenants = tuple(
+        dataclasses.replace(t, control_credentials=Credentials(*creds.get(t.phone_number, BOB))) for t in config.tenants
+    )
     return dataclasses.replace(config, tenants=tenants)
 
 
@@ -80,11 +82,16 @@ async def nothing_stored(gw: Harness) -> None:
 
 # Sessions -----------------------------------------------------------------------------------------------------
 async def test_create_session_runs_the_first_turn_with_user_data_and_texts_the_reply(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path, configure=two_tenants,
-                               tenant_overrides={"allow_session_create_via_sms": False}) as gw:
+    async with running_gateway(
+        tmp_path, configure=two_tenants, tenant_overrides={"allow_session_create_via_sms": False}
+    ) as gw:
         user_data = {"accountId": "A-17", "balance": 12.5, "tags": ["gold"]}
-        status, body, _ = await call(gw, "POST", "/sessions", {
-            "tenantPhoneNumber": V1, "userPhoneNumber": USER, "sessionTimeout": 120, "userData": user_data})
+        status, body, _ = await call(
+            gw,
+            "POST",
+            "/sessions",
+            {"tenantPhoneNumber": V1, "userPhoneNumber": USER, "sessionTimeout": 120, "userData": user_data},
+        )
         assert status == 201, body
         session_id = body["smsSessionID"]
         sent = await gw.wait_sent(1)
@@ -122,8 +129,9 @@ async def test_create_session_runs_the_first_turn_with_user_data_and_texts_the_r
 
 async def test_create_session_without_options_uses_the_tenant_timeout(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, tenant_overrides={**ALICE_EVERYWHERE, "timeout_for_session": 900}) as gw:
-        status, body, _ = await call(gw, "POST", "/sessions", {"tenantPhoneNumber": "15005550001",
-                                                                "userPhoneNumber": "15551230001"})
+        status, body, _ = await call(
+            gw, "POST", "/sessions", {"tenantPhoneNumber": "15005550001", "userPhoneNumber": "15551230001"}
+        )
         assert status == 201
         await gw.wait_sent(1)
         context = gw.v1_contexts()[0]
@@ -146,16 +154,25 @@ async def test_create_session_when_the_engine_is_down_still_creates_it(tmp_path:
 # One-off sends ---------------------------------------------------------------------------------------------------
 async def test_one_off_send_with_a_media_url_string_and_a_list(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
-        status, body, _ = await call(gw, "POST", "/messages", {
-            "tenantPhoneNumber": V1, "userPhoneNumber": USER, "smsMessage": "Your boarding pass",
-            "smsMediaURL": "https://air.example.com/pass.png"})
+        status, body, _ = await call(
+            gw,
+            "POST",
+            "/messages",
+            {
+                "tenantPhoneNumber": V1,
+                "userPhoneNumber": USER,
+                "smsMessage": "Your boarding pass",
+                "smsMediaURL": "https://air.example.com/pass.png",
+            },
+        )
         assert status == 202 and body["messageIDs"] == [body["messageID"]]
         sent = await gw.wait_sent(1)
         assert sent[0].body == "Your boarding pass" and sent[0].media_urls == ["https://air.example.com/pass.png"]
 
         media = [f"https://air.example.com/{n}.png" for n in range(12)]
-        status, body, _ = await call(gw, "POST", "/messages", {
-            "tenantPhoneNumber": V1, "userPhoneNumber": USER, "smsMediaURL": media})
+        status, body, _ = await call(
+            gw, "POST", "/messages", {"tenantPhoneNumber": V1, "userPhoneNumber": USER, "smsMediaURL": media}
+        )
         assert status == 202 and len(body["messageIDs"]) == 2
         sent = await gw.wait_sent(3)
         assert sent[1].media_urls == media[:10] and sent[2].media_urls == media[10:]
@@ -196,8 +213,9 @@ async def test_conversation_test_runs_one_turn_without_keeping_a_session(tmp_pat
 # Auth --------------------------------------------------------------------------------------------------------------
 async def _routes(gw: Harness) -> list[tuple[str, str, Any]]:
     """Every route with a valid request for V1 (pipe and session made with Alice's credentials)."""
-    status, pipe, _ = await call(gw, "POST", "/smsPipe", {
-        "tenantPhoneNumber": V1, "userPhoneNumber": OTHER_USER, "callbackURL": CALLBACK})
+    status, pipe, _ = await call(
+        gw, "POST", "/smsPipe", {"tenantPhoneNumber": V1, "userPhoneNumber": OTHER_USER, "callbackURL": CALLBACK}
+    )
     assert status == 201
     status, session, _ = await call(gw, "POST", "/sessions", {"tenantPhoneNumber": V1, "userPhoneNumber": OTHER_USER})
     assert status == 201
@@ -228,8 +246,7 @@ async def test_every_route_refuses_missing_wrong_and_other_tenants_credentials(t
                 status, answer, _ = await call(gw, method, path, body, auth=creds)
                 assert status == 403, (method, path, creds, answer)
                 assert answer["error"]["code"] == "forbidden"
-            status, answer, _ = await call(gw, method, path, body,
-                                           headers={"Authorization": "Bearer abc"}, auth=None)
+            status, answer, _ = await call(gw, method, path, body, headers={"Authorization": "Bearer abc"}, auth=None)
             assert status == 403, (method, path)
         await gw.settle()
         assert await gw.store.load_session(V1, USER) is None and await gw.store.pipe_for(V1, USER, 0.0) is None
@@ -245,11 +262,13 @@ async def test_every_route_refuses_missing_wrong_and_other_tenants_credentials(t
 async def test_credentials_do_not_reveal_whether_another_tenant_exists(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, configure=all_closed) as gw:
         for number in (SOE, UNKNOWN_TENANT):  # Bob's tenant, and no tenant at all: the same answer
-            status, body, _ = await call(gw, "POST", "/messages", {
-                "tenantPhoneNumber": number, "userPhoneNumber": USER, "smsMessage": "hi"})
+            status, body, _ = await call(
+                gw, "POST", "/messages", {"tenantPhoneNumber": number, "userPhoneNumber": USER, "smsMessage": "hi"}
+            )
             assert (status, body["error"]["code"]) == (403, "forbidden")
-        status, body, _ = await call(gw, "POST", "/messages", {
-            "tenantPhoneNumber": SOE, "userPhoneNumber": USER, "smsMessage": "hi"}, auth=BOB)
+        status, body, _ = await call(
+            gw, "POST", "/messages", {"tenantPhoneNumber": SOE, "userPhoneNumber": USER, "smsMessage": "hi"}, auth=BOB
+        )
         assert status == 202
 
 
@@ -258,13 +277,18 @@ async def test_global_credentials_reach_every_tenant_and_learn_of_unknown_number
         for number in (V1, SOE, V2):
             status, _, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": number}, auth=GLOBAL)
             assert status == 200
-        status, body, _ = await call(gw, "POST", "/test/conversation", {"tenantPhoneNumber": UNKNOWN_TENANT},
-                                     auth=GLOBAL)
+        status, body, _ = await call(
+            gw, "POST", "/test/conversation", {"tenantPhoneNumber": UNKNOWN_TENANT}, auth=GLOBAL
+        )
         assert status == 404 and body["error"]["field"] == "tenantPhoneNumber"
-        for method, path in (("DELETE", "/sessions/nope"), ("DELETE", "/smsPipe/nope"),
-                             ("POST", "/smsPipe/nope/messages")):
-            status, body, _ = await call(gw, method, path, {"smsMessage": "x"} if method == "POST" else None,
-                                         auth=GLOBAL)
+        for method, path in (
+            ("DELETE", "/sessions/nope"),
+            ("DELETE", "/smsPipe/nope"),
+            ("POST", "/smsPipe/nope/messages"),
+        ):
+            status, body, _ = await call(
+                gw, method, path, {"smsMessage": "x"} if method == "POST" else None, auth=GLOBAL
+            )
             assert status == 404 and body["error"]["code"] == "notFound"
 
 
@@ -274,10 +298,24 @@ async def test_without_credentials_configured_nobody_can_divert_or_send_and_the_
     with structlog.testing.capture_logs() as logs:
         async with running_gateway(tmp_path) as gw:
             takeovers = [
-                ("POST", "/smsPipe", {"tenantPhoneNumber": V1, "userPhoneNumber": USER,
-                                      "callbackURL": "https://attacker.example.com/steal"}),
-                ("POST", "/messages", {"tenantPhoneNumber": V1, "userPhoneNumber": USER,
-                                       "smsMessage": "Your bank: call +15550000000 now"}),
+                (
+                    "POST",
+                    "/smsPipe",
+                    {
+                        "tenantPhoneNumber": V1,
+                        "userPhoneNumber": USER,
+                        "callbackURL": "https://attacker.example.com/steal",
+                    },
+                ),
+                (
+                    "POST",
+                    "/messages",
+                    {
+                        "tenantPhoneNumber": V1,
+                        "userPhoneNumber": USER,
+                        "smsMessage": "Your bank: call +15550000000 now",
+                    },
+                ),
                 ("POST", "/sessions", {"tenantPhoneNumber": V1, "userPhoneNumber": USER}),
                 ("POST", "/test/provider", {"tenantPhoneNumber": V1, "userPhoneNumber": USER}),
             ]
@@ -300,9 +338,13 @@ async def test_without_credentials_configured_nobody_can_divert_or_send_and_the_
 
 async def test_an_operator_may_open_tenants_without_credentials_and_is_warned_which(tmp_path: Path) -> None:
     def only_v1_has_credentials(config: Config) -> Config:
-        return dataclasses.replace(config, tenants=tuple(
-            dataclasses.replace(t, control_credentials=Credentials(*ALICE) if t.phone_number == V1 else None)
-            for t in config.tenants))
+        return dataclasses.replace(
+            config,
+            tenants=tuple(
+                dataclasses.replace(t, control_credentials=Credentials(*ALICE) if t.phone_number == V1 else None)
+                for t in config.tenants
+            ),
+        )
 
     with structlog.testing.capture_logs() as logs:
         async with running_gateway(tmp_path, allow_anonymous_control=True, configure=only_v1_has_credentials) as gw:
@@ -318,18 +360,27 @@ async def test_an_operator_may_open_tenants_without_credentials_and_is_warned_wh
 
 def test_ctrl_tenant_credentials_protect_every_tenant_of_a_tenant_file_without_its_own(tmp_path: Path) -> None:
     def tenant(number: str, **extra: Any) -> dict[str, Any]:
-        return {"tenantPhoneNumber": number, "conversation": {"url": "https://wa.example.com", "workspaceID": "ws"},
-                "smsProvider": {"url": "https://api.twilio.com", "username": "AC1", "password": "tok"}, **extra}
+        return {
+            "tenantPhoneNumber": number,
+            "conversation": {"url": "https://wa.example.com", "workspaceID": "ws"},
+            "smsProvider": {"url": "https://api.twilio.com", "username": "AC1", "password": "tok"},
+            **extra,
+        }
 
-    tenants = [tenant("+15555550100"),
-               tenant("+15555550101", controlCredentials={"username": "own", "password": "own-secret"}),
-               tenant("+15555550102", controlCredentials={"username": "", "password": ""})]  # IBM's placeholder
+    tenants = [
+        tenant("+15555550100"),
+        tenant("+15555550101", controlCredentials={"username": "own", "password": "own-secret"}),
+        tenant("+15555550102", controlCredentials={"username": "", "password": ""}),
+    ]  # IBM's placeholder
     path = tmp_path / "tenants.json"
     path.write_text(json.dumps({"tenants": tenants}), encoding="utf-8")
     environ = {"MULTI_TENANT_CONFIG_FILE": str(path), "CTRL_TENANT_USERNAME": "ctrl", "CTRL_TENANT_PASSWORD": "pw"}
     config = load_config(None, environ)
     assert [t.control_credentials for t in config.tenants] == [
-        Credentials("ctrl", "pw"), Credentials("own", "own-secret"), Credentials("ctrl", "pw")]
+        Credentials("ctrl", "pw"),
+        Credentials("own", "own-secret"),
+        Credentials("ctrl", "pw"),
+    ]
     with pytest.raises(ConfigError) as caught:
         load_config(None, {**environ, "CTRL_TENANT_PASSWORD": ""})
     assert dict(caught.value.errors)["CTRL_TENANT_PASSWORD"] == "is required when CTRL_TENANT_USERNAME is set"
@@ -395,8 +446,7 @@ BAD_BODIES: list[tuple[str, Any, str | None]] = [
     ("/test/conversation", {"tenantPhoneNumber": None}, "tenantPhoneNumber"),
     ("/test/conversation", {**TEST, "text": "hello"}, "text"),
 ]
-POST_ROUTES = ["/sessions", "/smsPipe", "/smsPipe/{pipe}/messages", "/messages", "/test/provider",
-               "/test/conversation"]
+POST_ROUTES = ["/sessions", "/smsPipe", "/smsPipe/{pipe}/messages", "/messages", "/test/provider", "/test/conversation"]
 
 
 @pytest.mark.parametrize(("path", "body", "field"), BAD_BODIES)
@@ -420,9 +470,11 @@ async def test_pipe_message_bodies_are_validated_and_nothing_is_sent(tmp_path: P
         status, pipe, _ = await call(gw, "POST", "/smsPipe", PIPE)
         path = f"/smsPipe/{pipe['smsPipeID']}/messages"
         cases: list[tuple[Any, str | None]] = [
-            ({}, None), ({"smsMessage": ""}, "smsMessage"), ({"smsMessage": ["hi"]}, "smsMessage"),
-            ({"smsMediaURL": 7}, "smsMediaURL"), ({"smsMessage": "hi", "userPhoneNumber": OTHER_USER},
-                                                  "userPhoneNumber"),
+            ({}, None),
+            ({"smsMessage": ""}, "smsMessage"),
+            ({"smsMessage": ["hi"]}, "smsMessage"),
+            ({"smsMediaURL": 7}, "smsMediaURL"),
+            ({"smsMessage": "hi", "userPhoneNumber": OTHER_USER}, "userPhoneNumber"),
             ({"smsMediaURL": ["file:///etc/passwd"]}, "smsMediaURL"),
         ]
         for body, field in cases:
@@ -440,13 +492,23 @@ async def test_malformed_json_and_wrong_content_types_on_every_route(tmp_path: P
         if "{pipe}" in path:
             status, pipe, _ = await call(gw, "POST", "/smsPipe", {**PIPE, "userPhoneNumber": OTHER_USER})
             path = path.replace("{pipe}", pipe["smsPipeID"])
-        for raw in (b"{not json", b"", b"[1, 2]", b'"text"', b"null", b"\xff\xfe{}", b'{"a": NaN}',
-                    b"[" * 100000, b'{"tenantPhoneNumber": "' + b"9" * 5000 + b'"}'):
+        for raw in (
+            b"{not json",
+            b"",
+            b"[1, 2]",
+            b'"text"',
+            b"null",
+            b"\xff\xfe{}",
+            b'{"a": NaN}',
+            b"[" * 100000,
+            b'{"tenantPhoneNumber": "' + b"9" * 5000 + b'"}',
+        ):
             status, answer, _ = await call(gw, "POST", path, raw=raw)
             assert status == 400, (raw[:20], answer)
             assert answer["error"]["code"] == "badRequest" and answer["error"]["message"]
-        status, answer, _ = await call(gw, "POST", path, raw=b"tenantPhoneNumber=1",
-                                       content_type="application/x-www-form-urlencoded")
+        status, answer, _ = await call(
+            gw, "POST", path, raw=b"tenantPhoneNumber=1", content_type="application/x-www-form-urlencoded"
+        )
         assert status == 415 and answer["error"]["code"] == "unsupportedMediaType"
         status, answer, _ = await call(gw, "POST", path, raw=b'{"x": "' + b"a" * 300_000 + b'"}')
         assert status == 413 and answer["error"]["code"] == "payloadTooLarge"
@@ -465,8 +527,11 @@ async def test_openapi_document_is_served_and_built_from_the_schema_files(tmp_pa
         component = doc["components"]["schemas"]["SessionCreateRequest"]
         assert component["properties"].keys() == on_disk["properties"].keys()
         assert component["properties"]["sessionTimeout"] == on_disk["properties"]["sessionTimeout"]
-        routes = {(r.method.lower(), r.resource.canonical) for r in gw.app.router.routes()  # type: ignore[union-attr]
-                  if r.resource is not None and r.resource.canonical.startswith("/sms.gateway/") and r.method != "HEAD"}
+        routes = {
+            (r.method.lower(), r.resource.canonical)
+            for r in gw.app.router.routes()  # type: ignore[union-attr]
+            if r.resource is not None and r.resource.canonical.startswith("/sms.gateway/") and r.method != "HEAD"
+        }
         documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
         assert routes == documented
         for path, ops in doc["paths"].items():
@@ -481,8 +546,10 @@ async def test_openapi_document_is_served_and_built_from_the_schema_files(tmp_pa
 async def test_validation_messages_read_well(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, tenant_overrides=ALICE_EVERYWHERE) as gw:
         cases = [
-            ({**SESSION, "userPhoneNumber": "call me"},
-             "userPhoneNumber: must be a phone number: 3 to 15 digits, optionally after a '+', not \"call me\""),
+            (
+                {**SESSION, "userPhoneNumber": "call me"},
+                "userPhoneNumber: must be a phone number: 3 to 15 digits, optionally after a '+', not \"call me\"",
+            ),
             ({**SESSION, "sessionTimeout": 0}, "sessionTimeout: 0 is less than the minimum of 1"),
             (without(SESSION, "userPhoneNumber"), "missing required field 'userPhoneNumber'"),
             ({**SESSION, "userdata": {}}, "unknown field 'userdata'"),

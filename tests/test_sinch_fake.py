@@ -151,7 +151,11 @@ def assert_sinch_error(body: Any, code: int, status: str) -> str:
 
 
 CARD: dict[str, Any] = {
-    "card_message": {"title": "Subject", "description": "Body text", "media_message": {"url": "https://cdn.example/a.jpg"}}
+    "card_message": {
+        "title": "Subject",
+        "description": "Body text",
+        "media_message": {"url": "https://cdn.example/a.jpg"},
+    }
 }
 MESSAGES: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "text_message": ({"text_message": {"text": "Hello there"}}, "Hello there", None),
@@ -192,9 +196,14 @@ async def test_sdk_built_requests_are_accepted(fake: FakeSinch, http: aiohttp.Cl
 async def test_recipient_is_the_first_identity_without_mms(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     body = {
         "app_id": fake.app_id,
-        "recipient": {"identified_by": {"channel_identities": [
-            {"channel": "SMS", "identity": "+15550001111"}, {"channel": "WHATSAPP", "identity": "+15550002222"},
-        ]}},
+        "recipient": {
+            "identified_by": {
+                "channel_identities": [
+                    {"channel": "SMS", "identity": "+15550001111"},
+                    {"channel": "WHATSAPP", "identity": "+15550002222"},
+                ]
+            }
+        },
         "message": {"text_message": {"text": "hi"}},
     }
     status, answer, _ = await send(http, fake, body)
@@ -472,8 +481,15 @@ async def test_fail_next_with_retry_after(fake: FakeSinch, http: aiohttp.ClientS
 
 @pytest.mark.parametrize(
     ("status", "rpc"),
-    [(400, "INVALID_ARGUMENT"), (401, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED"), (404, "NOT_FOUND"),
-     (429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE")],
+    [
+        (400, "INVALID_ARGUMENT"),
+        (401, "UNAUTHENTICATED"),
+        (403, "PERMISSION_DENIED"),
+        (404, "NOT_FOUND"),
+        (429, "RESOURCE_EXHAUSTED"),
+        (500, "INTERNAL"),
+        (503, "UNAVAILABLE"),
+    ],
 )
 async def test_fail_next_default_statuses(fake: FakeSinch, http: aiohttp.ClientSession, status: int, rpc: str) -> None:
     fake.fail_next(1, status)
@@ -513,9 +529,7 @@ async def test_delay_next_provokes_a_client_timeout_but_still_sends(
 # ------------------------------------------------------------------------------ ListMessages
 
 
-async def list_messages(
-    http: aiohttp.ClientSession, fake: FakeSinch, **params: Any
-) -> tuple[int, Any]:
+async def list_messages(http: aiohttp.ClientSession, fake: FakeSinch, **params: Any) -> tuple[int, Any]:
     url = f"{fake.base_url}/v1/projects/{fake.project_id}/messages"
     async with http.get(url, params=params, headers=bearer(fake.issue_token())) as response:
         return response.status, await response.json()
@@ -805,7 +819,9 @@ def test_failed_delivery_builder_covers_the_fixture_shape() -> None:
     event = parse(serialize(payload))
     reason = event.message_delivery_report.reason
     assert (reason.code, reason.description, reason.sub_code) == (
-        "MEDIA_NOT_REACHABLE", "media unreachable", "UNSPECIFIED_SUB_CODE"
+        "MEDIA_NOT_REACHABLE",
+        "media unreachable",
+        "UNSPECIFIED_SUB_CODE",
     )
     assert delivery_report("APP", "01MSG", "FAILED")["message_delivery_report"]["reason"]["code"] == "UNKNOWN"
     assert "reason" not in delivery_report("APP", "01MSG", "DELIVERED")["message_delivery_report"]
@@ -898,7 +914,10 @@ async def test_settings_point_at_the_fake(fake: FakeSinch) -> None:
     assert config.api_base == fake.base_url
     assert config.auth_url == f"{fake.base_url}/oauth2/token"
     assert (config.project_id, config.app_id, config.key_id, config.key_secret) == (
-        fake.project_id, fake.app_id, fake.key_id, fake.key_secret
+        fake.project_id,
+        fake.app_id,
+        fake.key_id,
+        fake.key_secret,
     )
     assert config.webhook_secret == fake.webhook_secret and config.mms_sender == SENDER
 

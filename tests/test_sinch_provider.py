@@ -81,13 +81,23 @@ def provider_for(*tenants: TenantConfig, clock: Any = time.monotonic) -> SinchPr
     return SinchProvider(Config(tenants=tenants), clock=clock)
 
 
-TENANT_SETTINGS = SinchConfig(project_id="p", app_id=DEFAULT_APP_ID, key_id="k", key_secret=DEFAULT_KEY_SECRET,
-                              webhook_secret=DEFAULT_WEBHOOK_SECRET)
+TENANT_SETTINGS = SinchConfig(
+    project_id="p",
+    app_id=DEFAULT_APP_ID,
+    key_id="k",
+    key_secret=DEFAULT_KEY_SECRET,
+    webhook_secret=DEFAULT_WEBHOOK_SECRET,
+)
 TENANT_CONFIG = tenant(TENANT_SETTINGS)
 
 
-def hook(body: bytes, headers: dict[str, str] | None = None, *, received_at: float = NOW,
-         content_type: str = "application/json") -> WebhookRequest:
+def hook(
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    received_at: float = NOW,
+    content_type: str = "application/json",
+) -> WebhookRequest:
     return WebhookRequest(
         route=CALLBACKS,
         method="POST",
@@ -101,8 +111,9 @@ def hook(body: bytes, headers: dict[str, str] | None = None, *, received_at: flo
     )
 
 
-def signed_hook(payload: dict[str, Any] | bytes, *, secret: str = DEFAULT_WEBHOOK_SECRET, received_at: float = NOW,
-                **signing: Any) -> WebhookRequest:
+def signed_hook(
+    payload: dict[str, Any] | bytes, *, secret: str = DEFAULT_WEBHOOK_SECRET, received_at: float = NOW, **signing: Any
+) -> WebhookRequest:
     body = payload if isinstance(payload, bytes) else serialize(payload)
     signing.setdefault("timestamp", int(received_at))
     return hook(body, sign_webhook(secret, body, **signing), received_at=received_at)
@@ -189,45 +200,101 @@ def test_header_names_are_case_insensitive() -> None:
     ("headers", "body", "secret", "received_at", "why"),
     [
         (vector_headers(), VECTOR_BODY + b" ", VECTOR_SECRET, VECTOR_RECEIVED_AT, "invalid"),
-        (vector_headers(), VECTOR_BODY.replace(b"New Test", b"Old Test"), VECTOR_SECRET, VECTOR_RECEIVED_AT,
-         "invalid"),
-        (vector_headers(x_sinch_webhook_signature_nonce="01FJA8B4A7BM43YGWSG9GBV068"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "invalid"),
-        (vector_headers(x_sinch_webhook_signature_timestamp="1634579354"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "invalid"),
+        (vector_headers(), VECTOR_BODY.replace(b"New Test", b"Old Test"), VECTOR_SECRET, VECTOR_RECEIVED_AT, "invalid"),
+        (
+            vector_headers(x_sinch_webhook_signature_nonce="01FJA8B4A7BM43YGWSG9GBV068"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "invalid",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_timestamp="1634579354"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "invalid",
+        ),
         (vector_headers(), VECTOR_BODY, "foo_secret1235", VECTOR_RECEIVED_AT, "invalid"),
         (vector_headers(), VECTOR_BODY, "", VECTOR_RECEIVED_AT, "webhookSecret"),
-        (vector_headers(x_sinch_webhook_signature="6bpJoRmFoXVjfJIVglMoJzYXxnoxRujzR4k2GOXewOE"), VECTOR_BODY,
-         VECTOR_SECRET, VECTOR_RECEIVED_AT, "invalid"),  # padding is part of it
-        (vector_headers(x_sinch_webhook_signature="x" * 300), VECTOR_BODY, VECTOR_SECRET, VECTOR_RECEIVED_AT,
-         "invalid"),
-        (vector_headers(x_sinch_webhook_signature_algorithm="HmacSHA1"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "unknown"),
-        (vector_headers(x_sinch_webhook_signature_algorithm="HmacMD5"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "unknown"),
+        (
+            vector_headers(x_sinch_webhook_signature="6bpJoRmFoXVjfJIVglMoJzYXxnoxRujzR4k2GOXewOE"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "invalid",
+        ),  # padding is part of it
+        (
+            vector_headers(x_sinch_webhook_signature="x" * 300),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "invalid",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_algorithm="HmacSHA1"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "unknown",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_algorithm="HmacMD5"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "unknown",
+        ),
         # Stale or from the future: more than 300 s either way.
         (vector_headers(), VECTOR_BODY, VECTOR_SECRET, 1634579353 + 301, "clock"),
         (vector_headers(), VECTOR_BODY, VECTOR_SECRET, 1634579353 - 301, "clock"),
-        (vector_headers(x_sinch_webhook_signature_timestamp="1634579353.0"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "whole seconds"),
-        (vector_headers(x_sinch_webhook_signature_timestamp="-1634579353"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "whole seconds"),
-        (vector_headers(x_sinch_webhook_signature_timestamp="2021-10-18T17:49:13Z"), VECTOR_BODY, VECTOR_SECRET,
-         VECTOR_RECEIVED_AT, "whole seconds"),
-        (vector_headers(x_sinch_webhook_signature_nonce="n" * 129), VECTOR_BODY, VECTOR_SECRET, VECTOR_RECEIVED_AT,
-         "nonce"),
-        (vector_headers(x_sinch_webhook_signature_nonce="a b"), VECTOR_BODY, VECTOR_SECRET, VECTOR_RECEIVED_AT,
-         "nonce"),
+        (
+            vector_headers(x_sinch_webhook_signature_timestamp="1634579353.0"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "whole seconds",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_timestamp="-1634579353"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "whole seconds",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_timestamp="2021-10-18T17:49:13Z"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "whole seconds",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_nonce="n" * 129),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "nonce",
+        ),
+        (
+            vector_headers(x_sinch_webhook_signature_nonce="a b"),
+            VECTOR_BODY,
+            VECTOR_SECRET,
+            VECTOR_RECEIVED_AT,
+            "nonce",
+        ),
     ],
 )
-def test_bad_signatures_are_refused(headers: CIMultiDictProxy[str], body: bytes, secret: str, received_at: float,
-                                    why: str) -> None:
+def test_bad_signatures_are_refused(
+    headers: CIMultiDictProxy[str], body: bytes, secret: str, received_at: float, why: str
+) -> None:
     with pytest.raises(WebhookRefused, match=why):
         verify(headers, body, secret, received_at)
 
 
-@pytest.mark.parametrize("missing", ["x-sinch-webhook-signature", "x-sinch-webhook-signature-nonce",
-                                     "x-sinch-webhook-signature-timestamp"])
+@pytest.mark.parametrize(
+    "missing", ["x-sinch-webhook-signature", "x-sinch-webhook-signature-nonce", "x-sinch-webhook-signature-timestamp"]
+)
 def test_each_signature_header_is_required(missing: str) -> None:
     headers = CIMultiDictProxy(CIMultiDict({k: v for k, v in VECTOR_HEADERS.items() if k != missing}))
     with pytest.raises(WebhookRefused, match=f"{missing} is missing"):
@@ -244,8 +311,13 @@ def test_an_absent_algorithm_header_means_hmac_sha256() -> None:
 
 @pytest.mark.parametrize("algorithm", ["HmacSHA256", "HmacSHA384", "HmacSHA512", "hmacsha512"])
 def test_sha384_and_sha512_signatures_are_accepted(algorithm: str) -> None:
-    headers = sign_webhook(VECTOR_SECRET, VECTOR_BODY, nonce=VECTOR_NONCE, timestamp=1634579353,
-                           algorithm=algorithm if algorithm != "hmacsha512" else "HmacSHA512")
+    headers = sign_webhook(
+        VECTOR_SECRET,
+        VECTOR_BODY,
+        nonce=VECTOR_NONCE,
+        timestamp=1634579353,
+        algorithm=algorithm if algorithm != "hmacsha512" else "HmacSHA512",
+    )
     headers["x-sinch-webhook-signature-algorithm"] = algorithm
     signed = verify(CIMultiDictProxy(CIMultiDict(headers)), VECTOR_BODY, VECTOR_SECRET, VECTOR_RECEIVED_AT)
     assert signed.nonce == VECTOR_NONCE
@@ -253,8 +325,7 @@ def test_sha384_and_sha512_signatures_are_accepted(algorithm: str) -> None:
 
 
 def test_a_signature_made_with_another_algorithm_than_named_is_refused() -> None:
-    headers = sign_webhook(VECTOR_SECRET, VECTOR_BODY, nonce=VECTOR_NONCE, timestamp=1634579353,
-                           algorithm="HmacSHA512")
+    headers = sign_webhook(VECTOR_SECRET, VECTOR_BODY, nonce=VECTOR_NONCE, timestamp=1634579353, algorithm="HmacSHA512")
     headers["x-sinch-webhook-signature-algorithm"] = "HmacSHA256"
     with pytest.raises(WebhookRefused, match="invalid"):
         verify(CIMultiDictProxy(CIMultiDict(headers)), VECTOR_BODY, VECTOR_SECRET, VECTOR_RECEIVED_AT)
@@ -283,8 +354,12 @@ async def test_address_finds_the_tenant_by_app_id() -> None:
 @pytest.mark.parametrize(
     ("body", "content_type", "error", "match"),
     [
-        (serialize(inbound_event("01UNKNOWNAPP", "12025550143", text="hi")), "application/json", UnknownTenant,
-         "01UNKNOWNAPP"),
+        (
+            serialize(inbound_event("01UNKNOWNAPP", "12025550143", text="hi")),
+            "application/json",
+            UnknownTenant,
+            "01UNKNOWNAPP",
+        ),
         (b'{"message": {}}', "application/json", InvalidRequest, "app_id is missing"),
         (b'{"app_id": ""}', "application/json", InvalidRequest, "app_id is missing"),
         (b'{"app_id": 12}', "application/json", InvalidRequest, "app_id must be a string"),
@@ -309,8 +384,9 @@ async def test_address_refuses(body: bytes, content_type: str, error: type[Excep
 async def test_address_accepts_a_charset_parameter() -> None:
     provider = provider_for(TENANT_CONFIG)
     body = serialize(inbound_event(DEFAULT_APP_ID, DEFAULT_USER_IDENTITY, text="hi"))
-    addressed = await provider.address(hook(body, content_type="application/json; charset=utf-8"),
-                                       Directory([TENANT_CONFIG]))
+    addressed = await provider.address(
+        hook(body, content_type="application/json; charset=utf-8"), Directory([TENANT_CONFIG])
+    )
     assert addressed.tenant is TENANT_CONFIG
 
 
@@ -334,19 +410,33 @@ async def test_tenants_sharing_an_app_are_told_apart_by_number_and_by_message() 
 # ------------------------------------------------------------------------------ parsing
 
 
-def inbound(text: str = "", media: tuple[Media, ...] = (), *, message_id: str = "01E6NKBV63YG6K01ENEW7S1N80",
-            user: str = USER) -> InboundMessage:
-    return InboundMessage(provider="sinch", message_id=message_id, tenant_number=TENANT, user_number=user, text=text,
-                          media=media, received_at=NOW)
+def inbound(
+    text: str = "", media: tuple[Media, ...] = (), *, message_id: str = "01E6NKBV63YG6K01ENEW7S1N80", user: str = USER
+) -> InboundMessage:
+    return InboundMessage(
+        provider="sinch",
+        message_id=message_id,
+        tenant_number=TENANT,
+        user_number=user,
+        text=text,
+        media=media,
+        received_at=NOW,
+    )
 
 
-FIXTURE_MEDIA = ("https://convapi-eu1tst.s3.eu-west-1.amazonaws.com/01EPRZJ0HXTDEH1BTYJT4417GE/"
-                 "01F2K124T4513Q0CCHQ5SN0DH6.png")
+FIXTURE_MEDIA = (
+    "https://convapi-eu1tst.s3.eu-west-1.amazonaws.com/01EPRZJ0HXTDEH1BTYJT4417GE/01F2K124T4513Q0CCHQ5SN0DH6.png"
+)
 
 
 def status(status: str, **fields: Any) -> DeliveryStatus:
-    values: dict[str, Any] = {"provider": "sinch", "provider_message_id": "01FVAWD1JP5PPB3KEZCBKGN0ES",
-                              "status": status, "tenant_number": TENANT, "user_number": USER}
+    values: dict[str, Any] = {
+        "provider": "sinch",
+        "provider_message_id": "01FVAWD1JP5PPB3KEZCBKGN0ES",
+        "status": status,
+        "tenant_number": TENANT,
+        "user_number": USER,
+    }
     return DeliveryStatus(**(values | fields))
 
 
@@ -370,67 +460,148 @@ def with_contact_message(contact_message: dict[str, Any]) -> dict[str, Any]:
 PARSE_TABLE: list[tuple[str, dict[str, Any], list[Event]]] = [
     ("text", fixture("message_inbound_text"), [inbound("Hi from contact")]),
     ("media", fixture("message_inbound_media"), [inbound(media=(Media(FIXTURE_MEDIA, "image/png"),))]),
-    ("media card", fixture("message_inbound_media_card"),
-     [inbound("caption text", (Media(FIXTURE_MEDIA, "image/png"),))]),
-    ("text on the SMS channel",
-     inbound_event(DEFAULT_APP_ID, DEFAULT_USER_IDENTITY, text="yes please", channel="SMS", message_id="01SMS"),
-     [inbound("yes please", message_id="01SMS")]),
-    ("identity with +", with_message(fixture("message_inbound_text"),
-                                     channel_identity={"channel": "MMS", "identity": "+61412345678"}),
-     [inbound("Hi from contact", user="+61412345678")]),
-    ("media with an unknown extension",
-     with_contact_message({"media_message": {"url": "https://media.example.com/f/abc?x=1.png"}}),
-     [inbound(media=(Media("https://media.example.com/f/abc?x=1.png", None),))]),
-    ("media named by filename_override",
-     with_contact_message({"media_message": {"url": "https://media.example.com/f/abc",
-                                             "filename_override": "photo.jpeg"}}),
-     [inbound(media=(Media("https://media.example.com/f/abc", "image/jpeg"),))]),
-    ("media card without a caption",
-     with_contact_message({"media_card_message": {"url": "https://media.example.com/v.mp4"}}),
-     [inbound(media=(Media("https://media.example.com/v.mp4", "video/mp4"),))]),
-    ("choice response",
-     with_contact_message({"choice_response_message": {"message_id": "01X", "postback_data": "option 2"}}),
-     [inbound("option 2")]),
-    ("text with reply_to", with_contact_message({"text_message": {"text": "re"}, "reply_to": {"message_id": "01X"}}),
-     [inbound("re")]),
+    (
+        "media card",
+        fixture("message_inbound_media_card"),
+        [inbound("caption text", (Media(FIXTURE_MEDIA, "image/png"),))],
+    ),
+    (
+        "text on the SMS channel",
+        inbound_event(DEFAULT_APP_ID, DEFAULT_USER_IDENTITY, text="yes please", channel="SMS", message_id="01SMS"),
+        [inbound("yes please", message_id="01SMS")],
+    ),
+    (
+        "identity with +",
+        with_message(fixture("message_inbound_text"), channel_identity={"channel": "MMS", "identity": "+61412345678"}),
+        [inbound("Hi from contact", user="+61412345678")],
+    ),
+    (
+        "media with an unknown extension",
+        with_contact_message({"media_message": {"url": "https://media.example.com/f/abc?x=1.png"}}),
+        [inbound(media=(Media("https://media.example.com/f/abc?x=1.png", None),))],
+    ),
+    (
+        "media named by filename_override",
+        with_contact_message(
+            {"media_message": {"url": "https://media.example.com/f/abc", "filename_override": "photo.jpeg"}}
+        ),
+        [inbound(media=(Media("https://media.example.com/f/abc", "image/jpeg"),))],
+    ),
+    (
+        "media card without a caption",
+        with_contact_message({"media_card_message": {"url": "https://media.example.com/v.mp4"}}),
+        [inbound(media=(Media("https://media.example.com/v.mp4", "video/mp4"),))],
+    ),
+    (
+        "choice response",
+        with_contact_message({"choice_response_message": {"message_id": "01X", "postback_data": "option 2"}}),
+        [inbound("option 2")],
+    ),
+    (
+        "text with reply_to",
+        with_contact_message({"text_message": {"text": "re"}, "reply_to": {"message_id": "01X"}}),
+        [inbound("re")],
+    ),
     ("empty text", with_contact_message({"text_message": {"text": ""}}), []),
-    ("location", with_contact_message({"location_message": {"title": "here", "coordinates": {
-        "latitude": 1.0, "longitude": 2.0}}}), []),
+    (
+        "location",
+        with_contact_message(
+            {"location_message": {"title": "here", "coordinates": {"latitude": 1.0, "longitude": 2.0}}}
+        ),
+        [],
+    ),
     ("fallback", with_contact_message({"fallback_message": {"raw_message": "?", "reason": {"code": "UNKNOWN"}}}), []),
     ("direction TO_CONTACT", with_message(fixture("message_inbound_text"), direction="TO_CONTACT"), []),
-    ("another channel", with_message(fixture("message_inbound_text"),
-                                     channel_identity={"channel": "WHATSAPP", "identity": "12025550143"}), []),
+    (
+        "another channel",
+        with_message(
+            fixture("message_inbound_text"), channel_identity={"channel": "WHATSAPP", "identity": "12025550143"}
+        ),
+        [],
+    ),
     ("delivered", fixture("message_delivery_delivered"), [status("delivered")]),
-    ("failed with a reason", fixture("message_delivery_failed"),
-     [status("failed", failed=True, provider_message_id="01EQBF0BT63J7S1FEKJZ0Z08VD",
-             error_code="OUTSIDE_ALLOWED_SENDING_WINDOW",
-             error_message="The underlying channel reported: Message failed to send because more than 24 hours "
-                           "have passed since the customer last replied to this number")]),
-    ("switching channel", fixture("message_delivery_switching_channel"),
-     [status("switching_channel", fallback=True, error_code="RECIPIENT_NOT_REACHABLE",
-             error_message="The underlying channel reported: Recipient not reachable")]),
-    ("failed with a sub-code",
-     delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "FAILED", metadata="our-7",
-                     reason_code="MEDIA_NOT_REACHABLE", reason_description="Media not reachable",
-                     reason_sub_code="ATTACHMENT_REJECTED"),
-     [status("failed", failed=True, our_message_id="our-7", error_code="MEDIA_NOT_REACHABLE",
-             error_message="Media not reachable (ATTACHMENT_REJECTED)")]),
-    ("queued on channel, our id in metadata",
-     delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "QUEUED_ON_CHANNEL", metadata="our-1"),
-     [status("queued_on_channel", our_message_id="our-1")]),
-    ("read, our id in correlation_id only",
-     delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "READ", correlation_id="our-2"),
-     [status("read", our_message_id="our-2")]),
-    ("a status Sinch may add", delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "PENDING_REVIEW"),
-     [status("pending_review")]),
-    ("delivery report without an identity",
-     fixture("message_delivery_delivered") | {"message_delivery_report": {
-         "message_id": "01FVAWD1JP5PPB3KEZCBKGN0ES", "status": "DELIVERED"}},
-     [status("delivered", user_number=None)]),
+    (
+        "failed with a reason",
+        fixture("message_delivery_failed"),
+        [
+            status(
+                "failed",
+                failed=True,
+                provider_message_id="01EQBF0BT63J7S1FEKJZ0Z08VD",
+                error_code="OUTSIDE_ALLOWED_SENDING_WINDOW",
+                error_message="The underlying channel reported: Message failed to send because more than 24 hours "
+                "have passed since the customer last replied to this number",
+            )
+        ],
+    ),
+    (
+        "switching channel",
+        fixture("message_delivery_switching_channel"),
+        [
+            status(
+                "switching_channel",
+                fallback=True,
+                error_code="RECIPIENT_NOT_REACHABLE",
+                error_message="The underlying channel reported: Recipient not reachable",
+            )
+        ],
+    ),
+    (
+        "failed with a sub-code",
+        delivery_report(
+            DEFAULT_APP_ID,
+            "01FVAWD1JP5PPB3KEZCBKGN0ES",
+            "FAILED",
+            metadata="our-7",
+            reason_code="MEDIA_NOT_REACHABLE",
+            reason_description="Media not reachable",
+            reason_sub_code="ATTACHMENT_REJECTED",
+        ),
+        [
+            status(
+                "failed",
+                failed=True,
+                our_message_id="our-7",
+                error_code="MEDIA_NOT_REACHABLE",
+                error_message="Media not reachable (ATTACHMENT_REJECTED)",
+            )
+        ],
+    ),
+    (
+        "queued on channel, our id in metadata",
+        delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "QUEUED_ON_CHANNEL", metadata="our-1"),
+        [status("queued_on_channel", our_message_id="our-1")],
+    ),
+    (
+        "read, our id in correlation_id only",
+        delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "READ", correlation_id="our-2"),
+        [status("read", our_message_id="our-2")],
+    ),
+    (
+        "a status Sinch may add",
+        delivery_report(DEFAULT_APP_ID, "01FVAWD1JP5PPB3KEZCBKGN0ES", "PENDING_REVIEW"),
+        [status("pending_review")],
+    ),
+    (
+        "delivery report without an identity",
+        fixture("message_delivery_delivered")
+        | {"message_delivery_report": {"message_id": "01FVAWD1JP5PPB3KEZCBKGN0ES", "status": "DELIVERED"}},
+        [status("delivered", user_number=None)],
+    ),
     ("contact created", fixture("contact_create_notification"), []),
-    ("message submitted", {"app_id": DEFAULT_APP_ID, "project_id": "p", "message_submit_notification": {
-        "message_id": "01X", "channel_identity": {"channel": "MMS", "identity": "12025550143"},
-        "metadata": "our-1"}}, []),
+    (
+        "message submitted",
+        {
+            "app_id": DEFAULT_APP_ID,
+            "project_id": "p",
+            "message_submit_notification": {
+                "message_id": "01X",
+                "channel_identity": {"channel": "MMS", "identity": "12025550143"},
+                "metadata": "our-1",
+            },
+        },
+        [],
+    ),
     ("event inbound", {"app_id": DEFAULT_APP_ID, "project_id": "p", "event": {"direction": "TO_APP"}}, []),
 ]
 
@@ -446,45 +617,91 @@ MALFORMED_TABLE: list[tuple[str, dict[str, Any], str]] = [
     ("message not an object", {"app_id": "a", "project_id": "p", "message": "hi"}, "message must be an object"),
     ("no message id", with_message(fixture("message_inbound_text"), id=None), "message.id is missing"),
     ("message id too long", with_message(fixture("message_inbound_text"), id="1" * 129), "message.id is longer"),
-    ("no channel identity", with_message(fixture("message_inbound_text"), channel_identity=None),
-     "message.channel_identity is missing"),
-    ("identity not a number", with_message(fixture("message_inbound_text"),
-                                           channel_identity={"channel": "MMS", "identity": "abc"}),
-     "message.channel_identity.identity is not a phone number"),
-    ("identity too short", with_message(fixture("message_inbound_text"),
-                                        channel_identity={"channel": "SMS", "identity": "12345"}),
-     "message.channel_identity.identity is not a phone number"),
-    ("identity too long", with_message(fixture("message_inbound_text"),
-                                       channel_identity={"channel": "SMS", "identity": "1" * 16}),
-     "message.channel_identity.identity is not a phone number"),
-    ("no contact message", with_message(fixture("message_inbound_text"), contact_message=None),
-     "message.contact_message is missing"),
-    ("text too long", with_contact_message({"text_message": {"text": "x" * 10_001}}),
-     "message.contact_message.text_message.text is longer than 10000"),
-    ("media URL not http", with_contact_message({"media_message": {"url": "ftp://media.example.com/a.png"}}),
-     "message.contact_message.media_message.url is not an absolute http"),
-    ("media URL relative", with_contact_message({"media_message": {"url": "/a.png"}}),
-     "message.contact_message.media_message.url is not an absolute http"),
-    ("media URL too long", with_contact_message({"media_message": {"url": "https://m.example.com/" + "a" * 4096}}),
-     "message.contact_message.media_message.url is longer than 4096"),
-    ("media card without URL", with_contact_message({"media_card_message": {"caption": "hi"}}),
-     "message.contact_message.media_card_message.url is missing"),
-    ("caption not a string", with_contact_message({"media_card_message": {"url": "https://m.example.com/a.png",
-                                                                          "caption": 5}}),
-     "message.contact_message.media_card_message.caption must be a string"),
-    ("no report message id", with_report(fixture("message_delivery_delivered"), message_id=None),
-     "message_delivery_report.message_id is missing"),
-    ("no status", with_report(fixture("message_delivery_delivered"), status=None),
-     "message_delivery_report.status is missing"),
-    ("status not a word", with_report(fixture("message_delivery_delivered"), status="delivered"),
-     "message_delivery_report.status is not a Sinch delivery status"),
-    ("reason not an object", with_report(fixture("message_delivery_failed"), reason="FAILED"),
-     "message_delivery_report.reason must be an object"),
-    ("metadata too long", with_report(fixture("message_delivery_delivered"), metadata="m" * 1025),
-     "message_delivery_report.metadata is longer than 1024"),
-    ("report identity not a number", with_report(fixture("message_delivery_delivered"),
-                                                  channel_identity={"channel": "MMS", "identity": "x"}),
-     "message_delivery_report.channel_identity.identity is not a phone number"),
+    (
+        "no channel identity",
+        with_message(fixture("message_inbound_text"), channel_identity=None),
+        "message.channel_identity is missing",
+    ),
+    (
+        "identity not a number",
+        with_message(fixture("message_inbound_text"), channel_identity={"channel": "MMS", "identity": "abc"}),
+        "message.channel_identity.identity is not a phone number",
+    ),
+    (
+        "identity too short",
+        with_message(fixture("message_inbound_text"), channel_identity={"channel": "SMS", "identity": "12345"}),
+        "message.channel_identity.identity is not a phone number",
+    ),
+    (
+        "identity too long",
+        with_message(fixture("message_inbound_text"), channel_identity={"channel": "SMS", "identity": "1" * 16}),
+        "message.channel_identity.identity is not a phone number",
+    ),
+    (
+        "no contact message",
+        with_message(fixture("message_inbound_text"), contact_message=None),
+        "message.contact_message is missing",
+    ),
+    (
+        "text too long",
+        with_contact_message({"text_message": {"text": "x" * 10_001}}),
+        "message.contact_message.text_message.text is longer than 10000",
+    ),
+    (
+        "media URL not http",
+        with_contact_message({"media_message": {"url": "ftp://media.example.com/a.png"}}),
+        "message.contact_message.media_message.url is not an absolute http",
+    ),
+    (
+        "media URL relative",
+        with_contact_message({"media_message": {"url": "/a.png"}}),
+        "message.contact_message.media_message.url is not an absolute http",
+    ),
+    (
+        "media URL too long",
+        with_contact_message({"media_message": {"url": "https://m.example.com/" + "a" * 4096}}),
+        "message.contact_message.media_message.url is longer than 4096",
+    ),
+    (
+        "media card without URL",
+        with_contact_message({"media_card_message": {"caption": "hi"}}),
+        "message.contact_message.media_card_message.url is missing",
+    ),
+    (
+        "caption not a string",
+        with_contact_message({"media_card_message": {"url": "https://m.example.com/a.png", "caption": 5}}),
+        "message.contact_message.media_card_message.caption must be a string",
+    ),
+    (
+        "no report message id",
+        with_report(fixture("message_delivery_delivered"), message_id=None),
+        "message_delivery_report.message_id is missing",
+    ),
+    (
+        "no status",
+        with_report(fixture("message_delivery_delivered"), status=None),
+        "message_delivery_report.status is missing",
+    ),
+    (
+        "status not a word",
+        with_report(fixture("message_delivery_delivered"), status="delivered"),
+        "message_delivery_report.status is not a Sinch delivery status",
+    ),
+    (
+        "reason not an object",
+        with_report(fixture("message_delivery_failed"), reason="FAILED"),
+        "message_delivery_report.reason must be an object",
+    ),
+    (
+        "metadata too long",
+        with_report(fixture("message_delivery_delivered"), metadata="m" * 1025),
+        "message_delivery_report.metadata is longer than 1024",
+    ),
+    (
+        "report identity not a number",
+        with_report(fixture("message_delivery_delivered"), channel_identity={"channel": "MMS", "identity": "x"}),
+        "message_delivery_report.channel_identity.identity is not a phone number",
+    ),
 ]
 
 
@@ -515,13 +732,36 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-interesting_keys = st.sampled_from(["message", "message_delivery_report", "contact_message", "text_message",
-                                    "media_message", "media_card_message", "choice_response_message", "url",
-                                    "caption", "text", "id", "channel_identity", "identity", "channel", "status",
-                                    "reason", "metadata", "correlation_id", "direction", "message_id", "code"])
+interesting_keys = st.sampled_from(
+    [
+        "message",
+        "message_delivery_report",
+        "contact_message",
+        "text_message",
+        "media_message",
+        "media_card_message",
+        "choice_response_message",
+        "url",
+        "caption",
+        "text",
+        "id",
+        "channel_identity",
+        "identity",
+        "channel",
+        "status",
+        "reason",
+        "metadata",
+        "correlation_id",
+        "direction",
+        "message_id",
+        "code",
+    ]
+)
 sinchy_values = st.recursive(
-    st.none() | st.text(max_size=30) | st.sampled_from(["MMS", "SMS", "TO_APP", "DELIVERED", "FAILED", "12025550143",
-                                                        "https://m.example.com/a.jpg", ""]) | st.integers(),
+    st.none()
+    | st.text(max_size=30)
+    | st.sampled_from(["MMS", "SMS", "TO_APP", "DELIVERED", "FAILED", "12025550143", "https://m.example.com/a.jpg", ""])
+    | st.integers(),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(interesting_keys, children, max_size=5),
     max_leaves=30,
 )
@@ -611,12 +851,12 @@ class Clock:
 
 
 def outbound(text: str = "hello", media: tuple[str, ...] = (), message_id: str = "our-1") -> OutboundMessage:
-    return OutboundMessage(message_id=message_id, tenant_number=TENANT, user_number=USER, text=text,
-                           media_urls=media)
+    return OutboundMessage(message_id=message_id, tenant_number=TENANT, user_number=USER, text=text, media_urls=media)
 
 
-def sender_for(fake: FakeSinch, http: aiohttp.ClientSession, provider: SinchProvider | None = None,
-               **overrides: Any) -> SinchSender:
+def sender_for(
+    fake: FakeSinch, http: aiohttp.ClientSession, provider: SinchProvider | None = None, **overrides: Any
+) -> SinchSender:
     tenant_config = tenant(fake.settings(**overrides))
     provider = provider or provider_for(tenant_config)
     return provider.sender(tenant_config, http)
@@ -631,8 +871,14 @@ async def sender_against(aiohttp_server: Any, http: aiohttp.ClientSession, *rout
     app = web.Application()
     app.add_routes(routes)
     server = await aiohttp_server(app)
-    settings_ = SinchConfig(project_id="p", app_id="a", key_id="k", key_secret="s", url=str(server.make_url("")),
-                            auth_url=str(server.make_url("/oauth2/token")))
+    settings_ = SinchConfig(
+        project_id="p",
+        app_id="a",
+        key_id="k",
+        key_secret="s",
+        url=str(server.make_url("")),
+        auth_url=str(server.make_url("/oauth2/token")),
+    )
     tenant_config = tenant(settings_)
     return provider_for(tenant_config).sender(tenant_config, http)
 
@@ -649,8 +895,11 @@ async def test_send_text(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     assert result.provider_message_id == sent.message_id
     assert (sent.kind, sent.text, sent.media_url) == ("text_message", "hello there", None)
     assert sent.body["message"] == {"text_message": {"text": "hello there"}}
-    assert sent.body["recipient"] == {"identified_by": {"channel_identities": [
-        {"channel": "MMS", "identity": USER}, {"channel": "SMS", "identity": USER}]}}
+    assert sent.body["recipient"] == {
+        "identified_by": {
+            "channel_identities": [{"channel": "MMS", "identity": USER}, {"channel": "SMS", "identity": USER}]
+        }
+    }
     assert sent.channel_priority_order == ["MMS", "SMS"]
     assert sent.channel_properties == {"MMS_SENDER": TENANT}
     assert (sent.metadata, sent.correlation_id) == ("our-1", "our-1")
@@ -663,8 +912,9 @@ async def test_send_text_and_media_as_a_card(fake: FakeSinch, http: aiohttp.Clie
     (sent,) = fake.messages
     assert result.ok
     assert sent.kind == "card_message"
-    assert sent.body["message"] == {"card_message": {"description": "see this",
-                                                     "media_message": {"url": "https://cdn.example.com/a.jpg"}}}
+    assert sent.body["message"] == {
+        "card_message": {"description": "see this", "media_message": {"url": "https://cdn.example.com/a.jpg"}}
+    }
     assert (sent.text, sent.media_url) == ("see this", "https://cdn.example.com/a.jpg")
 
 
@@ -690,13 +940,13 @@ async def test_a_long_message_id_goes_only_in_the_metadata(fake: FakeSinch, http
 @pytest.mark.parametrize(
     ("message", "code"),
     [
-        (outbound("two", ("https://cdn.example.com/a.png", "https://cdn.example.com/b.png")),
-         outcomes.TOO_MANY_MEDIA),
+        (outbound("two", ("https://cdn.example.com/a.png", "https://cdn.example.com/b.png")), outcomes.TOO_MANY_MEDIA),
         (outbound(""), outcomes.EMPTY_MESSAGE),
     ],
 )
-async def test_messages_sinch_cannot_carry_are_refused_unsent(fake: FakeSinch, http: aiohttp.ClientSession,
-                                                              message: OutboundMessage, code: str) -> None:
+async def test_messages_sinch_cannot_carry_are_refused_unsent(
+    fake: FakeSinch, http: aiohttp.ClientSession, message: OutboundMessage, code: str
+) -> None:
     sender = sender_for(fake, http)
     result = await sender.send(message, None)
     assert (result.outcome, result.error_code) == (SendOutcome.FAILED, code)
@@ -706,15 +956,13 @@ async def test_messages_sinch_cannot_carry_are_refused_unsent(fake: FakeSinch, h
 
 async def test_one_token_for_many_concurrent_sends(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     sender = sender_for(fake, http)
-    results = await asyncio.gather(*(sender.send(outbound(f"n{i}", message_id=f"our-{i}"), None)
-                                     for i in range(20)))
+    results = await asyncio.gather(*(sender.send(outbound(f"n{i}", message_id=f"our-{i}"), None) for i in range(20)))
     assert all(result.ok for result in results)
     assert len({result.provider_message_id for result in results}) == 20
     assert fake.token_requests == 1
 
 
-async def test_tenants_with_the_same_access_key_share_its_token(fake: FakeSinch,
-                                                                http: aiohttp.ClientSession) -> None:
+async def test_tenants_with_the_same_access_key_share_its_token(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     first = tenant(fake.settings())
     second = tenant(fake.settings(mms_sender="12345"), "+12025550111")
     provider = provider_for(first, second)
@@ -746,8 +994,7 @@ def test_refresh_ahead(lifetime: float, refresh_after: float) -> None:
     assert "tok-value-xyz" not in repr(token)
 
 
-async def test_concurrent_senders_wait_for_the_refresh_in_flight(fake: FakeSinch,
-                                                                 http: aiohttp.ClientSession) -> None:
+async def test_concurrent_senders_wait_for_the_refresh_in_flight(fake: FakeSinch, http: aiohttp.ClientSession) -> None:
     clock = Clock()
     tenant_config = tenant(fake.settings())
     provider = provider_for(tenant_config, clock=clock)
@@ -764,13 +1011,15 @@ async def test_concurrent_senders_share_a_failed_refresh(fake: FakeSinch, http: 
     sender = sender_for(fake, http)
     results = await asyncio.gather(*(sender.send(outbound(f"n{i}"), None) for i in range(10)))
     assert {(result.outcome, result.error_code) for result in results} == {
-        (SendOutcome.RETRY, outcomes.AUTH_UNAVAILABLE)}
+        (SendOutcome.RETRY, outcomes.AUTH_UNAVAILABLE)
+    }
     assert fake.token_requests == 1
     assert fake.request_count == 0
 
 
-async def test_a_failed_refresh_keeps_using_a_token_that_is_still_good(fake: FakeSinch,
-                                                                       http: aiohttp.ClientSession) -> None:
+async def test_a_failed_refresh_keeps_using_a_token_that_is_still_good(
+    fake: FakeSinch, http: aiohttp.ClientSession
+) -> None:
     clock = Clock()
     tenant_config = tenant(fake.settings())
     provider = provider_for(tenant_config, clock=clock)
@@ -782,8 +1031,9 @@ async def test_a_failed_refresh_keeps_using_a_token_that_is_still_good(fake: Fak
     assert (fake.token_requests, len(fake.messages)) == (2, 2)
 
 
-async def test_an_expired_token_is_replaced_and_the_send_retried_once(fake: FakeSinch,
-                                                                      http: aiohttp.ClientSession) -> None:
+async def test_an_expired_token_is_replaced_and_the_send_retried_once(
+    fake: FakeSinch, http: aiohttp.ClientSession
+) -> None:
     sender = sender_for(fake, http)
     assert (await sender.send(outbound(message_id="our-1"), None)).ok
     fake.expire_tokens()
@@ -818,9 +1068,14 @@ async def test_a_second_401_fails(fake: FakeSinch, http: aiohttp.ClientSession) 
         (404, {"message": "Project not found"}, SendOutcome.FAILED, None),
     ],
 )
-async def test_send_failures_are_classified(fake: FakeSinch, http: aiohttp.ClientSession, status: int,
-                                            options: dict[str, Any], outcome: SendOutcome,
-                                            retry_after: float | None) -> None:
+async def test_send_failures_are_classified(
+    fake: FakeSinch,
+    http: aiohttp.ClientSession,
+    status: int,
+    options: dict[str, Any],
+    outcome: SendOutcome,
+    retry_after: float | None,
+) -> None:
     fake.fail_next(1, status, **options)
     sender = sender_for(fake, http)
     result = await sender.send(outbound(), None)
@@ -841,7 +1096,11 @@ async def test_a_sender_over_sinchs_rate_is_throttled_with_retry_after(
     first, second = await sender.send(outbound("one"), None), await sender.send(outbound("two"), None)
     assert first.ok and not first.throttled
     assert (second.outcome, second.error_code, second.throttled, second.retry_after) == (
-        SendOutcome.RETRY, "429", True, 1.0)
+        SendOutcome.RETRY,
+        "429",
+        True,
+        1.0,
+    )
     assert not sender.may_have_sent("429")
     assert [m.text for m in fake.messages] == ["one"]
 
@@ -853,8 +1112,9 @@ async def test_an_error_page_that_is_not_json(fake: FakeSinch, http: aiohttp.Cli
     assert result.error_message is not None and result.error_message.startswith("HTTP 502: <html>")
 
 
-async def test_a_timeout_is_unknown_and_find_sent_then_finds_the_message(fake: FakeSinch,
-                                                                         http: aiohttp.ClientSession) -> None:
+async def test_a_timeout_is_unknown_and_find_sent_then_finds_the_message(
+    fake: FakeSinch, http: aiohttp.ClientSession
+) -> None:
     fake.delay_next(1, 1.0)
     sender = sender_for(fake, http, read_timeout_ms=200)
     started = time.time()
@@ -865,8 +1125,9 @@ async def test_a_timeout_is_unknown_and_find_sent_then_finds_the_message(fake: F
     assert await sender.find_sent(outbound(message_id="our-slow"), since=started) == sent.message_id
 
 
-async def test_an_unreachable_api_is_unknown(fake: FakeSinch, http: aiohttp.ClientSession,
-                                             unused_tcp_port: int) -> None:
+async def test_an_unreachable_api_is_unknown(
+    fake: FakeSinch, http: aiohttp.ClientSession, unused_tcp_port: int
+) -> None:
     sender = sender_for(fake, http, url=f"http://127.0.0.1:{unused_tcp_port}")
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.UNKNOWN, "connectionError")
@@ -884,8 +1145,14 @@ async def test_an_unreachable_api_is_unknown(fake: FakeSinch, http: aiohttp.Clie
         (503, SendOutcome.RETRY, outcomes.AUTH_UNAVAILABLE, 4.0),
     ],
 )
-async def test_token_endpoint_failures(fake: FakeSinch, http: aiohttp.ClientSession, status: int,
-                                       outcome: SendOutcome, code: str, retry_after: float | None) -> None:
+async def test_token_endpoint_failures(
+    fake: FakeSinch,
+    http: aiohttp.ClientSession,
+    status: int,
+    outcome: SendOutcome,
+    code: str,
+    retry_after: float | None,
+) -> None:
     fake.fail_tokens_next(1, status, description="Client authentication failed", retry_after=4)
     sender = sender_for(fake, http)
     result = await sender.send(outbound(), None)
@@ -902,8 +1169,9 @@ async def test_a_wrong_key_secret_fails(fake: FakeSinch, http: aiohttp.ClientSes
     assert "wrong-secret" not in (result.error_message or "")
 
 
-async def test_token_endpoint_unreachable_or_misconfigured(fake: FakeSinch, http: aiohttp.ClientSession,
-                                                           unused_tcp_port: int) -> None:
+async def test_token_endpoint_unreachable_or_misconfigured(
+    fake: FakeSinch, http: aiohttp.ClientSession, unused_tcp_port: int
+) -> None:
     unreachable = sender_for(fake, http, auth_url=f"http://127.0.0.1:{unused_tcp_port}/oauth2/token")
     result = await unreachable.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.RETRY, outcomes.AUTH_UNAVAILABLE)
@@ -926,8 +1194,12 @@ async def test_a_200_without_a_message_id_is_unknown(http: aiohttp.ClientSession
     async def send(request: web.Request) -> web.Response:
         return web.json_response({"accepted_time": "2026-01-01T00:00:00Z"})
 
-    sender = await sender_against(aiohttp_server, http, web.post("/oauth2/token", token_answer),
-                                  web.post("/v1/projects/{project}/messages:send", send))
+    sender = await sender_against(
+        aiohttp_server,
+        http,
+        web.post("/oauth2/token", token_answer),
+        web.post("/v1/projects/{project}/messages:send", send),
+    )
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.UNKNOWN, outcomes.NO_MESSAGE_ID)
     assert sender.may_have_sent(outcomes.NO_MESSAGE_ID)
@@ -935,11 +1207,27 @@ async def test_a_200_without_a_message_id_is_unknown(http: aiohttp.ClientSession
 
 @pytest.mark.parametrize(
     ("code", "may_have_sent"),
-    [("400", False), ("401", False), ("403", False), ("404", False), ("429", False), ("302", False),
-     ("500", True), ("503", True), ("timeout", True), ("connectionError", True), ("httpError", True),
-     ("invalidURL", False), (outcomes.AUTH_FAILED, False), (outcomes.AUTH_UNAVAILABLE, False),
-     (outcomes.TOO_MANY_MEDIA, False), (outcomes.EMPTY_MESSAGE, False), (outcomes.NO_MESSAGE_ID, True),
-     ("somethingNew", True), ("", True)],
+    [
+        ("400", False),
+        ("401", False),
+        ("403", False),
+        ("404", False),
+        ("429", False),
+        ("302", False),
+        ("500", True),
+        ("503", True),
+        ("timeout", True),
+        ("connectionError", True),
+        ("httpError", True),
+        ("invalidURL", False),
+        (outcomes.AUTH_FAILED, False),
+        (outcomes.AUTH_UNAVAILABLE, False),
+        (outcomes.TOO_MANY_MEDIA, False),
+        (outcomes.EMPTY_MESSAGE, False),
+        (outcomes.NO_MESSAGE_ID, True),
+        ("somethingNew", True),
+        ("", True),
+    ],
 )
 def test_may_have_sent(code: str, may_have_sent: bool) -> None:
     assert outcomes.may_have_sent(code) is may_have_sent
@@ -949,8 +1237,9 @@ def test_may_have_sent(code: str, may_have_sent: bool) -> None:
 
 
 @pytest.mark.parametrize("mode", ["DISPATCH", "CONVERSATION"])
-async def test_find_sent_finds_a_message_by_its_metadata(fake: FakeSinch, http: aiohttp.ClientSession,
-                                                         mode: str) -> None:
+async def test_find_sent_finds_a_message_by_its_metadata(
+    fake: FakeSinch, http: aiohttp.ClientSession, mode: str
+) -> None:
     fake.processing_mode = mode  # type: ignore[assignment]
     sender = sender_for(fake, http)
     since = time.time()
@@ -970,8 +1259,9 @@ async def test_find_sent_looks_only_at_messages_to_the_user(fake: FakeSinch, htt
     assert await sender.find_sent(other_user, since) == fake.messages[0].message_id
 
 
-async def test_find_sent_follows_pages(fake: FakeSinch, http: aiohttp.ClientSession,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_find_sent_follows_pages(
+    fake: FakeSinch, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sender_module, "PAGE_SIZE", 2)
     sender = sender_for(fake, http)
     since = time.time()
@@ -991,8 +1281,9 @@ async def test_find_sent_allows_a_minute_of_clock_difference(fake: FakeSinch, ht
     assert await sender.find_sent(outbound(), since=time.time() + 120) is None
 
 
-async def test_find_sent_cannot_tell_when_sinch_cannot_be_asked(fake: FakeSinch, http: aiohttp.ClientSession,
-                                                                unused_tcp_port: int) -> None:
+async def test_find_sent_cannot_tell_when_sinch_cannot_be_asked(
+    fake: FakeSinch, http: aiohttp.ClientSession, unused_tcp_port: int
+) -> None:
     with pytest.raises(LookupError, match="not found"):
         await sender_for(fake, http, project_id="no-such-project").find_sent(outbound(), 0.0)
     fake.fail_tokens_next(1, 503)
@@ -1002,16 +1293,26 @@ async def test_find_sent_cannot_tell_when_sinch_cannot_be_asked(fake: FakeSinch,
         await sender_for(fake, http, url=f"http://127.0.0.1:{unused_tcp_port}").find_sent(outbound(), 0.0)
 
 
-async def test_find_sent_cannot_tell_from_an_unreadable_answer(http: aiohttp.ClientSession,
-                                                               aiohttp_server: Any) -> None:
-    answers = iter([web.Response(text="<html/>", content_type="text/html"),
-                    web.json_response({"messages": "none"}), web.json_response([1, 2])])
+async def test_find_sent_cannot_tell_from_an_unreadable_answer(
+    http: aiohttp.ClientSession, aiohttp_server: Any
+) -> None:
+    answers = iter(
+        [
+            web.Response(text="<html/>", content_type="text/html"),
+            web.json_response({"messages": "none"}),
+            web.json_response([1, 2]),
+        ]
+    )
 
     async def messages(request: web.Request) -> web.Response:
         return next(answers)
 
-    sender = await sender_against(aiohttp_server, http, web.post("/oauth2/token", token_answer),
-                                  web.get("/v1/projects/{project}/messages", messages))
+    sender = await sender_against(
+        aiohttp_server,
+        http,
+        web.post("/oauth2/token", token_answer),
+        web.get("/v1/projects/{project}/messages", messages),
+    )
     for _ in range(3):
         with pytest.raises(LookupError, match="cannot list messages"):
             await sender.find_sent(outbound(), 0.0)
@@ -1035,8 +1336,9 @@ async def test_send_through_a_proxy(fake: FakeSinch, http: aiohttp.ClientSession
     async def relay(request: web.Request) -> web.Response:
         seen.append((request.url.path, request.headers.get("Proxy-Authorization", "")))
         headers = {k: v for k, v in request.headers.items() if k.lower() != "proxy-authorization"}
-        async with http.request(request.method, str(request.url), data=await request.read(),
-                                headers=headers) as upstream:
+        async with http.request(
+            request.method, str(request.url), data=await request.read(), headers=headers
+        ) as upstream:
             return web.Response(status=upstream.status, body=await upstream.read(), content_type="application/json")
 
     proxy_app = web.Application()
@@ -1066,8 +1368,9 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield captured
 
 
-async def test_secrets_stay_out_of_reprs_and_logs(fake: FakeSinch, http: aiohttp.ClientSession,
-                                                  logs: list[MutableMapping[str, Any]]) -> None:
+async def test_secrets_stay_out_of_reprs_and_logs(
+    fake: FakeSinch, http: aiohttp.ClientSession, logs: list[MutableMapping[str, Any]]
+) -> None:
     clock = Clock()
     tenant_config = tenant(fake.settings())
     provider = provider_for(tenant_config, clock=clock)
@@ -1083,11 +1386,14 @@ async def test_secrets_stay_out_of_reprs_and_logs(fake: FakeSinch, http: aiohttp
     await sender_for(fake, http, key_secret="wrong-secret").send(outbound(), None)
     parse(inbound_event(DEFAULT_APP_ID, DEFAULT_USER_IDENTITY, text="hi", channel="WHATSAPP"))
     secrets = Secrets([fake.key_secret, fake.webhook_secret, "wrong-secret", *fake.tokens])
-    texts = [repr(sender), repr(provider), repr(tenant_config), repr(fake.settings()), repr(sender._tokens),
-             str(logs)]
+    texts = [repr(sender), repr(provider), repr(tenant_config), repr(fake.settings()), repr(sender._tokens), str(logs)]
     assert all(secrets.absent_from(text) for text in texts)
-    assert {entry["event"] for entry in logs} >= {"sinch.token.issued", "sinch.token.refused",
-                                                  "sinch.token.refresh_failed", "sinch.webhook.ignored"}
+    assert {entry["event"] for entry in logs} >= {
+        "sinch.token.issued",
+        "sinch.token.refused",
+        "sinch.token.refresh_failed",
+        "sinch.webhook.ignored",
+    }
     # Phone numbers only under the keys the logging layer redacts.
     for entry in logs:
         for key, value in entry.items():
@@ -1110,9 +1416,17 @@ async def test_the_sandbox_round_trip(http: aiohttp.ClientSession, aiohttp_serve
     events: list[Event] = []
 
     async def callbacks(request: web.Request) -> web.Response:
-        webhook = WebhookRequest(route=CALLBACKS, method=request.method, url=str(request.url), query=request.query,
-                                 headers=request.headers, content_type=request.content_type,
-                                 body=await request.read(), path_params={}, received_at=time.time())
+        webhook = WebhookRequest(
+            route=CALLBACKS,
+            method=request.method,
+            url=str(request.url),
+            query=request.query,
+            headers=request.headers,
+            content_type=request.content_type,
+            body=await request.read(),
+            path_params={},
+            received_at=time.time(),
+        )
         addressed = await provider.address(webhook, directory)
         verified = provider.verify(webhook, addressed)
         assert verified.replay is not None
@@ -1133,19 +1447,30 @@ async def test_the_sandbox_round_trip(http: aiohttp.ClientSession, aiohttp_serve
     assert message.text and message.media[0].content_type == "image/jpeg"
 
     result = await provider.sender(tenant_config, http).send(
-        outbound("a reply", ("https://cdn.example.com/r.jpg",), message_id="our-42"), gateway_url)
+        outbound("a reply", ("https://cdn.example.com/r.jpg",), message_id="our-42"), gateway_url
+    )
     assert result.ok
     assert sandbox.arrived.is_set()
     (sent,) = sandbox.sent
     assert (sent.provider_message_id, sent.to, sent.from_, sent.text, sent.media_urls, sent.our_message_id) == (
-        result.provider_message_id, USER, TENANT, "a reply", ("https://cdn.example.com/r.jpg",), "our-42")
+        result.provider_message_id,
+        USER,
+        TENANT,
+        "a reply",
+        ("https://cdn.example.com/r.jpg",),
+        "our-42",
+    )
     assert isinstance(sent.shown, dict) and sent.shown["message"]["card_message"]["description"] == "a reply"
 
     assert await sandbox.report_delivered(http, gateway_url, TENANT, sent) == 200
     report = events[-1]
     assert isinstance(report, DeliveryStatus)
     assert (report.status, report.failed, report.our_message_id, report.provider_message_id) == (
-        "delivered", False, "our-42", sent.provider_message_id)
+        "delivered",
+        False,
+        "our-42",
+        sent.provider_message_id,
+    )
 
 
 def test_the_sandbox_speaks_sinch() -> None:

@@ -33,49 +33,52 @@ CREDENTIALS = {"control_credentials": Credentials(*VGW_AUTH)}
 # ------------------------------------------------------------------------------ where addresses lead
 
 
-@pytest.mark.parametrize(("address", "kind"), [
-    ("8.8.8.8", AddressKind.PUBLIC),
-    ("2001:4860:4860::8888", AddressKind.PUBLIC),
-    ("::ffff:8.8.8.8", AddressKind.PUBLIC),  # IPv4-mapped: the same host
-    ("64:ff9b::808:808", AddressKind.PUBLIC),  # NAT64 well-known prefix to a public address
-    ("2002:808:808::1", AddressKind.PUBLIC),  # 6to4 of a public address
-    ("10.1.2.3", AddressKind.PRIVATE),
-    ("172.16.0.1", AddressKind.PRIVATE),
-    ("192.168.1.1", AddressKind.PRIVATE),
-    ("100.64.0.1", AddressKind.PRIVATE),  # shared address space (CGNAT)
-    ("fd12:3456::1", AddressKind.PRIVATE),
-    ("fec0::1", AddressKind.PRIVATE),  # site-local, which Python calls global
-    ("::8.8.8.8", AddressKind.PRIVATE),  # IPv4-compatible: deprecated, not routed
-    ("::ffff:0:808:808", AddressKind.PRIVATE),  # IPv4-translated: not routed
-    ("127.0.0.1", AddressKind.LOOPBACK),
-    ("127.255.0.9", AddressKind.LOOPBACK),
-    ("::1", AddressKind.LOOPBACK),
-    ("::ffff:127.0.0.1", AddressKind.LOOPBACK),
-    ("::7f00:1", AddressKind.LOOPBACK),  # IPv4-compatible loopback
-    ("::ffff:0:7f00:1", AddressKind.LOOPBACK),  # IPv4-translated loopback
-    ("64:ff9b::7f00:1", AddressKind.LOOPBACK),
-    ("64:ff9b:1::7f00:1", AddressKind.LOOPBACK),  # local-use NAT64, /96 layout
-    ("64:ff9b:1:7f00:0:100::", AddressKind.LOOPBACK),  # local-use NAT64, /48 layout
-    ("2002:7f00:1::", AddressKind.LOOPBACK),  # 6to4
-    ("2001:0:4136:e378:8000:63bf:80ff:fffe", AddressKind.LOOPBACK),  # Teredo, client 127.0.0.1
-    ("169.254.1.1", AddressKind.LINK_LOCAL),
-    ("fe80::1", AddressKind.LINK_LOCAL),
-    ("fe80::1%eth0", AddressKind.LINK_LOCAL),
-    ("::ffff:169.254.1.1", AddressKind.LINK_LOCAL),
-    ("169.254.169.254", AddressKind.METADATA),
-    ("169.254.170.2", AddressKind.METADATA),
-    ("fd00:ec2::254", AddressKind.METADATA),
-    ("100.100.100.200", AddressKind.METADATA),
-    ("168.63.129.16", AddressKind.METADATA),
-    ("64:ff9b::a9fe:a9fe", AddressKind.METADATA),
-    ("0.0.0.0", AddressKind.UNUSABLE),
-    ("0.1.2.3", AddressKind.UNUSABLE),
-    ("::", AddressKind.UNUSABLE),
-    ("224.0.0.1", AddressKind.UNUSABLE),
-    ("ff02::1", AddressKind.UNUSABLE),
-    ("255.255.255.255", AddressKind.UNUSABLE),
-    ("240.0.0.1", AddressKind.UNUSABLE),
-])
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("8.8.8.8", AddressKind.PUBLIC),
+        ("2001:4860:4860::8888", AddressKind.PUBLIC),
+        ("::ffff:8.8.8.8", AddressKind.PUBLIC),  # IPv4-mapped: the same host
+        ("64:ff9b::808:808", AddressKind.PUBLIC),  # NAT64 well-known prefix to a public address
+        ("2002:808:808::1", AddressKind.PUBLIC),  # 6to4 of a public address
+        ("10.1.2.3", AddressKind.PRIVATE),
+        ("172.16.0.1", AddressKind.PRIVATE),
+        ("192.168.1.1", AddressKind.PRIVATE),
+        ("100.64.0.1", AddressKind.PRIVATE),  # shared address space (CGNAT)
+        ("fd12:3456::1", AddressKind.PRIVATE),
+        ("fec0::1", AddressKind.PRIVATE),  # site-local, which Python calls global
+        ("::8.8.8.8", AddressKind.PRIVATE),  # IPv4-compatible: deprecated, not routed
+        ("::ffff:0:808:808", AddressKind.PRIVATE),  # IPv4-translated: not routed
+        ("127.0.0.1", AddressKind.LOOPBACK),
+        ("127.255.0.9", AddressKind.LOOPBACK),
+        ("::1", AddressKind.LOOPBACK),
+        ("::ffff:127.0.0.1", AddressKind.LOOPBACK),
+        ("::7f00:1", AddressKind.LOOPBACK),  # IPv4-compatible loopback
+        ("::ffff:0:7f00:1", AddressKind.LOOPBACK),  # IPv4-translated loopback
+        ("64:ff9b::7f00:1", AddressKind.LOOPBACK),
+        ("64:ff9b:1::7f00:1", AddressKind.LOOPBACK),  # local-use NAT64, /96 layout
+        ("64:ff9b:1:7f00:0:100::", AddressKind.LOOPBACK),  # local-use NAT64, /48 layout
+        ("2002:7f00:1::", AddressKind.LOOPBACK),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", AddressKind.LOOPBACK),  # Teredo, client 127.0.0.1
+        ("169.254.1.1", AddressKind.LINK_LOCAL),
+        ("fe80::1", AddressKind.LINK_LOCAL),
+        ("fe80::1%eth0", AddressKind.LINK_LOCAL),
+        ("::ffff:169.254.1.1", AddressKind.LINK_LOCAL),
+        ("169.254.169.254", AddressKind.METADATA),
+        ("169.254.170.2", AddressKind.METADATA),
+        ("fd00:ec2::254", AddressKind.METADATA),
+        ("100.100.100.200", AddressKind.METADATA),
+        ("168.63.129.16", AddressKind.METADATA),
+        ("64:ff9b::a9fe:a9fe", AddressKind.METADATA),
+        ("0.0.0.0", AddressKind.UNUSABLE),
+        ("0.1.2.3", AddressKind.UNUSABLE),
+        ("::", AddressKind.UNUSABLE),
+        ("224.0.0.1", AddressKind.UNUSABLE),
+        ("ff02::1", AddressKind.UNUSABLE),
+        ("255.255.255.255", AddressKind.UNUSABLE),
+        ("240.0.0.1", AddressKind.UNUSABLE),
+    ],
+)
 def test_where_an_address_leads(address: str, kind: AddressKind) -> None:
     assert address_kind(ipaddress.ip_address(address)) is kind
 
@@ -141,23 +144,26 @@ async def refused(http: GuardedHttp, url: str, **options: Any) -> str:
     return str(refusal)
 
 
-@pytest.mark.parametrize(("host", "reason"), [
-    ("inside.example.com", "resolves to a loopback address"),
-    ("INSIDE.example.com.", "resolves to a loopback address"),
-    ("localhost", "resolves to a loopback address"),
-    ("127.0.0.1", "is a loopback address"),
-    ("127.0.0.1.", "not an IP address in standard notation"),
-    ("[::ffff:127.0.0.1]", "is a loopback address"),
-    ("[::7f00:1]", "is a loopback address"),
-    ("[::ffff:0:7f00:1]", "is a loopback address"),
-    ("[64:ff9b:1::7f00:1]", "is a loopback address"),
-    ("2130706433", "not an IP address in standard notation"),
-    ("127.1", "not an IP address in standard notation"),
-    ("0x7f.1", "non-standard notation"),
-    ("0177.0.0.1", "not an IP address in standard notation"),
-    ("meta.example.com", "resolves to a cloud metadata address"),  # listed by name, still never
-    ("metadata.google.internal", "is a cloud metadata service"),  # refused before any lookup
-])
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("inside.example.com", "resolves to a loopback address"),
+        ("INSIDE.example.com.", "resolves to a loopback address"),
+        ("localhost", "resolves to a loopback address"),
+        ("127.0.0.1", "is a loopback address"),
+        ("127.0.0.1.", "not an IP address in standard notation"),
+        ("[::ffff:127.0.0.1]", "is a loopback address"),
+        ("[::7f00:1]", "is a loopback address"),
+        ("[::ffff:0:7f00:1]", "is a loopback address"),
+        ("[64:ff9b:1::7f00:1]", "is a loopback address"),
+        ("2130706433", "not an IP address in standard notation"),
+        ("127.1", "not an IP address in standard notation"),
+        ("0x7f.1", "non-standard notation"),
+        ("0177.0.0.1", "not an IP address in standard notation"),
+        ("meta.example.com", "resolves to a cloud metadata address"),  # listed by name, still never
+        ("metadata.google.internal", "is a cloud metadata service"),  # refused before any lookup
+    ],
+)
 async def test_the_guarded_session_never_reaches_loopback(
     server: Server, guarded: GuardedHttp, host: str, reason: str
 ) -> None:
@@ -217,8 +223,9 @@ async def test_allowing_private_media_hosts_still_refuses_metadata(server: Serve
 
 async def create_pipe(gw: Harness, callback: str, user: str = USER) -> tuple[int, Any]:
     body = {"tenantPhoneNumber": V1, "userPhoneNumber": user, "callbackURL": callback}
-    async with gw.http.post(f"{gw.url}/sms.gateway/smsPipe", json=body,
-                            headers={"Authorization": basic_auth(*VGW_AUTH)}) as response:
+    async with gw.http.post(
+        f"{gw.url}/sms.gateway/smsPipe", json=body, headers={"Authorization": basic_auth(*VGW_AUTH)}
+    ) as response:
         return response.status, await response.json()
 
 
@@ -231,8 +238,12 @@ def with_pipes(hosts: tuple[str, ...] = (), *, allow_private: bool = False) -> A
 
 def callback_names() -> FakeResolver:
     dns = harness_resolver()
-    for name, addresses in {"vgw.corp.example": "10.1.2.3", "vgw.local.example": "127.0.0.5",
-                            "imds.example": "169.254.169.254", "v6imds.example": "fd00:ec2::254"}.items():
+    for name, addresses in {
+        "vgw.corp.example": "10.1.2.3",
+        "vgw.local.example": "127.0.0.5",
+        "imds.example": "169.254.169.254",
+        "v6imds.example": "fd00:ec2::254",
+    }.items():
         dns.point(name, addresses)
     return dns
 
@@ -272,15 +283,27 @@ async def test_pipes_refuse_callbacks_into_the_gateways_network(tmp_path: Path) 
 async def test_the_operator_allows_private_networks_or_listed_hosts_never_metadata(tmp_path: Path) -> None:
     allowed = ("127.0.0.1", "vgw.local.example", "169.254.169.254", "fe80::/10", "imds.example")
     configure = with_pipes(allowed, allow_private=True)
-    async with running_gateway(tmp_path, tenant_overrides=CREDENTIALS, resolver=callback_names(),
-                               configure=configure) as gw:
-        for callback in ("http://10.1.2.3/cb", "http://vgw.corp.example/cb",  # allowPrivateCallbacks
-                         "http://127.0.0.1:9080/cb", "http://[::ffff:127.0.0.1]/cb", "http://localhost/cb",  # listed
-                         "http://vgw.local.example:9080/cb"):  # a listed name, whatever loopback address it has
+    async with running_gateway(
+        tmp_path, tenant_overrides=CREDENTIALS, resolver=callback_names(), configure=configure
+    ) as gw:
+        for callback in (
+            "http://10.1.2.3/cb",
+            "http://vgw.corp.example/cb",  # allowPrivateCallbacks
+            "http://127.0.0.1:9080/cb",
+            "http://[::ffff:127.0.0.1]/cb",
+            "http://localhost/cb",  # listed
+            "http://vgw.local.example:9080/cb",
+        ):  # a listed name, whatever loopback address it has
             status, answer = await create_pipe(gw, callback)
             assert status == 201, (callback, answer)
-        for callback in ("http://[::1]/cb", "http://169.254.169.254/", "http://imds.example/", "http://[fe80::1]/",
-                         "http://[fd00:ec2::254]/", "http://metadata.google.internal/"):
+        for callback in (
+            "http://[::1]/cb",
+            "http://169.254.169.254/",
+            "http://imds.example/",
+            "http://[fe80::1]/",
+            "http://[fd00:ec2::254]/",
+            "http://metadata.google.internal/",
+        ):
             status, answer = await create_pipe(gw, callback)
             assert status == 400 and answer["error"]["field"] == "callbackURL", (callback, answer)
     policy = callback_destinations(dataclasses.replace(Config(), pipe_allowed_callback_hosts=allowed))
@@ -348,8 +371,11 @@ async def test_engine_media_on_private_names_never_reach_the_provider(tmp_path: 
     good = "https://cdn.example.com/map.png"
     async with running_gateway(tmp_path, resolver=dns) as gw:  # the size check is off: no HEAD at all
         assert not gw.config.media.check_size
-        gw.watson.v1_dialog = lambda t, ctx: {"output": text_output("Here", smsAction={
-            "command": "smsActSendMedia", "parameters": {"mediaURL": [*private, good]}})}
+        gw.watson.v1_dialog = lambda t, ctx: {
+            "output": text_output(
+                "Here", smsAction={"command": "smsActSendMedia", "parameters": {"mediaURL": [*private, good]}}
+            )
+        }
         await gw.sms("send me the files")
         sent = await gw.wait_sent(1)
         await gw.settle()
@@ -365,9 +391,14 @@ async def test_image_answers_on_private_names_are_not_sent(tmp_path: Path) -> No
     dns = harness_resolver()
     dns.point("grafana.example.com", "127.0.0.1")
     async with running_gateway(tmp_path, resolver=dns) as gw:
-        gw.watson.v2_dialog = lambda text, ud: {"output": {"generic": [
-            {"response_type": "text", "text": "Your dashboard"},
-            {"response_type": "image", "source": "https://grafana.example.com/render/d/1.png"}]}}
+        gw.watson.v2_dialog = lambda text, ud: {
+            "output": {
+                "generic": [
+                    {"response_type": "text", "text": "Your dashboard"},
+                    {"response_type": "image", "source": "https://grafana.example.com/render/d/1.png"},
+                ]
+            }
+        }
         await gw.sms("dashboard", tenant=V2)
         sent = await gw.wait_sent(1)
         await gw.settle()
@@ -385,8 +416,9 @@ async def test_rest_sends_refuse_media_on_private_names(tmp_path: Path) -> None:
             assert response.status == 400 and answer["error"]["code"] == "nothingToSend", answer
         assert [d["code"] for d in answer["error"]["details"]] == [MEDIA_URL_NOT_PUBLIC]
         assert "resolves to a private address" in answer["error"]["details"][0]["message"]
-        async with gw.http.post(f"{gw.url}/sms.gateway/messages", json={**body, "smsMessage": "hi"},
-                                headers=headers) as response:
+        async with gw.http.post(
+            f"{gw.url}/sms.gateway/messages", json={**body, "smsMessage": "hi"}, headers=headers
+        ) as response:
             answer = await response.json()
             assert response.status == 202 and [w["code"] for w in answer["warnings"]] == [MEDIA_URL_NOT_PUBLIC]
         await gw.wait_sent(1)

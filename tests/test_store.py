@@ -121,8 +121,15 @@ async def test_outbound_records_and_status_dedupe(store: Store) -> None:
     await store.record_outbound(OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9"))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9")
     assert await store.find_outbound("nope") is None
-    through_pipe = OutboundRecord("mg2", "+1500", "+1555", None, "SM10",
-                                  {"smsPipeID": "p1", "callbackURL": "https://vgw.example/cb"}, 1700000000.25)
+    through_pipe = OutboundRecord(
+        "mg2",
+        "+1500",
+        "+1555",
+        None,
+        "SM10",
+        {"smsPipeID": "p1", "callbackURL": "https://vgw.example/cb"},
+        1700000000.25,
+    )
     await store.record_outbound(through_pipe)
     assert await store.find_outbound("mg2") == through_pipe, "a pipe's send keeps what its failure event needs"
     assert await store.claim_status("SM9", "sent") is True
@@ -196,12 +203,18 @@ async def test_sqlite_database_of_the_previous_version_is_migrated_with_its_queu
         " lease_until REAL NOT NULL DEFAULT 0, owner TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
         "CREATE INDEX jobs_order ON jobs (order_key, seq);"
     )
-    rows = [("SMa0", "+15550000001", 1), ("SMa1", "+15550000001", 0), ("SMb0", "+15550000002", 0),
-            ("SMa2", "+15550000001", 0)]
+    rows = [
+        ("SMa0", "+15550000001", 1),
+        ("SMa1", "+15550000001", 0),
+        ("SMb0", "+15550000002", 0),
+        ("SMa2", "+15550000001", 0),
+    ]
     for seq, (sid, user, done) in enumerate(rows, start=1):
         queued = message(sid, user=user)
-        old.execute("INSERT INTO inbound (key, seq, conv, payload, done, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (f"twilio:{sid}", seq, f"15005550006:{user}", json.dumps(queued.to_json()), done, time.time()))
+        old.execute(
+            "INSERT INTO inbound (key, seq, conv, payload, done, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (f"twilio:{sid}", seq, f"15005550006:{user}", json.dumps(queued.to_json()), done, time.time()),
+        )
     old.commit()
     old.close()
     store = SQLiteStore(f"sqlite:///{path}")
@@ -232,7 +245,8 @@ async def test_sqlite_claims_from_two_stores_on_one_file_grant_exactly_one(tmp_p
         for round_ in range(5):
             until = time.time() + 60
             results = await asyncio.gather(
-                *((first if i % 2 else second).claim_once(f"nonce-{round_}", until) for i in range(20)))
+                *((first if i % 2 else second).claim_once(f"nonce-{round_}", until) for i in range(20))
+            )
             assert results.count(True) == 1
     finally:
         await first.close()
@@ -247,8 +261,9 @@ async def test_sqlite_a_slowdown_seen_by_one_process_paces_the_other(tmp_path: P
     try:
         assert await second.reserve_send_slot("+1500", None, now=100.0) == 0.0
         await first.slow_sender("+1500", now=100.0, paced_at=100.0, retry_after=1.0, start_rate=8.0)
-        waits = await asyncio.gather(*((first if i % 2 else second).reserve_send_slot("+1500", None, now=100.0)
-                                       for i in range(8)))
+        waits = await asyncio.gather(
+            *((first if i % 2 else second).reserve_send_slot("+1500", None, now=100.0) for i in range(8))
+        )
         assert sorted(waits) == pytest.approx([1.0 + i / 4 for i in range(8)]), "one queue at 4/s after the hold"
         # Throttled again by an answer to a send paced before the cut: nothing changes for either.
         await second.slow_sender("+1500", now=100.5, paced_at=99.0, retry_after=1.0, start_rate=8.0)
@@ -364,8 +379,9 @@ async def test_jobs_are_idempotent_ordered_per_key_retried_and_dead_lettered(sto
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=60.0)] == ["j2", "j4"]
     await store.dead_letter_job("j2", "21610 unsubscribed", now=65.0)
     dead = await store.dead_letters(10)
-    assert [(j.job_id, j.last_error, j.run_at) for j in dead] == [("j2", "21610 unsubscribed", 65.0)], \
+    assert [(j.job_id, j.last_error, j.run_at) for j in dead] == [("j2", "21610 unsubscribed", 65.0)], (
         "kept with its cause and when it was given up on"
+    )
     assert await store.replay_dead_letter("j2", now=70.0) is True
     assert await store.replay_dead_letter("j2", now=70.0) is False
     assert await store.dead_letters(10) == []
@@ -411,8 +427,9 @@ async def test_sends_of_a_burst_already_paced_cut_the_rate_once(store: Store) ->
         pace = await store.slow_sender("+1500", now=100.5, paced_at=99.95, retry_after=1.0, start_rate=40.0)
         assert pace == first, "the first cut and its Retry-After answer them"
     pace = await store.slow_sender("+1500", now=103.0, paced_at=102.5, retry_after=None, start_rate=40.0)
-    assert pace.cut_at == 103.0 and pace.rate == pytest.approx(20.0 * 2 ** (2.0 / 2) / 2), \
+    assert pace.cut_at == 103.0 and pace.rate == pytest.approx(20.0 * 2 ** (2.0 / 2) / 2), (
         "a send paced after the cut and throttled again cuts again, from the rate it had grown to"
+    )
 
 
 async def test_a_throttled_sender_recovers_until_it_is_unlimited_again(store: Store) -> None:
@@ -510,8 +527,15 @@ async def test_a_turn_that_ends_with_several_replies_queues_each_in_its_order(st
     order = "+1500:+1555"
     jobs = [
         Job("mg-1", "send", {"text": "first"}, order_key=order, run_at=0.0),
-        Job("mg-2", "send", {"media": ["https://example.com/a.jpg"]}, order_key=order, run_at=0.0, attempts=2,
-            last_error="20429"),
+        Job(
+            "mg-2",
+            "send",
+            {"media": ["https://example.com/a.jpg"]},
+            order_key=order,
+            run_at=0.0,
+            attempts=2,
+            last_error="20429",
+        ),
         Job("relay-1", "pipe_relay", {"smsMessage": "x"}, order_key=None, run_at=0.0),
     ]
     assert await store.end_turn(session, ended=False, inbound_key=None, jobs=jobs) == 3
@@ -520,7 +544,11 @@ async def test_a_turn_that_ends_with_several_replies_queues_each_in_its_order(st
     await store.complete_job("mg-1")
     [second] = await store.lease_jobs("w", 10, 30, now=1.0)
     assert (second.job_id, second.payload, second.attempts, second.last_error) == (
-        "mg-2", {"media": ["https://example.com/a.jpg"]}, 3, "20429"), "a lease counts an attempt"
+        "mg-2",
+        {"media": ["https://example.com/a.jpg"]},
+        3,
+        "20429",
+    ), "a lease counts an attempt"
     assert await store.load_session("+1500", "+1555") == session
 
 
@@ -531,8 +559,9 @@ async def test_a_send_begins_with_its_slot_and_record_and_completes_with_its_pro
     unsent = OutboundRecord("mg1", "+1500", "+1555", "sess", None, None, 1.0)
     assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 0.0
     assert await store.find_outbound("mg1") == unsent, "known before the request leaves"
-    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 1.0, \
+    assert await store.begin_send("send:+1500", SenderRate(1.0, 1), 1.0, unsent) == 1.0, (
         "the next slot is a second later"
+    )
     await store.complete_send(job.job_id, OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0))
     assert await store.find_outbound("mg1") == OutboundRecord("mg1", "+1500", "+1555", "sess", "SM9", None, 1.0)
     assert [j.job_id for j in await store.lease_jobs("w", 10, 30, now=1.0)] == ["mg2"], "mg1 is done"
@@ -667,8 +696,12 @@ async def test_finished_work_is_forgotten_after_retention_and_nothing_else(pruni
     for record in await store.lease_inbound("w", 10, 30, now):
         if record.message.message_id != "SMold-waiting":
             await store.complete_inbound(record.key)
-    for job in (Job("j-old-done", "send", {}, run_at=old), Job("j-old-dead", "send", {}, run_at=old),
-                Job("j-old-queued", "send", {}, "k", run_at=old), Job("j-new-done", "send", {}, run_at=now)):
+    for job in (
+        Job("j-old-done", "send", {}, run_at=old),
+        Job("j-old-dead", "send", {}, run_at=old),
+        Job("j-old-queued", "send", {}, "k", run_at=old),
+        Job("j-new-done", "send", {}, run_at=now),
+    ):
         await store.enqueue_job(job)
     await store.lease_jobs("w", 10, 30, now)
     await store.complete_job("j-old-done")
@@ -722,8 +755,9 @@ async def test_pruning_forgets_expired_claims_and_keeps_live_ones(pruning_store:
 async def test_pruning_goes_in_batches_oldest_first(pruning_store: Store) -> None:
     old = time.time() - 30 * 86400
     for i in range(25):
-        await store_done(pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"),
-                                                            received_at=old + i))
+        await store_done(
+            pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"), received_at=old + i)
+        )
     assert await pruning_store.prune_finished(old + 100, 10) == 10
     assert await pruning_store.accept_inbound(dataclasses.replace(message("SM00", user="+15550000000"))) is True
     assert await pruning_store.accept_inbound(dataclasses.replace(message("SM10", user="+15550000010"))) is False
@@ -740,8 +774,9 @@ async def store_done(store: Store, queued: InboundMessage) -> None:
 async def test_retention_sweeper_prunes_everything_due_in_short_batches(pruning_store: Store) -> None:
     old = time.time() - 30 * 86400
     for i in range(25):
-        await store_done(pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"),
-                                                            received_at=old))
+        await store_done(
+            pruning_store, dataclasses.replace(message(f"SM{i:02d}", user=f"+1555000{i:04d}"), received_at=old)
+        )
     await store_done(pruning_store, message("SMrecent"))
     sweeper = RetentionSweeper(pruning_store, retention_seconds=7 * 86400, batch=10)
     assert await sweeper.sweep() == 25

@@ -479,9 +479,15 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
             continue
         calls: Callable[[Store], Awaitable[Any]]
         if op == 1:
-            job = Job(rng.choice(job_ids), rng.choice(["send", "relay"]), {"step": step},
-                      order_key=rng.choice([None, "a", "b", "c"]), run_at=now + rng.choice([-5.0, 0.0, 2.0, 20.0]),
-                      attempts=rng.choice([0, 0, 2]), last_error=rng.choice([None, "earlier"]))
+            job = Job(
+                rng.choice(job_ids),
+                rng.choice(["send", "relay"]),
+                {"step": step},
+                order_key=rng.choice([None, "a", "b", "c"]),
+                run_at=now + rng.choice([-5.0, 0.0, 2.0, 20.0]),
+                attempts=rng.choice([0, 0, 2]),
+                last_error=rng.choice([None, "earlier"]),
+            )
 
             def calls(s: Store, job: Job = job) -> Awaitable[Any]:
                 return s.enqueue_job(job)
@@ -516,6 +522,7 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
             def calls(s: Store, limit: int = limit) -> Awaitable[Any]:
                 return s.dead_letters(limit)
         elif op == 9:
+
             def calls(s: Store) -> Awaitable[Any]:
                 return s.pending_job_count()
         elif op == 10:
@@ -536,6 +543,7 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
             def calls(s: Store, key: str = key) -> Awaitable[Any]:
                 return s.complete_inbound(key)
         elif op == 13:
+
             def calls(s: Store) -> Awaitable[Any]:
                 return s.pending_inbound_count()
         elif op == 14:
@@ -561,11 +569,20 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
             sid = known.session_id if known is not None and rng.random() < 0.7 else "other"
 
             async def calls(s: Store, tenant: str = tenant, user: str = user, sid: str = sid) -> Any:
-                return (await s.delete_session(tenant, user, sid), await s.find_session(sid),
-                        await s.load_session(tenant, user))
+                return (
+                    await s.delete_session(tenant, user, sid),
+                    await s.find_session(sid),
+                    await s.load_session(tenant, user),
+                )
         else:
-            pipe = Pipe(rng.choice(["p1", "p2", "p3"]), "+1500", rng.choice(["+1", "+2"]), "http://vgw/sms",
-                        now, now + rng.choice([1.0, 30.0]))
+            pipe = Pipe(
+                rng.choice(["p1", "p2", "p3"]),
+                "+1500",
+                rng.choice(["+1", "+2"]),
+                "http://vgw/sms",
+                now,
+                now + rng.choice([1.0, 30.0]),
+            )
             choice, at = rng.randrange(4), now
 
             async def calls(s: Store, pipe: Pipe = pipe, choice: int = choice, at: float = at) -> Any:
@@ -573,8 +590,11 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
                     await s.save_pipe(pipe)
                 elif choice == 1:
                     return await s.delete_pipe(pipe.pipe_id)
-                return (await s.get_pipe(pipe.pipe_id), await s.pipe_for("+1500", "+1", at),
-                        await s.pipe_for("+1500", "+2", at))
+                return (
+                    await s.get_pipe(pipe.pipe_id),
+                    await s.pipe_for("+1500", "+1", at),
+                    await s.pipe_for("+1500", "+2", at),
+                )
 
         expected = await calls(memory)
         got = await calls(pick_store())
@@ -594,6 +614,5 @@ async def test_after_a_redis_restart_only_the_first_call_fails_not_one_per_poole
             except StoreUnavailable:
                 failed += 1
         assert failed <= 1
-        outcomes = await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(*(store.pending_inbound_count() for _ in range(20)), return_exceptions=True)
         assert [o for o in outcomes if isinstance(o, Exception)] == [], "stale pooled connections were used"

@@ -123,7 +123,9 @@ def assert_validates(schema: dict[str, Any], instance: Any) -> None:
 def sdk_client(fake: FakeTeleSign, auth_method: str | None, api_key: str | None = None) -> MessagingClient:
     assert fake.base_url is not None
     return MessagingClient(
-        fake.customer_id, fake.api_key if api_key is None else api_key, rest_endpoint=fake.base_url,
+        fake.customer_id,
+        fake.api_key if api_key is None else api_key,
+        rest_endpoint=fake.base_url,
         auth_method=auth_method,
     )
 
@@ -176,9 +178,15 @@ async def test_sdk_status_get(fake: FakeTeleSign, auth_method: str | None) -> No
     assert_validates(status_schema(200), status.json)
     assert status.json["status"]["code"] == 3001
     assert status.json["status"]["last_channel"] == "mms"
-    assert status.json["channel_status"] == [{"mms": {
-        "code": 3001, "description": "Message in progress", "updated_on": status.json["status"]["updated_on"],
-    }}]
+    assert status.json["channel_status"] == [
+        {
+            "mms": {
+                "code": 3001,
+                "description": "Message in progress",
+                "updated_on": status.json["status"]["updated_on"],
+            }
+        }
+    ]
     assert status.json["external_id"] is None
 
     callback = fake.deliver(sent, "mms_timeout")
@@ -213,8 +221,14 @@ def test_digest_headers_equal_the_sdks(api_key: str) -> None:
     body = json.dumps(request_body())
     ours = digest_headers("CUSTOMER-ID", key, "POST", "/v1/omnichannel", body, date=date, nonce=nonce)
     theirs = RestClient.generate_telesign_headers(
-        "CUSTOMER-ID", key, "POST", "/v1/omnichannel", body,
-        date_rfc2616=date, nonce=nonce, content_type="application/json",
+        "CUSTOMER-ID",
+        key,
+        "POST",
+        "/v1/omnichannel",
+        body,
+        date_rfc2616=date,
+        nonce=nonce,
+        content_type="application/json",
     )
     assert ours == theirs
     ours = digest_headers("CUSTOMER-ID", key, "GET", "/v1/omnichannel/" + "A" * 32, date=date, nonce=nonce)
@@ -431,9 +445,7 @@ async def test_validation_matches_the_documented_error_body(fake: FakeTeleSign, 
     [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b'{"channels": []}', "text/plain")],
     ids=["bad-json", "not-an-object", "not-json-content-type"],
 )
-async def test_invalid_request(
-    fake: FakeTeleSign, http: aiohttp.ClientSession, raw: bytes, content_type: str
-) -> None:
+async def test_invalid_request(fake: FakeTeleSign, http: aiohttp.ClientSession, raw: bytes, content_type: str) -> None:
     headers = {**basic(fake), "Content-Type": content_type}
     async with http.post(fake.send_url, data=raw, headers=headers) as response:
         answer = await response.json()
@@ -692,10 +704,18 @@ def legs(callback: dict[str, Any]) -> list[tuple[str, int, str]]:
 def accepted(**changes: Any) -> TeleSignSent:
     body = request_body(**changes)
     return TeleSignSent(
-        reference_id="35C8B5D509BC10689196FED2AD551B8A", body=body, phone_number=USER,
-        channels=[item["channel"] for item in body["channels"]], fallback_time=body["channels"][0].get("fallback_time"),
-        mms_template="image", mms_url="https://acme.co/summer_deals.png", sms_text="x", message_type="MKT",
-        external_id=body.get("external_id"), sender_id=None, accepted_at=time.time(),
+        reference_id="35C8B5D509BC10689196FED2AD551B8A",
+        body=body,
+        phone_number=USER,
+        channels=[item["channel"] for item in body["channels"]],
+        fallback_time=body["channels"][0].get("fallback_time"),
+        mms_template="image",
+        mms_url="https://acme.co/summer_deals.png",
+        sms_text="x",
+        message_type="MKT",
+        external_id=body.get("external_id"),
+        sender_id=None,
+        accepted_at=time.time(),
     )
 
 
@@ -731,7 +751,9 @@ def test_other_delivery_outcomes() -> None:
     sent = accepted()
     assert legs(delivery_callback(sent, final="device_unsupported"))[0][:2] == ("mms", 3055)
     assert legs(delivery_callback(sent, final="failed", failure_code=3033))[-1] == (
-        "sms", 3033, "Message expired before delivery",
+        "sms",
+        3033,
+        "Message expired before delivery",
     )
     alone = accepted(channels=[{"channel": "mms", "fallback_time": 60}])
     callback = delivery_callback(alone, final="mms_timeout")
@@ -747,15 +769,22 @@ def test_mo_mms_has_the_published_shape() -> None:
     assert {key: built[key] for key in ("phone_number", "sub_resource", "content")} == {
         key: published[key] for key in ("phone_number", "sub_resource", "content")
     }
-    assert {key: value for key, value in built["status"].items() if key != "updated_on"} == {"code": 1500,
-                                                                                             "description": "Delivered"}
+    assert {key: value for key, value in built["status"].items() if key != "updated_on"} == {
+        "code": 1500,
+        "description": "Delivered",
+    }
     for payload in (built, published):
         assert_validates(mo_mms_schema(), payload)
 
     many = mo_mms(USER, texts=["a", "b"], subject="Pics", images=["i1", "i2"], videos=["v1"], audios=["a1"])
     assert many["content"] == {
-        "text_1": "a", "text_2": "b", "subject": "Pics", "url_image_1": "i1", "url_image_2": "i2",
-        "url_video_1": "v1", "url_audio_1": "a1",
+        "text_1": "a",
+        "text_2": "b",
+        "subject": "Pics",
+        "url_image_1": "i1",
+        "url_image_2": "i2",
+        "url_video_1": "v1",
+        "url_audio_1": "a1",
     }
     assert REFERENCE_RE.fullmatch(many["reference_id"])
     with pytest.raises(ValueError):
@@ -783,7 +812,10 @@ async def test_settings(fake: FakeTeleSign) -> None:
     config = fake.settings()
     assert isinstance(config, TeleSignConfig)
     assert (config.url, config.customer_id, config.api_key, config.sender_id) == (
-        fake.base_url, fake.customer_id, fake.api_key, DEFAULT_SHORT_CODE,
+        fake.base_url,
+        fake.customer_id,
+        fake.api_key,
+        DEFAULT_SHORT_CODE,
     )
     assert base64.b64decode(config.api_key, validate=True)
     digest = fake.settings(auth_method="digest", sender_id=None, fallback_seconds=60)

@@ -106,8 +106,14 @@ TENANT_SETTINGS = TeleSignConfig(customer_id=CUSTOMER_ID, api_key=API_KEY)
 TENANT_CONFIG = tenant(TENANT_SETTINGS)
 
 
-def hook(body: bytes, headers: dict[str, str] | None = None, *, tenant_digits: str = TENANT,
-         content_type: str = "application/json", received_at: float = NOW) -> WebhookRequest:
+def hook(
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    tenant_digits: str = TENANT,
+    content_type: str = "application/json",
+    received_at: float = NOW,
+) -> WebhookRequest:
     return WebhookRequest(
         route=CALLBACKS,
         method="POST",
@@ -121,8 +127,14 @@ def hook(body: bytes, headers: dict[str, str] | None = None, *, tenant_digits: s
     )
 
 
-def signed_hook(payload: dict[str, Any] | bytes, *, api_key: str = API_KEY, customer_id: str = CUSTOMER_ID,
-                bare: bool = False, header: str = "Authorization") -> WebhookRequest:
+def signed_hook(
+    payload: dict[str, Any] | bytes,
+    *,
+    api_key: str = API_KEY,
+    customer_id: str = CUSTOMER_ID,
+    bare: bool = False,
+    header: str = "Authorization",
+) -> WebhookRequest:
     body = payload if isinstance(payload, bytes) else serialize(payload)
     signature = sign_callback(api_key, body)
     return hook(body, {header: signature if bare else f"TSA {customer_id}:{signature}"})
@@ -138,8 +150,7 @@ class Directory:
     def by_number(self, number: str) -> TenantConfig | None:
         self.looked_up.append(number)
         digits = "".join(ch for ch in number if ch.isdigit())
-        return next((t for t in self.tenants if "".join(ch for ch in t.phone_number if ch.isdigit()) == digits),
-                    None)
+        return next((t for t in self.tenants if "".join(ch for ch in t.phone_number if ch.isdigit()) == digits), None)
 
     async def by_message(self, message_id: str) -> TenantConfig | None:
         raise AssertionError("TeleSign callbacks are addressed by the tenant's number in their URL")
@@ -188,8 +199,12 @@ SIGNED = f"TSA {CUSTOMER_ID}:{VECTOR_SIGNATURE}"
 @pytest.mark.parametrize(
     ("headers", "body", "api_key", "match"),
     [
-        ({"Authorization": f"TSA FFFFFFFF-0000-DDDD-1234-AB1234567890:{VECTOR_SIGNATURE}"}, VECTOR_BODY, VECTOR_KEY,
-         "customer id"),
+        (
+            {"Authorization": f"TSA FFFFFFFF-0000-DDDD-1234-AB1234567890:{VECTOR_SIGNATURE}"},
+            VECTOR_BODY,
+            VECTOR_KEY,
+            "customer id",
+        ),
         ({"Authorization": f"TSA :{VECTOR_SIGNATURE}"}, VECTOR_BODY, VECTOR_KEY, "customer id"),
         ({"Authorization": SIGNED}, b"{'test': 124}", VECTOR_KEY, "invalid signature"),
         ({"Authorization": SIGNED}, VECTOR_BODY + b" ", VECTOR_KEY, "invalid signature"),
@@ -205,9 +220,23 @@ SIGNED = f"TSA {CUSTOMER_ID}:{VECTOR_SIGNATURE}"
         ({"Authorization": SIGNED}, VECTOR_BODY, "abc", "not base64"),
         ({"Authorization": SIGNED}, VECTOR_BODY, "----", "apiKey is empty"),
     ],
-    ids=["wrong customer id", "no customer id", "tampered body", "body with a space", "wrong key",
-         "wrong key, bare", "no padding", "empty signature", "too long", "basic", "missing", "blank",
-         "no api key", "key not base64", "key of dashes"],
+    ids=[
+        "wrong customer id",
+        "no customer id",
+        "tampered body",
+        "body with a space",
+        "wrong key",
+        "wrong key, bare",
+        "no padding",
+        "empty signature",
+        "too long",
+        "basic",
+        "missing",
+        "blank",
+        "no api key",
+        "key not base64",
+        "key of dashes",
+    ],
 )
 def test_bad_signatures_are_refused(headers: dict[str, str], body: bytes, api_key: str, match: str) -> None:
     tenant_config = tenant(TeleSignConfig(customer_id=CUSTOMER_ID, api_key=api_key))
@@ -235,9 +264,9 @@ LONG_NUMBER_TENANT = tenant(TENANT_SETTINGS, "+12025550100")
 async def test_address_finds_the_tenant_by_the_digits_in_the_url(digits: str, expected: TenantConfig) -> None:
     tenants = [SINCH_TENANT, TENANT_CONFIG, LONG_NUMBER_TENANT]
     payload = fixture("callback_delivered")
-    addressed = await provider_for(*tenants).address(signed_hook(payload) if digits == TENANT else
-                                                     hook(serialize(payload), tenant_digits=digits),
-                                                     Directory(tenants))
+    addressed = await provider_for(*tenants).address(
+        signed_hook(payload) if digits == TENANT else hook(serialize(payload), tenant_digits=digits), Directory(tenants)
+    )
     assert addressed.tenant is expected
     assert addressed.payload == payload
 
@@ -259,15 +288,28 @@ async def test_address_finds_the_tenant_by_the_digits_in_the_url(digits: str, ex
         (TENANT, b'"reference_id"', "application/json", InvalidRequest, "not a JSON object"),
         (TENANT, b"[" * 100_000 + b"]" * 100_000, "application/json", InvalidRequest, "JSON"),
     ],
-    ids=["unknown number", "another provider's tenant", "plus", "not digits", "empty", "too long", "form",
-         "not json", "not utf-8", "empty body", "array", "string", "deep"],
+    ids=[
+        "unknown number",
+        "another provider's tenant",
+        "plus",
+        "not digits",
+        "empty",
+        "too long",
+        "form",
+        "not json",
+        "not utf-8",
+        "empty body",
+        "array",
+        "string",
+        "deep",
+    ],
 )
-async def test_address_refuses(digits: str, body: bytes, content_type: str, error: type[Exception],
-                               match: str) -> None:
+async def test_address_refuses(digits: str, body: bytes, content_type: str, error: type[Exception], match: str) -> None:
     tenants = [SINCH_TENANT, TENANT_CONFIG]
     with pytest.raises(error, match=match):
-        await provider_for(*tenants).address(hook(body, tenant_digits=digits, content_type=content_type),
-                                             Directory(tenants))
+        await provider_for(*tenants).address(
+            hook(body, tenant_digits=digits, content_type=content_type), Directory(tenants)
+        )
 
 
 async def test_address_without_the_path_parameter_is_an_unknown_tenant() -> None:
@@ -282,13 +324,17 @@ async def test_address_accepts_a_charset_parameter() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200) | st.builds(lambda v: json.dumps(v).encode(), st.none() | st.integers() | st.text()),
-       st.text(max_size=20))
-async def test_address_arbitrary_requests_only_raise_invalid_request_or_unknown_tenant(body: bytes,
-                                                                                       digits: str) -> None:
+@given(
+    st.binary(max_size=200) | st.builds(lambda v: json.dumps(v).encode(), st.none() | st.integers() | st.text()),
+    st.text(max_size=20),
+)
+async def test_address_arbitrary_requests_only_raise_invalid_request_or_unknown_tenant(
+    body: bytes, digits: str
+) -> None:
     try:
-        addressed = await provider_for(TENANT_CONFIG).address(hook(body, tenant_digits=digits),
-                                                              Directory([TENANT_CONFIG]))
+        addressed = await provider_for(TENANT_CONFIG).address(
+            hook(body, tenant_digits=digits), Directory([TENANT_CONFIG])
+        )
     except (InvalidRequest, UnknownTenant):
         return
     assert addressed.tenant is TENANT_CONFIG
@@ -297,15 +343,27 @@ async def test_address_arbitrary_requests_only_raise_invalid_request_or_unknown_
 # ------------------------------------------------------------------------------ parsing
 
 
-def inbound(text: str = "", media: tuple[Media, ...] = (), *, message_id: str = MO_REFERENCE_ID,
-            user: str = USER) -> InboundMessage:
-    return InboundMessage(provider="telesign", message_id=message_id, tenant_number=TENANT, user_number=user,
-                          text=text, media=media, received_at=NOW)
+def inbound(
+    text: str = "", media: tuple[Media, ...] = (), *, message_id: str = MO_REFERENCE_ID, user: str = USER
+) -> InboundMessage:
+    return InboundMessage(
+        provider="telesign",
+        message_id=message_id,
+        tenant_number=TENANT,
+        user_number=user,
+        text=text,
+        media=media,
+        received_at=NOW,
+    )
 
 
 def status(name: str, **fields: Any) -> DeliveryStatus:
-    values: dict[str, Any] = {"provider": "telesign", "provider_message_id": REFERENCE_ID, "status": name,
-                              "tenant_number": TENANT}
+    values: dict[str, Any] = {
+        "provider": "telesign",
+        "provider_message_id": REFERENCE_ID,
+        "status": name,
+        "tenant_number": TENANT,
+    }
     return DeliveryStatus(**(values | fields))
 
 
@@ -313,28 +371,52 @@ def fallback(code: int, **fields: Any) -> DeliveryStatus:
     return status("mms_fallback", fallback=True, error_code=str(code), error_message=description(code), **fields)
 
 
-def sent_message(channels: Sequence[str] = ("mms", "sms"), *, sender_id: str = TENANT,
-                 external_id: str | None = "our-1") -> TeleSignSent:
+def sent_message(
+    channels: Sequence[str] = ("mms", "sms"), *, sender_id: str = TENANT, external_id: str | None = "our-1"
+) -> TeleSignSent:
     """What the fake records for a message; its builders make delivery callbacks from it."""
-    return TeleSignSent(reference_id=REFERENCE_ID, body={}, phone_number=DEFAULT_USER_NUMBER,
-                        channels=list(channels), fallback_time=300, mms_template="image",
-                        mms_url="https://cdn.example.com/a.jpg", sms_text="https://cdn.example.com/a.jpg",
-                        message_type="ARN", external_id=external_id, sender_id=sender_id, accepted_at=NOW,
-                        mms_supported=sender_id == TENANT or "mms" not in channels)
+    return TeleSignSent(
+        reference_id=REFERENCE_ID,
+        body={},
+        phone_number=DEFAULT_USER_NUMBER,
+        channels=list(channels),
+        fallback_time=300,
+        mms_template="image",
+        mms_url="https://cdn.example.com/a.jpg",
+        sms_text="https://cdn.example.com/a.jpg",
+        message_type="ARN",
+        external_id=external_id,
+        sender_id=sender_id,
+        accepted_at=NOW,
+        mms_supported=sender_id == TENANT or "mms" not in channels,
+    )
 
 
-def callback(code: int | str, *legs: tuple[str, int], last_channel: str | None = None, **extra: Any
-             ) -> dict[str, Any]:
+def callback(code: int | str, *legs: tuple[str, int], last_channel: str | None = None, **extra: Any) -> dict[str, Any]:
     """A delivery callback: the message's status `code`, and `legs` as its channel_status."""
-    status_: dict[str, Any] = {"code": code, "description": description(int(code)),
-                               "updated_on": "2020-05-04 22:07:01:226"}
+    status_: dict[str, Any] = {
+        "code": code,
+        "description": description(int(code)),
+        "updated_on": "2020-05-04 22:07:01:226",
+    }
     if last_channel is not None:
         status_["last_channel"] = last_channel
-    return {"reference_id": REFERENCE_ID, "external_id": "our-1", "status": status_,
-            "channel_status": [{channel: {"code": leg_code, "description": description(leg_code),
-                                          "reference_id": "65C77D4A6C5C09085694EFB6C554D2BF",
-                                          "updated_on": "2020-05-04T22:06:58.112000Z"}}
-                               for channel, leg_code in legs]} | extra
+    return {
+        "reference_id": REFERENCE_ID,
+        "external_id": "our-1",
+        "status": status_,
+        "channel_status": [
+            {
+                channel: {
+                    "code": leg_code,
+                    "description": description(leg_code),
+                    "reference_id": "65C77D4A6C5C09085694EFB6C554D2BF",
+                    "updated_on": "2020-05-04T22:06:58.112000Z",
+                }
+            }
+            for channel, leg_code in legs
+        ],
+    } | extra
 
 
 def with_content(**content: Any) -> dict[str, Any]:
@@ -366,97 +448,212 @@ OUR = {"our_message_id": "our-1"}
 
 # (name, TeleSign's payload, what the gateway takes from it)
 PARSE_TABLE: list[tuple[str, dict[str, Any], list[Event]]] = [
-    ("mo_mms fixture", fixture("mo_mms"),
-     [inbound("customer support agent", (Media("https://example.com/mo/image_1.jpg", "image/jpeg"),),
-              user=MO_USER)]),
-    ("mo_mms with a subject, texts, images, videos and audios",
-     mo_mms(USER, texts=["first", "second"], subject="Claim 42", images=[IMAGE, PNG], videos=[VIDEO],
-            audios=[AUDIO, MP3], reference_id=MO_REFERENCE_ID),
-     [inbound("Claim 42\nfirst\nsecond", (Media(IMAGE, "image/jpeg"), Media(PNG, "image/png"),
-                                          Media(VIDEO, "video/mp4"), Media(AUDIO, "audio/amr"),
-                                          Media(MP3, "audio/mpeg")))]),
-    ("parts in their numbered order, not the JSON's",
-     with_content(text_10="ten", text_2="two", url_image_10=PNG, url_image_2=IMAGE, url_audio_1=MP3,
-                  url_video_1=VIDEO),
-     [inbound("two\nten", (Media(IMAGE, "image/jpeg"), Media(PNG, "image/png"), Media(VIDEO, "video/mp4"),
-                           Media(MP3, "audio/mpeg")), user=MO_USER)]),
-    ("media only, blank and null parts left out",
-     with_content(text_1="  ", text_2=None, subject="", url_image_1=IMAGE, url_image_2=""),
-     [inbound("", (Media(IMAGE, "image/jpeg"),), user=MO_USER)]),
-    ("content types by extension, the field deciding audio or video",
-     with_content(url_image_1="https://m.example.com/x", url_video_1="https://m.example.com/c.3gp",
-                  url_audio_1="https://m.example.com/v.mp4", url_image_2="https://m.example.com/p.jpg?s=.png"),
-     [inbound("", (Media("https://m.example.com/x", None), Media("https://m.example.com/p.jpg?s=.png", "image/jpeg"),
-                   Media("https://m.example.com/c.3gp", "video/3gpp"), Media("https://m.example.com/v.mp4",
-                                                                               "audio/mp4")), user=MO_USER)]),
-    ("mo_mms with a + on the number", changed(fixture("mo_mms"), "phone_number", "+11234567890"),
-     [inbound("customer support agent", (Media("https://example.com/mo/image_1.jpg", "image/jpeg"),),
-              user=MO_USER)]),
+    (
+        "mo_mms fixture",
+        fixture("mo_mms"),
+        [inbound("customer support agent", (Media("https://example.com/mo/image_1.jpg", "image/jpeg"),), user=MO_USER)],
+    ),
+    (
+        "mo_mms with a subject, texts, images, videos and audios",
+        mo_mms(
+            USER,
+            texts=["first", "second"],
+            subject="Claim 42",
+            images=[IMAGE, PNG],
+            videos=[VIDEO],
+            audios=[AUDIO, MP3],
+            reference_id=MO_REFERENCE_ID,
+        ),
+        [
+            inbound(
+                "Claim 42\nfirst\nsecond",
+                (
+                    Media(IMAGE, "image/jpeg"),
+                    Media(PNG, "image/png"),
+                    Media(VIDEO, "video/mp4"),
+                    Media(AUDIO, "audio/amr"),
+                    Media(MP3, "audio/mpeg"),
+                ),
+            )
+        ],
+    ),
+    (
+        "parts in their numbered order, not the JSON's",
+        with_content(
+            text_10="ten", text_2="two", url_image_10=PNG, url_image_2=IMAGE, url_audio_1=MP3, url_video_1=VIDEO
+        ),
+        [
+            inbound(
+                "two\nten",
+                (
+                    Media(IMAGE, "image/jpeg"),
+                    Media(PNG, "image/png"),
+                    Media(VIDEO, "video/mp4"),
+                    Media(MP3, "audio/mpeg"),
+                ),
+                user=MO_USER,
+            )
+        ],
+    ),
+    (
+        "media only, blank and null parts left out",
+        with_content(text_1="  ", text_2=None, subject="", url_image_1=IMAGE, url_image_2=""),
+        [inbound("", (Media(IMAGE, "image/jpeg"),), user=MO_USER)],
+    ),
+    (
+        "content types by extension, the field deciding audio or video",
+        with_content(
+            url_image_1="https://m.example.com/x",
+            url_video_1="https://m.example.com/c.3gp",
+            url_audio_1="https://m.example.com/v.mp4",
+            url_image_2="https://m.example.com/p.jpg?s=.png",
+        ),
+        [
+            inbound(
+                "",
+                (
+                    Media("https://m.example.com/x", None),
+                    Media("https://m.example.com/p.jpg?s=.png", "image/jpeg"),
+                    Media("https://m.example.com/c.3gp", "video/3gpp"),
+                    Media("https://m.example.com/v.mp4", "audio/mp4"),
+                ),
+                user=MO_USER,
+            )
+        ],
+    ),
+    (
+        "mo_mms with a + on the number",
+        changed(fixture("mo_mms"), "phone_number", "+11234567890"),
+        [inbound("customer support agent", (Media("https://example.com/mo/image_1.jpg", "image/jpeg"),), user=MO_USER)],
+    ),
     ("an empty mo_mms", with_content(text_1=""), []),
     ("mo_sms fixture", fixture("mo_sms"), [inbound("Start", user=MO_USER)]),
-    ("mo_sms builder", mo_sms(USER, "What is my balance?", reference_id=MO_REFERENCE_ID),
-     [inbound("What is my balance?")]),
-    ("mo_sms with the number only at the top",
-     changed(changed(fixture("mo_sms"), "user_response.phone_number", None), "phone_number", "447700900123"),
-     [inbound("Start", user="+447700900123")]),
+    (
+        "mo_sms builder",
+        mo_sms(USER, "What is my balance?", reference_id=MO_REFERENCE_ID),
+        [inbound("What is my balance?")],
+    ),
+    (
+        "mo_sms with the number only at the top",
+        changed(changed(fixture("mo_sms"), "user_response.phone_number", None), "phone_number", "447700900123"),
+        [inbound("Start", user="+447700900123")],
+    ),
     ("an empty mo_sms", changed(fixture("mo_sms"), "user_response.mo_message", " "), []),
     ("mo_sms without a message", changed(fixture("mo_sms"), "user_response.mo_message", None), []),
-    ("delivered fixture", fixture("callback_delivered"),
-     [status("delivered", our_message_id="7c8832a1-ab0c-4f12-89f3-0bfbfb7f9645")]),
-    ("MMS timed out, SMS delivered (fixture)", fixture("callback_mms_fallback_to_sms"),
-     [fallback(3056), status("delivered")]),
-    ("MMS not supported, SMS delivered (fixture)", fixture("callback_mms_not_supported"),
-     [fallback(3062), status("delivered")]),
-    ("every channel failed (fixture)", fixture("callback_failed"),
-     [status("failed_3003", failed=True, error_code="3031", error_message="Permanent phone error")]),
-    ("builder: delivered on MMS", delivery_callback(sent_message(), final="delivered"),
-     [status("delivered", **OUR)]),
-    ("builder: MMS timed out", delivery_callback(sent_message(), final="mms_timeout"),
-     [fallback(3056, **OUR), status("delivered", **OUR)]),
-    ("builder: MMS not supported", delivery_callback(sent_message(), final="mms_unsupported"),
-     [fallback(3062, **OUR), status("delivered", **OUR)]),
-    ("builder: channel not supported by the device", delivery_callback(sent_message(), final="device_unsupported"),
-     [fallback(3055, **OUR), status("delivered", **OUR)]),
-    ("builder: MMS from a long number", delivery_callback(sent_message(sender_id="12025550100")),
-     [fallback(3062, **OUR), status("delivered", **OUR)]),
-    ("builder: failed", delivery_callback(sent_message(), final="failed", failure_code=3033),
-     [status("failed_3003", failed=True, error_code="3033", error_message="Message expired before delivery",
-             **OUR)]),
+    (
+        "delivered fixture",
+        fixture("callback_delivered"),
+        [status("delivered", our_message_id="7c8832a1-ab0c-4f12-89f3-0bfbfb7f9645")],
+    ),
+    (
+        "MMS timed out, SMS delivered (fixture)",
+        fixture("callback_mms_fallback_to_sms"),
+        [fallback(3056), status("delivered")],
+    ),
+    (
+        "MMS not supported, SMS delivered (fixture)",
+        fixture("callback_mms_not_supported"),
+        [fallback(3062), status("delivered")],
+    ),
+    (
+        "every channel failed (fixture)",
+        fixture("callback_failed"),
+        [status("failed_3003", failed=True, error_code="3031", error_message="Permanent phone error")],
+    ),
+    ("builder: delivered on MMS", delivery_callback(sent_message(), final="delivered"), [status("delivered", **OUR)]),
+    (
+        "builder: MMS timed out",
+        delivery_callback(sent_message(), final="mms_timeout"),
+        [fallback(3056, **OUR), status("delivered", **OUR)],
+    ),
+    (
+        "builder: MMS not supported",
+        delivery_callback(sent_message(), final="mms_unsupported"),
+        [fallback(3062, **OUR), status("delivered", **OUR)],
+    ),
+    (
+        "builder: channel not supported by the device",
+        delivery_callback(sent_message(), final="device_unsupported"),
+        [fallback(3055, **OUR), status("delivered", **OUR)],
+    ),
+    (
+        "builder: MMS from a long number",
+        delivery_callback(sent_message(sender_id="12025550100")),
+        [fallback(3062, **OUR), status("delivered", **OUR)],
+    ),
+    (
+        "builder: failed",
+        delivery_callback(sent_message(), final="failed", failure_code=3033),
+        [status("failed_3003", failed=True, error_code="3033", error_message="Message expired before delivery", **OUR)],
+    ),
     ("builder: SMS only, delivered", delivery_callback(sent_message(["sms"])), [status("delivered", **OUR)]),
-    ("builder: SMS only, failed", delivery_callback(sent_message(["sms"]), final="failed"),
-     [status("failed_3003", failed=True, error_code="3031", error_message="Permanent phone error", **OUR)]),
+    (
+        "builder: SMS only, failed",
+        delivery_callback(sent_message(["sms"]), final="failed"),
+        [status("failed_3003", failed=True, error_code="3031", error_message="Permanent phone error", **OUR)],
+    ),
     # The MMS leg's own callback, while SMS takes over.
     ("3056 on MMS", callback(3056, ("mms", 3056), last_channel="mms"), [fallback(3056, **OUR)]),
     ("3062, no channel named", callback(3062), [fallback(3062, **OUR)]),
     ("3055, MMS only in channel_status", callback(3055, ("mms", 3055)), [fallback(3055, **OUR)]),
-    ("3055 on SMS: nothing after it", callback(3055, ("sms", 3055), last_channel="sms"),
-     [status("failed_3055", failed=True, error_code="3055", error_message=description(3055), **OUR)]),
+    (
+        "3055 on SMS: nothing after it",
+        callback(3055, ("sms", 3055), last_channel="sms"),
+        [status("failed_3055", failed=True, error_code="3055", error_message=description(3055), **OUR)],
+    ),
     ("in progress", callback(3001, ("mms", 3001)), [status("in_progress", **OUR)]),
-    ("delivered to gateway", callback(3002, ("sms", 3002), last_channel="sms"),
-     [status("delivered_to_gateway", **OUR)]),
-    ("SMS in progress after MMS gave up", callback(3002, ("mms", 3056), ("sms", 3002), last_channel="sms"),
-     [fallback(3056, **OUR), status("delivered_to_gateway", **OUR)]),
-    ("MMS failed but was delivered on MMS after all", callback(3000, ("mms", 3000), last_channel="mms"),
-     [status("delivered", **OUR)]),
+    (
+        "delivered to gateway",
+        callback(3002, ("sms", 3002), last_channel="sms"),
+        [status("delivered_to_gateway", **OUR)],
+    ),
+    (
+        "SMS in progress after MMS gave up",
+        callback(3002, ("mms", 3056), ("sms", 3002), last_channel="sms"),
+        [fallback(3056, **OUR), status("delivered_to_gateway", **OUR)],
+    ),
+    (
+        "MMS failed but was delivered on MMS after all",
+        callback(3000, ("mms", 3000), last_channel="mms"),
+        [status("delivered", **OUR)],
+    ),
     ("queued", callback(3040), [status("queued", **OUR)]),
     ("read", callback(3005), [status("read", **OUR)]),
     ("no handset receipts", callback(3004), [status("sent_unconfirmed", **OUR)]),
-    ("a failure whose leg says no more", callback(3003, ("sms", 3001), last_channel="sms"),
-     [status("failed_3003", failed=True, error_code="3003", error_message="Delivery error", **OUR)]),
-    ("final failure on SMS", callback(3031, ("sms", 3031), last_channel="sms"),
-     [status("failed_3031", failed=True, error_code="3031", error_message="Permanent phone error", **OUR)]),
-    ("blocked", callback(3053), [status("failed_3053", failed=True, error_code="3053",
-                                        error_message=description(3053), **OUR)]),
+    (
+        "a failure whose leg says no more",
+        callback(3003, ("sms", 3001), last_channel="sms"),
+        [status("failed_3003", failed=True, error_code="3003", error_message="Delivery error", **OUR)],
+    ),
+    (
+        "final failure on SMS",
+        callback(3031, ("sms", 3031), last_channel="sms"),
+        [status("failed_3031", failed=True, error_code="3031", error_message="Permanent phone error", **OUR)],
+    ),
+    (
+        "blocked",
+        callback(3053),
+        [status("failed_3053", failed=True, error_code="3053", error_message=description(3053), **OUR)],
+    ),
     ("a code TeleSign may add", callback(3999), [status("status_3999", **OUR)]),
     ("a code as a string", callback("3000"), [status("delivered", **OUR)]),
-    ("with the user's number", callback(3000, phone_number="12025550143"),
-     [status("delivered", user_number=USER, **OUR)]),
+    (
+        "with the user's number",
+        callback(3000, phone_number="12025550143"),
+        [status("delivered", user_number=USER, **OUR)],
+    ),
     ("without external_id", changed(callback(3000), "external_id", None), [status("delivered")]),
     ("without channel_status", changed(callback(3000), "channel_status", None), [status("delivered", **OUR)]),
-    ("status GET fixture's shape (other channels)", fixture("omnichannel_status_delivered"),
-     [status("delivered", provider_message_id="364C82042F68010C91E2B8633BE34860")]),
-    ("an unknown sub_resource", {"reference_id": MO_REFERENCE_ID, "sub_resource": "mo_rcs",
-                                 "content": {"text_1": "hi"}}, []),
+    (
+        "status GET fixture's shape (other channels)",
+        fixture("omnichannel_status_delivered"),
+        [status("delivered", provider_message_id="364C82042F68010C91E2B8633BE34860")],
+    ),
+    (
+        "an unknown sub_resource",
+        {"reference_id": MO_REFERENCE_ID, "sub_resource": "mo_rcs", "content": {"text_1": "hi"}},
+        [],
+    ),
     ("a WhatsApp message", {"sub_resource": "mo_whatsapp"}, []),
 ]
 
@@ -471,14 +668,17 @@ def test_each_status_code_has_its_own_name() -> None:
     codes = sorted(PROGRESS.keys() | FAILURES | HANDOVER | {3999, 4000})
     names = [parse(callback(code, ("sms", code), last_channel="sms"))[-1] for code in codes]
     assert len({event.status for event in names if isinstance(event, DeliveryStatus)}) == len(codes)
-    assert all(isinstance(event, DeliveryStatus) and event.failed == (code in FAILURES | HANDOVER)
-               for code, event in zip(codes, names, strict=True))
+    assert all(
+        isinstance(event, DeliveryStatus) and event.failed == (code in FAILURES | HANDOVER)
+        for code, event in zip(codes, names, strict=True)
+    )
 
 
 def test_parse_stamps_the_time_the_callback_arrived() -> None:
     payload = fixture("mo_mms")
-    (message,) = provider_for(TENANT_CONFIG).parse(hook(serialize(payload), received_at=1234.5),
-                                                   Addressed(TENANT_CONFIG, payload))
+    (message,) = provider_for(TENANT_CONFIG).parse(
+        hook(serialize(payload), received_at=1234.5), Addressed(TENANT_CONFIG, payload)
+    )
     assert isinstance(message, InboundMessage) and message.received_at == 1234.5
 
 
@@ -487,7 +687,9 @@ def test_ignored_callbacks_are_logged() -> None:
         assert parse({"sub_resource": "mo_rcs"}) == []
         assert parse(with_content(text_1="")) == []
     assert [(entry["event"], entry["reason"], entry["log_level"]) for entry in logs] == [
-        ("telesign.webhook.ignored", "sub_resource", "info"), ("telesign.webhook.ignored", "no text or media", "info")]
+        ("telesign.webhook.ignored", "sub_resource", "info"),
+        ("telesign.webhook.ignored", "no text or media", "info"),
+    ]
 
 
 # (what is wrong, the payload, the field the error names)
@@ -497,66 +699,124 @@ MALFORMED_TABLE: list[tuple[str, dict[str, Any], str]] = [
     ("reference id too long", changed(fixture("mo_mms"), "reference_id", "A" * 65), "reference_id is longer than 64"),
     ("reference id a number", changed(fixture("mo_sms"), "reference_id", 12), "reference_id must be a string"),
     ("no phone number", changed(fixture("mo_mms"), "phone_number", None), "phone_number is missing"),
-    ("phone number not digits", changed(fixture("mo_mms"), "phone_number", "abc"),
-     "phone_number is not a phone number"),
-    ("phone number too short", changed(fixture("mo_mms"), "phone_number", "12345"),
-     "phone_number is not a phone number"),
-    ("phone number too long", changed(fixture("mo_mms"), "phone_number", "1" * 16),
-     "phone_number is not a phone number"),
+    (
+        "phone number not digits",
+        changed(fixture("mo_mms"), "phone_number", "abc"),
+        "phone_number is not a phone number",
+    ),
+    (
+        "phone number too short",
+        changed(fixture("mo_mms"), "phone_number", "12345"),
+        "phone_number is not a phone number",
+    ),
+    (
+        "phone number too long",
+        changed(fixture("mo_mms"), "phone_number", "1" * 16),
+        "phone_number is not a phone number",
+    ),
     ("no content", changed(fixture("mo_mms"), "content", None), "content is missing"),
     ("content not an object", changed(fixture("mo_mms"), "content", "hi"), "content must be an object"),
     ("text not a string", with_content(text_1=5), "content.text_1 must be a string"),
     ("subject not a string", with_content(subject=["x"]), "content.subject must be a string"),
     ("text too long", with_content(text_1="x" * 10_001), "content.text_1 is longer than 10000"),
-    ("texts too long together", with_content(text_1="x" * 6000, text_2="y" * 6000),
-     "content has more than 10000 characters of text"),
-    ("image URL not http", with_content(url_image_1="ftp://m.example.com/a.jpg"),
-     "content.url_image_1 is not an absolute http"),
+    (
+        "texts too long together",
+        with_content(text_1="x" * 6000, text_2="y" * 6000),
+        "content has more than 10000 characters of text",
+    ),
+    (
+        "image URL not http",
+        with_content(url_image_1="ftp://m.example.com/a.jpg"),
+        "content.url_image_1 is not an absolute http",
+    ),
     ("video URL relative", with_content(url_video_2="/a.mp4"), "content.url_video_2 is not an absolute http"),
     ("audio URL not a string", with_content(url_audio_1={"url": AUDIO}), "content.url_audio_1 must be a string"),
-    ("URL too long", with_content(url_image_1="https://m.example.com/" + "a" * 4096),
-     "content.url_image_1 is longer than 4096"),
+    (
+        "URL too long",
+        with_content(url_image_1="https://m.example.com/" + "a" * 4096),
+        "content.url_image_1 is longer than 4096",
+    ),
     ("eleven media", with_content(**{f"url_image_{n}": IMAGE for n in range(1, 12)}), "content has more than 10 media"),
     ("no user_response", changed(fixture("mo_sms"), "user_response", None), "user_response is missing"),
-    ("mo_message not a string", changed(fixture("mo_sms"), "user_response.mo_message", 42),
-     "user_response.mo_message must be a string"),
-    ("mo_message too long", changed(fixture("mo_sms"), "user_response.mo_message", "x" * 10_001),
-     "user_response.mo_message is longer than 10000"),
-    ("mo_sms without any number", changed(fixture("mo_sms"), "user_response.phone_number", None),
-     "user_response.phone_number is missing"),
-    ("mo_sms number not a number", changed(fixture("mo_sms"), "user_response.phone_number", "SHORT"),
-     "user_response.phone_number is not a phone number"),
+    (
+        "mo_message not a string",
+        changed(fixture("mo_sms"), "user_response.mo_message", 42),
+        "user_response.mo_message must be a string",
+    ),
+    (
+        "mo_message too long",
+        changed(fixture("mo_sms"), "user_response.mo_message", "x" * 10_001),
+        "user_response.mo_message is longer than 10000",
+    ),
+    (
+        "mo_sms without any number",
+        changed(fixture("mo_sms"), "user_response.phone_number", None),
+        "user_response.phone_number is missing",
+    ),
+    (
+        "mo_sms number not a number",
+        changed(fixture("mo_sms"), "user_response.phone_number", "SHORT"),
+        "user_response.phone_number is not a phone number",
+    ),
     ("no status", changed(callback(3000), "status", None), "status is missing"),
     ("status not an object", changed(callback(3000), "status", 3000), "status must be an object"),
     ("no status code", changed(callback(3000), "status.code", None), "status.code is missing"),
-    ("status code not a number", changed(callback(3000), "status.code", "delivered"),
-     "status.code is not a TeleSign status code"),
+    (
+        "status code not a number",
+        changed(callback(3000), "status.code", "delivered"),
+        "status.code is not a TeleSign status code",
+    ),
     ("status code a boolean", changed(callback(3000), "status.code", True), "status.code is not a TeleSign status"),
     ("status code too large", changed(callback(3000), "status.code", 10**6), "status.code is not a TeleSign status"),
     ("status code negative", changed(callback(3000), "status.code", -1), "status.code is not a TeleSign status"),
-    ("description too long", changed(callback(3003), "status.description", "x" * 2001),
-     "status.description is longer than 2000"),
-    ("last_channel not a string", changed(callback(3000), "status.last_channel", 1),
-     "status.last_channel must be a string"),
+    (
+        "description too long",
+        changed(callback(3003), "status.description", "x" * 2001),
+        "status.description is longer than 2000",
+    ),
+    (
+        "last_channel not a string",
+        changed(callback(3000), "status.last_channel", 1),
+        "status.last_channel must be a string",
+    ),
     ("delivery without reference id", changed(callback(3000), "reference_id", ""), "reference_id is missing"),
     ("external id too long", changed(callback(3000), "external_id", "e" * 101), "external_id is longer than 100"),
     ("user number not a number", callback(3000, phone_number="+1"), "phone_number is not a phone number"),
-    ("channel_status not a list", changed(callback(3000), "channel_status", {"mms": {}}),
-     "channel_status must be a list"),
-    ("channel_status entry not an object", changed(callback(3000), "channel_status", ["mms"]),
-     "channel_status\\[0\\] must be an object"),
-    ("channel_status entry with two channels", changed(callback(3000), "channel_status",
-                                                       [{"mms": {"code": 3056}, "sms": {"code": 3000}}]),
-     "channel_status\\[0\\] must name one channel"),
-    ("channel_status entry naming no channel", changed(callback(3000), "channel_status", [{" ": {"code": 3000}}]),
-     "channel_status\\[0\\] does not name a channel"),
-    ("channel details not an object", changed(callback(3000), "channel_status", [{"mms": 3000}]),
-     "channel_status\\[0\\].mms must be an object"),
-    ("channel code missing", changed(callback(3000, ("mms", 3056), ("sms", 3000)), "channel_status.1.sms.code", None),
-     "channel_status\\[1\\].sms.code is missing"),
-    ("channel reference id too long",
-     changed(callback(3000, ("mms", 3000)), "channel_status.0.mms.reference_id", "r" * 65),
-     "channel_status\\[0\\].mms.reference_id is longer than 64"),
+    (
+        "channel_status not a list",
+        changed(callback(3000), "channel_status", {"mms": {}}),
+        "channel_status must be a list",
+    ),
+    (
+        "channel_status entry not an object",
+        changed(callback(3000), "channel_status", ["mms"]),
+        "channel_status\\[0\\] must be an object",
+    ),
+    (
+        "channel_status entry with two channels",
+        changed(callback(3000), "channel_status", [{"mms": {"code": 3056}, "sms": {"code": 3000}}]),
+        "channel_status\\[0\\] must name one channel",
+    ),
+    (
+        "channel_status entry naming no channel",
+        changed(callback(3000), "channel_status", [{" ": {"code": 3000}}]),
+        "channel_status\\[0\\] does not name a channel",
+    ),
+    (
+        "channel details not an object",
+        changed(callback(3000), "channel_status", [{"mms": 3000}]),
+        "channel_status\\[0\\].mms must be an object",
+    ),
+    (
+        "channel code missing",
+        changed(callback(3000, ("mms", 3056), ("sms", 3000)), "channel_status.1.sms.code", None),
+        "channel_status\\[1\\].sms.code is missing",
+    ),
+    (
+        "channel reference id too long",
+        changed(callback(3000, ("mms", 3000)), "channel_status.0.mms.reference_id", "r" * 65),
+        "channel_status\\[0\\].mms.reference_id is longer than 64",
+    ),
     ("eleven channels", callback(3000, *[("sms", 3000)] * 11), "channel_status has more than 10 items"),
 ]
 
@@ -580,14 +840,52 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-interesting_keys = st.sampled_from(["reference_id", "external_id", "status", "code", "description", "last_channel",
-                                    "channel_status", "mms", "sms", "sub_resource", "phone_number", "content",
-                                    "text_1", "text_2", "subject", "url_image_1", "url_video_1", "url_audio_3",
-                                    "user_response", "mo_message"])
+interesting_keys = st.sampled_from(
+    [
+        "reference_id",
+        "external_id",
+        "status",
+        "code",
+        "description",
+        "last_channel",
+        "channel_status",
+        "mms",
+        "sms",
+        "sub_resource",
+        "phone_number",
+        "content",
+        "text_1",
+        "text_2",
+        "subject",
+        "url_image_1",
+        "url_video_1",
+        "url_audio_3",
+        "user_response",
+        "mo_message",
+    ]
+)
 telesign_values = st.recursive(
-    st.none() | st.text(max_size=30) | st.integers(min_value=-10, max_value=10**6) | st.sampled_from(
-        ["mo_mms", "mo_sms", "mms", "sms", "12025550143", "+12025550143", "https://m.example.com/a.jpg", "",
-         3000, 3056, 3062, 3055, 3003, 3001]),
+    st.none()
+    | st.text(max_size=30)
+    | st.integers(min_value=-10, max_value=10**6)
+    | st.sampled_from(
+        [
+            "mo_mms",
+            "mo_sms",
+            "mms",
+            "sms",
+            "12025550143",
+            "+12025550143",
+            "https://m.example.com/a.jpg",
+            "",
+            3000,
+            3056,
+            3062,
+            3055,
+            3003,
+            3001,
+        ]
+    ),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(interesting_keys, children, max_size=5),
     max_leaves=30,
 )
@@ -616,10 +914,12 @@ def test_parse_arbitrary_json_only_raises_invalid_request(payload: dict[str, Any
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from([None, "mo_mms", "mo_sms", "other"]), st.dictionaries(interesting_keys, telesign_values,
-                                                                             max_size=8))
-def test_parse_telesign_shaped_json_only_raises_invalid_request(sub_resource: str | None,
-                                                                payload: dict[str, Any]) -> None:
+@given(
+    st.sampled_from([None, "mo_mms", "mo_sms", "other"]), st.dictionaries(interesting_keys, telesign_values, max_size=8)
+)
+def test_parse_telesign_shaped_json_only_raises_invalid_request(
+    sub_resource: str | None, payload: dict[str, Any]
+) -> None:
     if sub_resource is not None:
         payload["sub_resource"] = sub_resource
     check_parse_total(payload)
@@ -682,10 +982,10 @@ def test_the_provider_is_a_plug_in() -> None:
 # ------------------------------------------------------------------------------ request bodies
 
 
-def outbound(text: str = "hello", media: tuple[str, ...] = (), message_id: str = "our-1",
-             user: str = USER) -> OutboundMessage:
-    return OutboundMessage(message_id=message_id, tenant_number=TENANT, user_number=user, text=text,
-                           media_urls=media)
+def outbound(
+    text: str = "hello", media: tuple[str, ...] = (), message_id: str = "our-1", user: str = USER
+) -> OutboundMessage:
+    return OutboundMessage(message_id=message_id, tenant_number=TENANT, user_number=user, text=text, media_urls=media)
 
 
 def test_the_body_of_a_text_message() -> None:
@@ -707,8 +1007,10 @@ def test_the_body_of_a_media_message() -> None:
     assert body == {
         "channels": [{"channel": "mms", "fallback_time": 120}, {"channel": "sms"}],
         "recipient": {"phone_number": DEFAULT_USER_NUMBER},
-        "message": {"mms": {"template": "video", "parameters": {"url": "https://cdn.example.com/a.mp4"}},
-                    "sms": {"template": "text", "parameters": {"text": "https://cdn.example.com/a.mp4"}}},
+        "message": {
+            "mms": {"template": "video", "parameters": {"url": "https://cdn.example.com/a.mp4"}},
+            "sms": {"template": "text", "parameters": {"text": "https://cdn.example.com/a.mp4"}},
+        },
         "message_type": "MKT",
         "sender_id": "55555",
         "external_id": "our-1",
@@ -786,35 +1088,66 @@ SDK_NONCE = "A1592C6F-E384-4CDB-BC42-C3AB970369E9"
 
 def fixed_sender(api_key: str, http: aiohttp.ClientSession, auth_method: Any = "digest") -> TeleSignSender:
     settings_ = TeleSignConfig(customer_id=CUSTOMER_ID, api_key=api_key, auth_method=auth_method)
-    return TeleSignSender(settings_, http, TENANT, clock=lambda: parsedate_to_datetime(SDK_DATE).timestamp(),
-                          nonce=lambda: SDK_NONCE)
+    return TeleSignSender(
+        settings_, http, TENANT, clock=lambda: parsedate_to_datetime(SDK_DATE).timestamp(), nonce=lambda: SDK_NONCE
+    )
 
 
 @pytest.mark.parametrize("api_key", [VECTOR_KEY, API_KEY])
-@pytest.mark.parametrize("message", [outbound("hello"), outbound("héllo 👋 \"quoted\"\n"),
-                                     outbound("", ("https://cdn.example.com/a.jpg",))])
-async def test_digest_headers_equal_the_sdks(api_key: str, message: OutboundMessage,
-                                             http: aiohttp.ClientSession) -> None:
+@pytest.mark.parametrize(
+    "message", [outbound("hello"), outbound('héllo 👋 "quoted"\n'), outbound("", ("https://cdn.example.com/a.jpg",))]
+)
+async def test_digest_headers_equal_the_sdks(
+    api_key: str, message: OutboundMessage, http: aiohttp.ClientSession
+) -> None:
     body = encode(send_request(message, TENANT_SETTINGS, TENANT))
-    sdk = RestClient.generate_telesign_headers(CUSTOMER_ID, api_key, "POST", "/v1/omnichannel", body.decode(),
-                                               date_rfc2616=SDK_DATE, nonce=SDK_NONCE,
-                                               content_type="application/json")
-    ours = digest_headers(CUSTOMER_ID, api_key, "POST", "/v1/omnichannel", body.decode(),
-                          content_type="application/json", date=SDK_DATE, nonce=SDK_NONCE)
+    sdk = RestClient.generate_telesign_headers(
+        CUSTOMER_ID,
+        api_key,
+        "POST",
+        "/v1/omnichannel",
+        body.decode(),
+        date_rfc2616=SDK_DATE,
+        nonce=SDK_NONCE,
+        content_type="application/json",
+    )
+    ours = digest_headers(
+        CUSTOMER_ID,
+        api_key,
+        "POST",
+        "/v1/omnichannel",
+        body.decode(),
+        content_type="application/json",
+        date=SDK_DATE,
+        nonce=SDK_NONCE,
+    )
     assert ours == sdk
     assert fixed_sender(api_key, http).headers(body) == {"Accept": "application/json", **sdk}
 
 
 def test_digest_headers_of_a_get_equal_the_sdks() -> None:
-    sdk = RestClient.generate_telesign_headers(CUSTOMER_ID, API_KEY, "GET", f"/v1/omnichannel/{REFERENCE_ID}", "",
-                                               date_rfc2616=SDK_DATE, nonce=SDK_NONCE)
-    assert digest_headers(CUSTOMER_ID, API_KEY, "GET", f"/v1/omnichannel/{REFERENCE_ID}", "", content_type="",
-                          date=SDK_DATE, nonce=SDK_NONCE) == sdk
+    sdk = RestClient.generate_telesign_headers(
+        CUSTOMER_ID, API_KEY, "GET", f"/v1/omnichannel/{REFERENCE_ID}", "", date_rfc2616=SDK_DATE, nonce=SDK_NONCE
+    )
+    assert (
+        digest_headers(
+            CUSTOMER_ID,
+            API_KEY,
+            "GET",
+            f"/v1/omnichannel/{REFERENCE_ID}",
+            "",
+            content_type="",
+            date=SDK_DATE,
+            nonce=SDK_NONCE,
+        )
+        == sdk
+    )
 
 
 async def test_basic_headers_equal_the_sdks(http: aiohttp.ClientSession) -> None:
-    sdk = RestClient.generate_telesign_headers(CUSTOMER_ID, API_KEY, "POST", "/v1/omnichannel", "{}",
-                                               content_type="application/json", auth_method="Basic")
+    sdk = RestClient.generate_telesign_headers(
+        CUSTOMER_ID, API_KEY, "POST", "/v1/omnichannel", "{}", content_type="application/json", auth_method="Basic"
+    )
     headers = fixed_sender(API_KEY, http, "basic").headers(b"{}")
     assert headers["Authorization"] == sdk["Authorization"]
     assert headers["Content-Type"] == "application/json"
@@ -829,8 +1162,11 @@ def answer(status: int, body: Any = None, *, raw: bytes | None = None, retry_aft
 
 
 def telesign_error(code: int, *extra: int) -> dict[str, Any]:
-    return {"reference_id": None, "status": {"code": code, "description": description(code)},
-            "errors": [{"code": c, "description": f"error {c}"} for c in extra]}
+    return {
+        "reference_id": None,
+        "status": {"code": code, "description": description(code)},
+        "errors": [{"code": c, "description": f"error {c}"} for c in extra],
+    }
 
 
 HTML = b"<html><body>Service Unavailable</body></html>"
@@ -838,15 +1174,32 @@ HTML = b"<html><body>Service Unavailable</body></html>"
 # (name, the answer, outcome, error code, retry_after)
 CLASSIFY_TABLE: list[tuple[str, Answer, SendOutcome, str | None, float | None]] = [
     ("accepted", answer(200, fixture("omnichannel_response_accepted")), SendOutcome.SENT, None, None),
-    ("accepted without a reference id", answer(200, {"status": {"code": 3001}}), SendOutcome.UNKNOWN,
-     errors.NO_REFERENCE_ID, None),
+    (
+        "accepted without a reference id",
+        answer(200, {"status": {"code": 3001}}),
+        SendOutcome.UNKNOWN,
+        errors.NO_REFERENCE_ID,
+        None,
+    ),
     ("a 200 that is not JSON", answer(200, raw=b"OK"), SendOutcome.UNKNOWN, errors.NO_REFERENCE_ID, None),
-    ("a 200 with another code", answer(200, {"reference_id": REFERENCE_ID, "status": {"code": 3002}}),
-     SendOutcome.UNKNOWN, "3002", None),
-    ("bad message_type (fixture)", answer(400, fixture("omnichannel_error_invalid_message_type")),
-     SendOutcome.FAILED, "3102", None),
-    *[(f"refused {code}", answer(400, telesign_error(code)), SendOutcome.FAILED, str(code), None)
-      for code in (3101, 3103, 3106, 3110, 3113, 3300, 3301, 3302, 3303, 3304, 3206)],
+    (
+        "a 200 with another code",
+        answer(200, {"reference_id": REFERENCE_ID, "status": {"code": 3002}}),
+        SendOutcome.UNKNOWN,
+        "3002",
+        None,
+    ),
+    (
+        "bad message_type (fixture)",
+        answer(400, fixture("omnichannel_error_invalid_message_type")),
+        SendOutcome.FAILED,
+        "3102",
+        None,
+    ),
+    *[
+        (f"refused {code}", answer(400, telesign_error(code)), SendOutcome.FAILED, str(code), None)
+        for code in (3101, 3103, 3106, 3110, 3113, 3300, 3301, 3302, 3303, 3304, 3206)
+    ],
     ("payload too large", answer(413, telesign_error(3116)), SendOutcome.FAILED, "3116", None),
     ("a refusal without a body", answer(400, raw=b""), SendOutcome.FAILED, "400", None),
     ("a redirect", answer(302, raw=b""), SendOutcome.FAILED, "302", None),
@@ -854,15 +1207,30 @@ CLASSIFY_TABLE: list[tuple[str, Answer, SendOutcome, str | None, float | None]] 
     ("rate limited", answer(429, telesign_error(3204), retry_after="7"), SendOutcome.RETRY, "3204", 7.0),
     ("SMS rate limited", answer(429, telesign_error(3205)), SendOutcome.RETRY, "3205", None),
     ("a bare 429", answer(429, raw=b"", retry_after="3"), SendOutcome.RETRY, "429", 3.0),
-    ("system unavailable (fixture)", answer(503, fixture("omnichannel_error_system_unavailable"),
-                                            retry_after="2"), SendOutcome.RETRY, "3500", 2.0),
+    (
+        "system unavailable (fixture)",
+        answer(503, fixture("omnichannel_error_system_unavailable"), retry_after="2"),
+        SendOutcome.RETRY,
+        "3500",
+        2.0,
+    ),
     ("system unavailable in a 500", answer(500, telesign_error(3500)), SendOutcome.RETRY, "3500", None),
     ("a 503 page", answer(503, raw=HTML), SendOutcome.RETRY, "503", None),
-    ("not authorized (fixture)", answer(401, fixture("omnichannel_error_not_authorized")), SendOutcome.FAILED,
-     "3400", None),
+    (
+        "not authorized (fixture)",
+        answer(401, fixture("omnichannel_error_not_authorized")),
+        SendOutcome.FAILED,
+        "3400",
+        None,
+    ),
     ("bad signature", answer(401, telesign_error(3400, 10008, -30006)), SendOutcome.FAILED, "3400", None),
-    ("nonce reused, old code only", answer(401, {"errors": [{"code": -30012, "description": "nonce"}]}),
-     SendOutcome.FAILED, "-30012", None),
+    (
+        "nonce reused, old code only",
+        answer(401, {"errors": [{"code": -30012, "description": "nonce"}]}),
+        SendOutcome.FAILED,
+        "-30012",
+        None,
+    ),
     ("stale date", answer(401, {"status": {"code": 10004}}), SendOutcome.FAILED, "10004", None),
     ("invalid API key", answer(401, telesign_error(3411)), SendOutcome.FAILED, "3411", None),
     ("a bare 401", answer(401, raw=b""), SendOutcome.FAILED, "401", None),
@@ -873,10 +1241,12 @@ CLASSIFY_TABLE: list[tuple[str, Answer, SendOutcome, str | None, float | None]] 
 ]
 
 
-@pytest.mark.parametrize(("name", "answer_", "outcome", "code", "retry_after"), CLASSIFY_TABLE,
-                         ids=[row[0] for row in CLASSIFY_TABLE])
-def test_answers_are_classified(name: str, answer_: Answer, outcome: SendOutcome, code: str | None,
-                                retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "answer_", "outcome", "code", "retry_after"), CLASSIFY_TABLE, ids=[row[0] for row in CLASSIFY_TABLE]
+)
+def test_answers_are_classified(
+    name: str, answer_: Answer, outcome: SendOutcome, code: str | None, retry_after: float | None
+) -> None:
     result = errors.send_result(answer_)
     assert (result.outcome, result.error_code, result.retry_after) == (outcome, code, retry_after)
     assert result.throttled is (code in ("3204", "3205", "429")), "a rate limit tells the sender to slow down"
@@ -901,12 +1271,39 @@ def test_error_messages_are_the_descriptions() -> None:
 
 @pytest.mark.parametrize(
     ("code", "may_have_sent"),
-    [("3102", False), ("3116", False), ("3204", False), ("3500", False), ("3400", False), ("10002", False),
-     ("10008", False), ("-30006", False), ("-30012", False), ("400", False), ("401", False), ("403", False),
-     ("404", False), ("429", False), ("503", False), ("302", False), ("500", True), ("502", True), ("504", True),
-     ("timeout", True), ("connectionError", True), ("httpError", True), ("invalidURL", False),
-     (errors.TOO_MANY_MEDIA, False), (errors.EMPTY_MESSAGE, False), (errors.INVALID_API_KEY, False),
-     (errors.NO_REFERENCE_ID, True), ("3999", True), ("somethingNew", True), ("", True), ("200", True)],
+    [
+        ("3102", False),
+        ("3116", False),
+        ("3204", False),
+        ("3500", False),
+        ("3400", False),
+        ("10002", False),
+        ("10008", False),
+        ("-30006", False),
+        ("-30012", False),
+        ("400", False),
+        ("401", False),
+        ("403", False),
+        ("404", False),
+        ("429", False),
+        ("503", False),
+        ("302", False),
+        ("500", True),
+        ("502", True),
+        ("504", True),
+        ("timeout", True),
+        ("connectionError", True),
+        ("httpError", True),
+        ("invalidURL", False),
+        (errors.TOO_MANY_MEDIA, False),
+        (errors.EMPTY_MESSAGE, False),
+        (errors.INVALID_API_KEY, False),
+        (errors.NO_REFERENCE_ID, True),
+        ("3999", True),
+        ("somethingNew", True),
+        ("", True),
+        ("200", True),
+    ],
 )
 def test_may_have_sent(code: str, may_have_sent: bool) -> None:
     assert errors.may_have_sent(code) is may_have_sent
@@ -921,8 +1318,14 @@ async def fake() -> AsyncIterator[FakeTeleSign]:
         yield server
 
 
-def sender_for(fake: FakeTeleSign, http: aiohttp.ClientSession, *, number: str = TENANT,
-               provider: TeleSignProvider | None = None, **overrides: Any) -> TeleSignSender:
+def sender_for(
+    fake: FakeTeleSign,
+    http: aiohttp.ClientSession,
+    *,
+    number: str = TENANT,
+    provider: TeleSignProvider | None = None,
+    **overrides: Any,
+) -> TeleSignSender:
     tenant_config = tenant(fake.settings(**overrides), number)
     provider = provider or provider_for(tenant_config)
     return provider.sender(tenant_config, http)
@@ -939,10 +1342,17 @@ async def test_send_text(fake: FakeTeleSign, http: aiohttp.ClientSession, auth_m
     result = await sender.send(outbound("hello there"), "https://gw.example.com")
     (sent,) = fake.messages
     assert (result.outcome, result.provider_message_id, result.status) == (
-        SendOutcome.SENT, sent.reference_id, "in_progress")
+        SendOutcome.SENT,
+        sent.reference_id,
+        "in_progress",
+    )
     assert (sent.channels, sent.sms_text, sent.mms_url, sent.mms_template) == (["sms"], "hello there", None, None)
     assert (sent.phone_number, sent.sender_id, sent.external_id, sent.message_type) == (
-        DEFAULT_USER_NUMBER, TENANT, "our-1", "ARN")
+        DEFAULT_USER_NUMBER,
+        TENANT,
+        "our-1",
+        "ARN",
+    )
     assert "callback_url" not in sent.body  # callbacks go to the URL registered with TeleSign
     assert not fake.rejected
 
@@ -954,12 +1364,18 @@ async def test_send_media(fake: FakeTeleSign, http: aiohttp.ClientSession, auth_
     (sent,) = fake.messages
     assert result.ok and result.provider_message_id == sent.reference_id
     assert (sent.channels, sent.fallback_time, sent.mms_template, sent.mms_url, sent.sms_text) == (
-        ["mms", "sms"], 60, "image", "https://cdn.example.com/a.png", "https://cdn.example.com/a.png")
+        ["mms", "sms"],
+        60,
+        "image",
+        "https://cdn.example.com/a.png",
+        "https://cdn.example.com/a.png",
+    )
     assert sent.mms_supported  # from the account's short code
 
 
-async def test_the_sender_id_is_the_tenants_number_when_not_set(fake: FakeTeleSign,
-                                                                http: aiohttp.ClientSession) -> None:
+async def test_the_sender_id_is_the_tenants_number_when_not_set(
+    fake: FakeTeleSign, http: aiohttp.ClientSession
+) -> None:
     assert (await sender_for(fake, http, sender_id=None).send(outbound(), None)).ok
     assert (await sender_for(fake, http, number="+1 202-555-0100", sender_id=None).send(outbound(), None)).ok
     assert [sent.sender_id for sent in fake.messages] == [TENANT, "12025550100"]
@@ -980,8 +1396,9 @@ async def test_every_digest_request_has_its_own_nonce(fake: FakeTeleSign, http: 
     ],
     ids=["stale clock", "reused nonce"],
 )
-async def test_digest_problems_are_authentication_failures(fake: FakeTeleSign, http: aiohttp.ClientSession,
-                                                           options: dict[str, Any], why: str) -> None:
+async def test_digest_problems_are_authentication_failures(
+    fake: FakeTeleSign, http: aiohttp.ClientSession, options: dict[str, Any], why: str
+) -> None:
     tenant_config = tenant(fake.settings(auth_method="digest"))
     sender = provider_for(tenant_config, **options).sender(tenant_config, http)
     results = [await sender.send(outbound(message_id=f"our-{index}"), None) for index in range(2)]
@@ -1000,8 +1417,9 @@ async def test_a_wrong_api_key_fails(fake: FakeTeleSign, http: aiohttp.ClientSes
     assert not fake.messages
 
 
-async def test_a_digest_key_that_is_not_base64_is_refused_unsent(fake: FakeTeleSign,
-                                                                 http: aiohttp.ClientSession) -> None:
+async def test_a_digest_key_that_is_not_base64_is_refused_unsent(
+    fake: FakeTeleSign, http: aiohttp.ClientSession
+) -> None:
     sender = sender_for(fake, http, auth_method="digest", api_key="not base64!")
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.FAILED, errors.INVALID_API_KEY)
@@ -1016,8 +1434,9 @@ async def test_a_digest_key_that_is_not_base64_is_refused_unsent(fake: FakeTeleS
         (outbound(""), errors.EMPTY_MESSAGE),
     ],
 )
-async def test_messages_telesign_cannot_carry_are_refused_unsent(fake: FakeTeleSign, http: aiohttp.ClientSession,
-                                                                 message: OutboundMessage, code: str) -> None:
+async def test_messages_telesign_cannot_carry_are_refused_unsent(
+    fake: FakeTeleSign, http: aiohttp.ClientSession, message: OutboundMessage, code: str
+) -> None:
     sender = sender_for(fake, http)
     result = await sender.send(message, None)
     assert (result.outcome, result.error_code) == (SendOutcome.FAILED, code)
@@ -1043,16 +1462,29 @@ FAILURE_TABLE: list[tuple[int, dict[str, Any], SendOutcome, str, float | None]] 
 ]
 
 
-@pytest.mark.parametrize(("status_", "options", "outcome", "code", "retry_after"), FAILURE_TABLE,
-                         ids=[f"{row[0]}-{row[3]}" for row in FAILURE_TABLE])
-async def test_send_failures_are_classified(fake: FakeTeleSign, http: aiohttp.ClientSession, status_: int,
-                                            options: dict[str, Any], outcome: SendOutcome, code: str,
-                                            retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    ("status_", "options", "outcome", "code", "retry_after"),
+    FAILURE_TABLE,
+    ids=[f"{row[0]}-{row[3]}" for row in FAILURE_TABLE],
+)
+async def test_send_failures_are_classified(
+    fake: FakeTeleSign,
+    http: aiohttp.ClientSession,
+    status_: int,
+    options: dict[str, Any],
+    outcome: SendOutcome,
+    code: str,
+    retry_after: float | None,
+) -> None:
     fake.fail_next(1, status_, **options)
     sender = sender_for(fake, http)
     result = await sender.send(outbound(), None)
     assert (result.outcome, result.error_code, result.http_status, result.retry_after) == (
-        outcome, code, status_, retry_after)
+        outcome,
+        code,
+        status_,
+        retry_after,
+    )
     assert result.error_message
     assert sender.may_have_sent(code) is (outcome is SendOutcome.UNKNOWN)
     assert not fake.messages
@@ -1072,8 +1504,9 @@ async def test_a_sender_over_telesigns_rate_is_throttled_with_retry_after(
     assert [m.sms_text for m in fake.messages] == ["one"]
 
 
-async def test_a_timeout_is_unknown_and_telesign_may_have_sent_it(fake: FakeTeleSign,
-                                                                  http: aiohttp.ClientSession) -> None:
+async def test_a_timeout_is_unknown_and_telesign_may_have_sent_it(
+    fake: FakeTeleSign, http: aiohttp.ClientSession
+) -> None:
     fake.delay_next(1, 1.0)
     sender = sender_for(fake, http, read_timeout_ms=200)
     result = await sender.send(outbound(message_id="our-slow"), None)
@@ -1085,8 +1518,9 @@ async def test_a_timeout_is_unknown_and_telesign_may_have_sent_it(fake: FakeTele
     assert await sender.find_sent(outbound(message_id="our-slow"), since=0.0) is None
 
 
-async def test_an_unreachable_or_invalid_api(fake: FakeTeleSign, http: aiohttp.ClientSession,
-                                             unused_tcp_port: int) -> None:
+async def test_an_unreachable_or_invalid_api(
+    fake: FakeTeleSign, http: aiohttp.ClientSession, unused_tcp_port: int
+) -> None:
     result = await sender_for(fake, http, url=f"http://127.0.0.1:{unused_tcp_port}").send(outbound(), None)
     assert (result.outcome, result.error_code) == (SendOutcome.UNKNOWN, "connectionError")
     result = await sender_for(fake, http, url="http://[bad").send(outbound(), None)
@@ -1102,14 +1536,22 @@ async def test_find_sent_cannot_look_up_our_id(fake: FakeTeleSign, http: aiohttp
 
 # ------------------------------------------------------------------------------ callbacks over HTTP
 
+
 def gateway_app(provider: TeleSignProvider, directory: Directory, events: list[Event]) -> web.Application:
     """The core's webhook steps, as far as a provider sees them."""
 
     async def callbacks(request: web.Request) -> web.Response:
-        webhook = WebhookRequest(route=CALLBACKS, method=request.method, url=str(request.url), query=request.query,
-                                 headers=request.headers, content_type=request.content_type,
-                                 body=await request.read(), path_params=request.match_info,
-                                 received_at=time.time())
+        webhook = WebhookRequest(
+            route=CALLBACKS,
+            method=request.method,
+            url=str(request.url),
+            query=request.query,
+            headers=request.headers,
+            content_type=request.content_type,
+            body=await request.read(),
+            path_params=request.match_info,
+            received_at=time.time(),
+        )
         try:
             addressed = await provider.address(webhook, directory)
             verified = provider.verify(webhook, addressed)
@@ -1126,8 +1568,9 @@ def gateway_app(provider: TeleSignProvider, directory: Directory, events: list[E
     return app
 
 
-async def test_the_fakes_callbacks_pass_address_verify_and_parse(fake: FakeTeleSign, http: aiohttp.ClientSession,
-                                                                 aiohttp_server: Any) -> None:
+async def test_the_fakes_callbacks_pass_address_verify_and_parse(
+    fake: FakeTeleSign, http: aiohttp.ClientSession, aiohttp_server: Any
+) -> None:
     tenant_config = tenant(fake.settings())
     provider = provider_for(tenant_config)
     events: list[Event] = []
@@ -1138,16 +1581,23 @@ async def test_the_fakes_callbacks_pass_address_verify_and_parse(fake: FakeTeleS
     assert (await sender.send(outbound("", ("https://cdn.example.com/a.jpg",), message_id="our-7"), None)).ok
     (sent,) = fake.messages
     assert await fake.post_callback(http, url, fake.deliver(sent, final="mms_timeout")) == (
-        200, '{"status": "accepted"}')
+        200,
+        '{"status": "accepted"}',
+    )
     assert [(e.status, e.fallback, e.our_message_id) for e in events if isinstance(e, DeliveryStatus)] == [
-        ("mms_fallback", True, "our-7"), ("delivered", False, "our-7")]
+        ("mms_fallback", True, "our-7"),
+        ("delivered", False, "our-7"),
+    ]
 
     events.clear()
-    assert (await fake.post_callback(http, url, mo_mms(USER, texts=["a photo"], images=[IMAGE]), as_tsa=False))[0] \
-        == 200
+    assert (await fake.post_callback(http, url, mo_mms(USER, texts=["a photo"], images=[IMAGE]), as_tsa=False))[
+        0
+    ] == 200
     assert (await fake.post_callback(http, url, mo_sms(USER, "thanks")))[0] == 200
     assert [(e.text, len(e.media), e.user_number) for e in events if isinstance(e, InboundMessage)] == [
-        ("a photo", 1, USER), ("thanks", 0, USER)]
+        ("a photo", 1, USER),
+        ("thanks", 0, USER),
+    ]
 
     assert (await fake.post_callback(http, url, mo_sms(USER, "forged"), api_key=new_api_key()))[0] == 403
     assert (await fake.post_callback(http, url, b"[1]"))[0] == 400
@@ -1165,8 +1615,9 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield captured
 
 
-async def test_secrets_stay_out_of_reprs_and_logs(fake: FakeTeleSign, http: aiohttp.ClientSession,
-                                                  logs: list[MutableMapping[str, Any]]) -> None:
+async def test_secrets_stay_out_of_reprs_and_logs(
+    fake: FakeTeleSign, http: aiohttp.ClientSession, logs: list[MutableMapping[str, Any]]
+) -> None:
     tenant_config = tenant(fake.settings(auth_method="digest"))
     provider = provider_for(tenant_config)
     sender = provider.sender(tenant_config, http)
@@ -1182,8 +1633,15 @@ async def test_secrets_stay_out_of_reprs_and_logs(fake: FakeTeleSign, http: aioh
     with pytest.raises(WebhookRefused) as refused:
         provider.verify(signed_hook(fixture("mo_sms"), api_key=wrong), Addressed(tenant_config, {}))
     secrets = [fake.api_key, wrong, "not base64!", base64.b64encode(f"{CUSTOMER_ID}:{fake.api_key}".encode()).decode()]
-    texts = [repr(sender), repr(basic), repr(provider), repr(tenant_config), repr(fake.settings()), str(refused.value),
-             str(logs)]
+    texts = [
+        repr(sender),
+        repr(basic),
+        repr(provider),
+        repr(tenant_config),
+        repr(fake.settings()),
+        str(refused.value),
+        str(logs),
+    ]
     assert not [secret for secret in secrets for text in texts if secret in text]
     assert {entry["event"] for entry in logs} == {"telesign.webhook.ignored"}  # the outbox logs sends itself
     for entry in logs:
@@ -1222,8 +1680,13 @@ async def test_the_sandbox_round_trip(http: aiohttp.ClientSession, aiohttp_serve
     assert result.ok and sandbox.arrived.is_set()
     (sent,) = sandbox.sent
     assert (sent.provider_message_id, sent.to, sent.from_, sent.text, sent.media_urls, sent.our_message_id) == (
-        result.provider_message_id, USER, TENANT, "https://cdn.example.com/r.jpg", ("https://cdn.example.com/r.jpg",),
-        "our-42")
+        result.provider_message_id,
+        USER,
+        TENANT,
+        "https://cdn.example.com/r.jpg",
+        ("https://cdn.example.com/r.jpg",),
+        "our-42",
+    )
     assert isinstance(sent.shown, dict) and sent.shown["channels"][0]["channel"] == "mms"
     assert (await sender.send(outbound("just text", message_id="our-43"), None)).ok
     assert (sandbox.sent[1].text, sandbox.sent[1].media_urls) == ("just text", ())
@@ -1232,7 +1695,12 @@ async def test_the_sandbox_round_trip(http: aiohttp.ClientSession, aiohttp_serve
     report = events[-1]
     assert isinstance(report, DeliveryStatus)
     assert (report.status, report.failed, report.fallback, report.our_message_id, report.provider_message_id) == (
-        "delivered", False, False, "our-42", sent.provider_message_id)
+        "delivered",
+        False,
+        False,
+        "our-42",
+        sent.provider_message_id,
+    )
 
     wrong = TeleSignSender(replace(settings_, api_key=new_api_key()), http, TENANT)
     assert (await wrong.send(outbound(), None)).error_code == "3400"

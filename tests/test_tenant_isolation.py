@@ -41,8 +41,10 @@ def our_message_id(status_callback: str | None) -> str:
 # An engine speaks for its own tenant only -------------------------------------------------------------------
 async def test_an_engine_cannot_send_from_another_tenants_number(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as gw:
-        send = {"command": "vgwActSendSMS", "parameters": {
-            "message": "Your account is locked, call +15550000000", "tenantPhoneNumber": V2}}
+        send = {
+            "command": "vgwActSendSMS",
+            "parameters": {"message": "Your account is locked, call +15550000000", "tenantPhoneNumber": V2},
+        }
         gw.watson.v1_dialog = lambda text, ctx: {"output": text_output(f"You said: {text}", vgwAction=send)}
         with structlog.testing.capture_logs() as logs:
             await gw.sms("hi")
@@ -62,11 +64,19 @@ async def test_a_twilio_status_signed_by_another_tenant_cannot_touch_a_message(t
         sent = (await gw.wait_sent(1))[0]
         assert sent.status_callback is not None
         # Tenant B signs a failure for A's message with its own token, From its own number.
-        forged = {"MessageSid": sent.sid, "MessageStatus": "failed", "ErrorCode": "30007", "From": SOE, "To": USER,
-                  "AccountSid": sent.account_sid, "ApiVersion": "2010-04-01"}
+        forged = {
+            "MessageSid": sent.sid,
+            "MessageStatus": "failed",
+            "ErrorCode": "30007",
+            "From": SOE,
+            "To": USER,
+            "AccountSid": sent.account_sid,
+            "ApiVersion": "2010-04-01",
+        }
         signature = gw.sign(sent.status_callback, forged, token=TENANT_B_TOKEN)
-        async with gw.http.post(sent.status_callback, data=forged,
-                                headers={"X-Twilio-Signature": signature}) as response:
+        async with gw.http.post(
+            sent.status_callback, data=forged, headers={"X-Twilio-Signature": signature}
+        ) as response:
             assert response.status == 403
         outbound = await gw.store.find_outbound(our_message_id(sent.status_callback))
         assert outbound is not None and outbound.provider_message_id in (None, sent.sid)
@@ -87,10 +97,18 @@ async def test_another_tenants_status_for_the_same_provider_id_does_not_silence_
         sent = (await gw.wait_sent(1))[0]
         # Tenant B reports A's Twilio id as undelivered, naming no message of ours: valid for B, about nothing of A.
         url = f"{gw.url}/sms.receiver/twilio/status"
-        early = {"MessageSid": sent.sid, "MessageStatus": "undelivered", "ErrorCode": "30003", "From": SOE,
-                 "To": USER, "AccountSid": sent.account_sid, "ApiVersion": "2010-04-01"}
-        async with gw.http.post(url, data=early, headers={
-                "X-Twilio-Signature": gw.sign(url, early, token=TENANT_B_TOKEN)}) as response:
+        early = {
+            "MessageSid": sent.sid,
+            "MessageStatus": "undelivered",
+            "ErrorCode": "30003",
+            "From": SOE,
+            "To": USER,
+            "AccountSid": sent.account_sid,
+            "ApiVersion": "2010-04-01",
+        }
+        async with gw.http.post(
+            url, data=early, headers={"X-Twilio-Signature": gw.sign(url, early, token=TENANT_B_TOKEN)}
+        ) as response:
             assert response.status == 200
         # A's own status, the same id and status name, still reaches A's engine.
         assert await gw.post_status(sent, "undelivered", ErrorCode="30003") == 200

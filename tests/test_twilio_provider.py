@@ -551,13 +551,18 @@ async def test_media_only_message(fake: FakeTwilio, http: aiohttp.ClientSession)
 async def test_bad_credentials_fail_for_good(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
     result = await TwilioSender(fake.provider_config(password="wrong"), http).send(outbound(), None)
     assert (result.outcome, result.error_code, result.http_status, result.retryable) == (
-        SendOutcome.FAILED, "20003", 401, False)
+        SendOutcome.FAILED,
+        "20003",
+        401,
+        False,
+    )
     assert fake.request_count == 1
     assert fake.messages == []
 
 
-@pytest.mark.parametrize(("status", "outcome"), [(429, SendOutcome.RETRY), (500, SendOutcome.UNKNOWN),
-                                                 (503, SendOutcome.UNKNOWN)])
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(429, SendOutcome.RETRY), (500, SendOutcome.UNKNOWN), (503, SendOutcome.UNKNOWN)]
+)
 async def test_throttling_and_server_errors_are_retryable(
     fake: FakeTwilio, http: aiohttp.ClientSession, status: int, outcome: SendOutcome
 ) -> None:
@@ -606,8 +611,9 @@ async def test_a_sender_over_twilios_rate_is_throttled_with_retry_after(
     assert [m.body for m in fake.messages] == ["one"]
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [("7", 7.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600.0),
-                                                       ("soon", None), ("-3", None)])
+@pytest.mark.parametrize(
+    ("retry_after", "expected"), [("7", 7.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600.0), ("soon", None), ("-3", None)]
+)
 async def test_retry_after_is_read(
     fake: FakeTwilio, http: aiohttp.ClientSession, retry_after: str, expected: float | None
 ) -> None:
@@ -618,8 +624,7 @@ async def test_retry_after_is_read(
 
 
 async def test_retry_after_as_an_http_date(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
-    fake.fail_next(1, status=503, retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=30),
-                                                             usegmt=True))
+    fake.fail_next(1, status=503, retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True))
     result = await TwilioSender(fake.provider_config(), http).send(outbound(), None)
     assert result.retry_after is not None and 25 <= result.retry_after <= 30
     fake.fail_next(1, status=503, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")  # in the past: now
@@ -666,9 +671,21 @@ async def test_invalid_send_url(http: aiohttp.ClientSession) -> None:
 
 @pytest.mark.parametrize(
     ("code", "maybe"),
-    [("429", False), ("20429", False), ("14107", False), ("21610", False), ("400", False), ("20003", False),
-     ("invalidURL", False), ("500", True), ("20500", True), ("30001", True), ("timeout", True),
-     ("connectionError", True), ("httpError", True)],
+    [
+        ("429", False),
+        ("20429", False),
+        ("14107", False),
+        ("21610", False),
+        ("400", False),
+        ("20003", False),
+        ("invalidURL", False),
+        ("500", True),
+        ("20500", True),
+        ("30001", True),
+        ("timeout", True),
+        ("connectionError", True),
+        ("httpError", True),
+    ],
 )
 def test_which_failures_may_have_created_the_message(code: str, maybe: bool) -> None:
     """After these the outbox asks Twilio (ListMessage) before sending again; after the others it just sends."""
@@ -819,6 +836,10 @@ def test_proxy_credentials_go_on_the_connect_for_https() -> None:
     """Through an https tunnel the credentials go on the CONNECT only, never through the tunnel to Twilio; a
     plain-http request goes to the proxy as is and carries them itself."""
     assert proxy_authorization("https://api.twilio.com/x", "Basic cHU6cHA=") == (
-        {}, {"Proxy-Authorization": "Basic cHU6cHA="})
+        {},
+        {"Proxy-Authorization": "Basic cHU6cHA="},
+    )
     assert proxy_authorization("http://fake.example.com/x", "Basic cHU6cHA=") == (
-        {"Proxy-Authorization": "Basic cHU6cHA="}, {})
+        {"Proxy-Authorization": "Basic cHU6cHA="},
+        {},
+    )

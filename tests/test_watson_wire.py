@@ -56,10 +56,14 @@ def wire(request: Recorded) -> dict[str, Any]:
 
 AUTHS: dict[str, tuple[dict[str, Any], Callable[[str], Authenticator]]] = {
     "none": ({"auth": "none"}, lambda base: NoAuthAuthenticator()),
-    "basic": ({"auth": "basic", "username": "wa-user", "password": "wa-pass"},
-              lambda base: BasicAuthenticator("wa-user", "wa-pass")),
-    "bearer": ({"auth": "bearer", "bearer_token": "a-static-token"},
-               lambda base: BearerTokenAuthenticator("a-static-token")),
+    "basic": (
+        {"auth": "basic", "username": "wa-user", "password": "wa-pass"},
+        lambda base: BasicAuthenticator("wa-user", "wa-pass"),
+    ),
+    "bearer": (
+        {"auth": "bearer", "bearer_token": "a-static-token"},
+        lambda base: BearerTokenAuthenticator("a-static-token"),
+    ),
     "iam": ({"auth": "iam", "apikey": "good-key"}, lambda base: IAMAuthenticator("good-key", url=base)),
 }
 
@@ -104,12 +108,19 @@ async def test_v1_message_request_is_the_sdks(fake: FakeWatson, base_url: str, h
 
     # The same turn as the SDK's documented call: the stored context without the command it carried, this
     # turn's state variables on top; input text with CR/LF/TAB folded, as v1 requires.
-    context = v1_models.Context.from_dict({
-        "conversation_id": "c-1", "system": {"dialog_turn_counter": 1}, **state,
-    })
+    context = v1_models.Context.from_dict(
+        {
+            "conversation_id": "c-1",
+            "system": {"dialog_turn_counter": 1},
+            **state,
+        }
+    )
     result = await asyncio.to_thread(
-        sdk_v1(base_url, auth).message, "WS1", input=v1_models.MessageInput(text="I'd like to pay a bill"),
-        context=context, alternate_intents=False,
+        sdk_v1(base_url, auth).message,
+        "WS1",
+        input=v1_models.MessageInput(text="I'd like to pay a bill"),
+        context=context,
+        alternate_intents=False,
     )
     ours, theirs = (wire(r) for r in fake.of_kind("v1"))
     same_authorization(fake, ours, theirs)
@@ -131,10 +142,16 @@ async def test_v1_answers_of_every_response_type_the_gateway_reads_parse_with_th
     output = text_output("Here it is.", smsAction={"command": "terminateSession"})
     output["generic"] += [
         {"response_type": "image", "source": "https://example.com/a.png", "title": "A"},
-        {"response_type": "option", "title": "Which?", "options": [
-            {"label": "Boat", "value": {"input": {"text": "boat"}}}]},
-        {"response_type": "suggestion", "title": "Did you mean:", "suggestions": [
-            {"label": "Pay a bill", "value": {"input": {"text": "pay"}}}]},
+        {
+            "response_type": "option",
+            "title": "Which?",
+            "options": [{"label": "Boat", "value": {"input": {"text": "boat"}}}],
+        },
+        {
+            "response_type": "suggestion",
+            "title": "Did you mean:",
+            "suggestions": [{"label": "Pay a bill", "value": {"input": {"text": "pay"}}}],
+        },
         {"response_type": "user_defined", "user_defined": {"smsAction": {"command": "terminateSession"}}},
         {"response_type": "pause", "time": 500, "typing": True},
     ]
@@ -142,7 +159,13 @@ async def test_v1_answers_of_every_response_type_the_gateway_reads_parse_with_th
     result = await asyncio.to_thread(sdk_v1(base_url, "none").message, "WS1", input={"text": "hi"})
     parsed = v1_models.MessageResponse.from_dict(result.get_result())
     assert [item.response_type for item in parsed.output.generic] == [
-        "text", "image", "option", "suggestion", "user_defined", "pause"]
+        "text",
+        "image",
+        "option",
+        "suggestion",
+        "user_defined",
+        "pause",
+    ]
     assert parsed.output.generic[2].options[0].value.input.text == "boat"
     assert parsed.output.generic[3].suggestions[0].value.input.text == "pay"
 
@@ -163,13 +186,14 @@ async def test_v2_session_and_message_requests_are_the_sdks(
     sdk = sdk_v2(base_url, auth)
     await asyncio.to_thread(sdk.create_session, "A1", "E1")
     message_input = v2_models.MessageInput(
-        message_type="text", text="pay a bill", options=v2_models.MessageInputOptions(return_context=True),
+        message_type="text",
+        text="pay a bill",
+        options=v2_models.MessageInputOptions(return_context=True),
         attachments=[v2_models.MessageInputAttachment(url="https://example.com/cat.jpg", media_type="image/jpeg")],
     )
     context = v2_models.MessageContext(
         skills=v2_models.MessageContextSkills.from_dict({"main skill": {"user_defined": state}}),
-        integrations={"text_messaging": {"assistant_phone_number": TENANT,
-                                         "private": {"user_phone_number": USER}}},
+        integrations={"text_messaging": {"assistant_phone_number": TENANT, "private": {"user_phone_number": USER}}},
     )
     result = await asyncio.to_thread(
         sdk.message, "A1", "E1", session_id, input=message_input, context=context, user_id="u-1"
@@ -194,8 +218,7 @@ async def test_v2_session_and_message_requests_are_the_sdks(
 
 async def test_v2_bodies_lose_nothing_in_the_sdks_request_models(fake: FakeWatson, base_url: str, http: Any) -> None:
     state = {"smsTenantPhoneNumber": TENANT, "smsUserPhoneNumber": USER, "smsSessionID": "s-1", "smsMedia": MEDIA}
-    engine = WatsonV2Engine(EngineConfig(kind="watson_v2", url=base_url, assistant_id="A1", environment_id="E1"),
-                            http)
+    engine = WatsonV2Engine(EngineConfig(kind="watson_v2", url=base_url, assistant_id="A1", environment_id="E1"), http)
     await engine.turn(TurnRequest(text="hi", state=state, user_id="u-1"))
     body = fake.of_kind("v2_message")[0].json
     assert v2_models.MessageInput.from_dict(body["input"]).to_dict() == body["input"]
@@ -204,22 +227,32 @@ async def test_v2_bodies_lose_nothing_in_the_sdks_request_models(fake: FakeWatso
 
 async def test_v2_answers_the_gateway_reads_parse_with_the_sdk(fake: FakeWatson, base_url: str) -> None:
     fake.v2_dialog = lambda text, user_defined: {
-        "output": {"generic": [
-            {"response_type": "text", "text": "Here"},
-            {"response_type": "image", "source": "https://example.com/a.png"},
-            {"response_type": "option", "title": "Which?",
-             "options": [{"label": "Boat", "value": {"input": {"text": "boat"}}}]},
-            {"response_type": "user_defined", "user_defined": {"smsAction": {"command": "terminateSession"}}},
-        ]},
+        "output": {
+            "generic": [
+                {"response_type": "text", "text": "Here"},
+                {"response_type": "image", "source": "https://example.com/a.png"},
+                {
+                    "response_type": "option",
+                    "title": "Which?",
+                    "options": [{"label": "Boat", "value": {"input": {"text": "boat"}}}],
+                },
+                {"response_type": "user_defined", "user_defined": {"smsAction": {"command": "terminateSession"}}},
+            ]
+        },
         "user_defined": {"smsAction": {"command": "smsActForceNoInputTurn"}},
     }
     sdk = sdk_v2(base_url, "none")
     session = (await asyncio.to_thread(sdk.create_session, "A1", "E1")).get_result()
     assert v2_models.SessionResponse.from_dict(session).session_id == session["session_id"]
-    answer = (await asyncio.to_thread(
-        sdk.message, "A1", "E1", session["session_id"],
-        input=v2_models.MessageInput(text="hi", options=v2_models.MessageInputOptions(return_context=True)),
-    )).get_result()
+    answer = (
+        await asyncio.to_thread(
+            sdk.message,
+            "A1",
+            "E1",
+            session["session_id"],
+            input=v2_models.MessageInput(text="hi", options=v2_models.MessageInputOptions(return_context=True)),
+        )
+    ).get_result()
     parsed = v2_models.StatefulMessageResponse.from_dict(answer)
     assert [item.response_type for item in parsed.output.generic] == ["text", "image", "option", "user_defined"]
     assert parsed.context.skills.main_skill.user_defined["smsAction"] == {"command": "smsActForceNoInputTurn"}
@@ -242,8 +275,9 @@ async def test_ids_and_session_ids_are_path_encoded_as_the_sdk_encodes_them(
     fake.workspaces, fake.assistants = {odd}, {odd: {odd}}
     config = EngineConfig(kind="watson_v1", url=base_url, workspace_id=odd)
     await WatsonV1Engine(config, http).turn(TurnRequest(text="hi", state={}))
-    await asyncio.to_thread(sdk_v1(base_url, "none").message, odd, input={"text": "hi"}, context={"smsMedia": []},
-                            alternate_intents=False)
+    await asyncio.to_thread(
+        sdk_v1(base_url, "none").message, odd, input={"text": "hi"}, context={"smsMedia": []}, alternate_intents=False
+    )
     ours, theirs = (wire(r) for r in fake.of_kind("v1"))
     assert ours == theirs and theirs["path"] == f"/v1/workspaces/{odd}/message"
 
@@ -254,9 +288,16 @@ async def test_ids_and_session_ids_are_path_encoded_as_the_sdk_encodes_them(
     await WatsonV2Engine(v2, http).turn(TurnRequest(text="hi", state={}, engine_state={"sessionId": odd}))
     sdk = sdk_v2(base_url, "none")
     await asyncio.to_thread(sdk.create_session, odd, odd)
-    await asyncio.to_thread(sdk.message, odd, odd, odd, input=v2_models.MessageInput(
-        message_type="text", text="hi", options=v2_models.MessageInputOptions(return_context=True)),
-        context=v2_models.MessageContext.from_dict({"skills": {"main skill": {"user_defined": {"smsMedia": []}}}}))
+    await asyncio.to_thread(
+        sdk.message,
+        odd,
+        odd,
+        odd,
+        input=v2_models.MessageInput(
+            message_type="text", text="hi", options=v2_models.MessageInputOptions(return_context=True)
+        ),
+        context=v2_models.MessageContext.from_dict({"skills": {"main skill": {"user_defined": {"smsMedia": []}}}}),
+    )
     our_session, sdk_session = (wire(r) for r in fake.of_kind("v2_session"))
     assert our_session == sdk_session
     messages = [wire(r) for r in fake.of_kind("v2_message")]

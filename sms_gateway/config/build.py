@@ -202,8 +202,7 @@ def semantic_warnings(native: Mapping[str, Any]) -> list[PathProblem]:
         for key in CREDENTIAL_KEYS:
             if key in conversation and key not in AUTH_CREDENTIALS.get(auth, ()):
                 used = " and ".join(AUTH_CREDENTIALS.get(auth, ())) or "no credentials"
-                warnings.append((("tenants", i, "conversation", key),
-                                 f"is ignored: authType {auth} sends {used}"))
+                warnings.append((("tenants", i, "conversation", key), f"is ignored: authType {auth} sends {used}"))
         warning = e164_warning(tenant["tenantPhoneNumber"])
         if warning is not None:
             warnings.append((("tenants", i, "tenantPhoneNumber"), warning))
@@ -220,8 +219,10 @@ def e164_warning(number: str) -> str | None:
         return f"has {len(digits)} digits: an E.164 number has at most 15"
     if bare.startswith("+") or len(digits) <= SHORT_CODE_DIGITS:
         return None
-    return ("is not E.164 (a + and the country code, then the number): providers send numbers so, and a tenant "
-            "is matched on digits, so only if its digits include the country code")
+    return (
+        "is not E.164 (a + and the country code, then the number): providers send numbers so, and a tenant "
+        "is matched on digits, so only if its digits include the country code"
+    )
 
 
 def _tenants(native: Mapping[str, Any]) -> list[tuple[int, dict[str, Any]]]:

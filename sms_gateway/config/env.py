@@ -74,10 +74,15 @@ PROXY_PREFIXES = {"WCS_PROXY": "conversation", "SMS_PROXY": "smsProvider"}
 PROXY_SUFFIXES = ("HOST", "PORT", "TYPE", "USERNAME", "PASSWORD")
 
 # Every variable read; a variable with one of IBM_PREFIXES that is not one of them is probably misspelt.
-KNOWN_VARS = frozenset({
-    *GLOBAL_VARS, *TENANT_VARS, API_VERSION_VAR, TENANT_FILE_VAR,
-    *(f"{prefix}_{suffix}" for prefix in PROXY_PREFIXES for suffix in PROXY_SUFFIXES),
-})
+KNOWN_VARS = frozenset(
+    {
+        *GLOBAL_VARS,
+        *TENANT_VARS,
+        API_VERSION_VAR,
+        TENANT_FILE_VAR,
+        *(f"{prefix}_{suffix}" for prefix in PROXY_PREFIXES for suffix in PROXY_SUFFIXES),
+    }
+)
 IBM_PREFIXES = ("WATSON_", "SMS_", "CTRL_", "WCS_", "TENANT_", "MULTI_TENANT_", "CONVERSATION_")
 
 # Native key path -> the variable that sets it, for naming that variable in an error.
@@ -119,8 +124,11 @@ def ignored_tenant_variables(environ: Mapping[str, str]) -> list[ConfigWarning]:
         ignored.append(API_VERSION_VAR)
     if not ignored:
         return []
-    why = (f"the tenants come from {TENANT_FILE_VAR}" if tenant_file is not None
-           else "the single tenant's variables are read only when TENANT_PHONE_NUMBER is set")
+    why = (
+        f"the tenants come from {TENANT_FILE_VAR}"
+        if tenant_file is not None
+        else "the single tenant's variables are read only when TENANT_PHONE_NUMBER is set"
+    )
     return [ConfigWarning(", ".join(ignored), f"ignored: {why}")]
 
 

@@ -63,8 +63,11 @@ def read_config(config_file: str | None = None, environ: Mapping[str, str] | Non
     warnings = env.unknown_variables(environ) + env.ignored_tenant_variables(environ)
     warnings += [ConfigWarning(key, reason) for key, reason in file_warnings]
     if source is not None and isinstance(file_tenants, list) and file_tenants:
-        warnings.append(ConfigWarning(f"{config_file}:tenants", f"its {len(file_tenants)} tenant(s) are replaced by "
-                                      f"those of {source}"))
+        warnings.append(
+            ConfigWarning(
+                f"{config_file}:tenants", f"its {len(file_tenants)} tenant(s) are replaced by those of {source}"
+            )
+        )
 
     def name(path: KeyPath) -> str:
         if path[:1] == ("tenants",) and len(path) > 1 and isinstance(path[1], int):

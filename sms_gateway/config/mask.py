@@ -100,8 +100,12 @@ def _tenant(tenant: TenantConfig) -> dict[str, Any]:
     out = _unpick(tenant, TENANT_FIELDS)
     out["conversation"] = _unpick(tenant.engine, ENGINE_FIELDS) | _proxy(tenant.engine.proxy)
     provider = tenant.provider
-    out["smsProvider"] = {"type": provider.kind, **_unpick(provider, PROVIDER_FIELDS),
-                          **_unpick(provider, provider.KEYS), **_proxy(provider.proxy)}
+    out["smsProvider"] = {
+        "type": provider.kind,
+        **_unpick(provider, PROVIDER_FIELDS),
+        **_unpick(provider, provider.KEYS),
+        **_proxy(provider.proxy),
+    }
     for key, credentials in (
         ("webHookCredentials", tenant.webhook_credentials),
         ("controlCredentials", tenant.control_credentials),

@@ -115,8 +115,12 @@ def sender_is_tenant_number(tenants: Sequence[tuple[int, Mapping[str, Any]]], ke
     for i, tenant in tenants:
         sender, number = tenant["smsProvider"].get(key), tenant.get("tenantPhoneNumber")
         if isinstance(sender, str) and isinstance(number, str) and normalise_number(sender) != normalise_number(number):
-            problems.append((("tenants", i, "smsProvider", key),
-                             f"must be the tenant's phone number ({number}), the number its users text"))
+            problems.append(
+                (
+                    ("tenants", i, "smsProvider", key),
+                    f"must be the tenant's phone number ({number}), the number its users text",
+                )
+            )
     return problems
 
 
@@ -153,7 +157,8 @@ class MediaPolicy:
             max_media_per_message=_narrower(provider.max_media_per_message, self.max_media_per_message),
             max_total_bytes=_narrower(provider.max_total_bytes, self.max_total_bytes),
             max_body_chars=_narrower(provider.max_body_chars, self.max_body_chars),
-            mms_country_prefixes=provider.mms_country_prefixes if self.mms_country_prefixes is None
+            mms_country_prefixes=provider.mms_country_prefixes
+            if self.mms_country_prefixes is None
             else self.mms_country_prefixes,
         )
 

@@ -12,10 +12,13 @@ from sms_gateway.engines.base import TurnRequest
 from sms_gateway.model import JSON, EngineReply
 from sms_gateway.replies import parse_v1_answer
 
-WELCOME = "Hello! Send me a text or a picture and I will send it back (or send \"options\" to pick one)."
+WELCOME = 'Hello! Send me a text or a picture and I will send it back (or send "options" to pick one).'
 # A v1 dialog's option answer (output.generic), each option's value the input text it stands for.
-OPTIONS: JSON = {"response_type": "option", "title": "Which colour do you like?", "options": [
-    {"label": label, "value": {"input": {"text": label.lower()}}} for label in ("Red", "Green", "Blue")]}
+OPTIONS: JSON = {
+    "response_type": "option",
+    "title": "Which colour do you like?",
+    "options": [{"label": label, "value": {"input": {"text": label.lower()}}} for label in ("Red", "Green", "Blue")],
+}
 GOODBYE = "We have not heard from you for a while, so this conversation will end now. Goodbye!"
 
 

@@ -33,18 +33,33 @@ def phone_config(base: Config, gateway_url: str, api_urls: Mapping[str, str], db
     """`base` (the operator's configuration) made local: each tenant sends through its provider's sandbox at
     `api_urls[kind]`, users may start sessions by texting, media may be on this machine."""
     tenants = base.tenants or tuple(
-        TenantConfig(phone_number=number, description="echo engine",
-                     engine=EngineConfig(kind="echo"), provider=PROVIDER_TYPES[kind].sandbox().settings(""),
-                     notify_on_session_timeout=True)
-        for kind, number in ECHO_TENANT_NUMBERS.items())
+        TenantConfig(
+            phone_number=number,
+            description="echo engine",
+            engine=EngineConfig(kind="echo"),
+            provider=PROVIDER_TYPES[kind].sandbox().settings(""),
+            notify_on_session_timeout=True,
+        )
+        for kind, number in ECHO_TENANT_NUMBERS.items()
+    )
     local = tuple(
-        dataclasses.replace(tenant, provider=PROVIDER_TYPES[tenant.provider.kind].sandbox().settings(
-            api_urls[tenant.provider.kind]), allow_session_create_via_sms=True, webhook_credentials=None)
-        for tenant in tenants)
+        dataclasses.replace(
+            tenant,
+            provider=PROVIDER_TYPES[tenant.provider.kind].sandbox().settings(api_urls[tenant.provider.kind]),
+            allow_session_create_via_sms=True,
+            webhook_credentials=None,
+        )
+        for tenant in tenants
+    )
     return dataclasses.replace(
-        base, tenants=local, public_url=gateway_url, store_url=f"sqlite:///{db_path}", http_host="127.0.0.1",
+        base,
+        tenants=local,
+        public_url=gateway_url,
+        store_url=f"sqlite:///{db_path}",
+        http_host="127.0.0.1",
         # The pictures users attach are served by the phone, on this machine; sizes are not asked for.
-        media=dataclasses.replace(base.media, allow_private_hosts=True, check_size=False))
+        media=dataclasses.replace(base.media, allow_private_hosts=True, check_size=False),
+    )
 
 
 @dataclass(slots=True)
@@ -121,10 +136,15 @@ async def running_gateway(base: Config, db_path: Path) -> AsyncIterator[Gateway]
     gateway_port = free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     config = phone_config(base, gateway_url, {k: f"http://127.0.0.1:{p}" for k, p in api_ports.items()}, db_path)
-    simulator = Simulator([TenantView(t.phone_number, t.provider.kind, sandboxes[t.provider.kind].name,
-                                      t.description) for t in config.tenants])
-    app = create_app(config, engine_factory=lambda cfg, http: ObservingEngine(create_engine(cfg, http),
-                                                                             simulator.engine_turn))
+    simulator = Simulator(
+        [
+            TenantView(t.phone_number, t.provider.kind, sandboxes[t.provider.kind].name, t.description)
+            for t in config.tenants
+        ]
+    )
+    app = create_app(
+        config, engine_factory=lambda cfg, http: ObservingEngine(create_engine(cfg, http), simulator.engine_turn)
+    )
     runners = [web.AppRunner(sandbox.api()) for sandbox in sandboxes.values()] + [web.AppRunner(app)]
     tasks: list[asyncio.Task[None]] = []
     try:

@@ -30,8 +30,10 @@ async def serve_phone(config: Config, host: str, port: int) -> None:
             try:
                 await web.TCPSite(runner, host, port).start()
                 shown_host = f"[{host}]" if ":" in host else host
-                print(f"sms-gateway phone: open http://{shown_host}:{port}/ (gateway at {gateway.url}; "
-                      "Ctrl-C to stop)", flush=True)
+                print(
+                    f"sms-gateway phone: open http://{shown_host}:{port}/ (gateway at {gateway.url}; Ctrl-C to stop)",
+                    flush=True,
+                )
                 await stop.wait()
             finally:
                 await runner.cleanup()

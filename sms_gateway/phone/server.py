@@ -20,9 +20,12 @@ MAX_TEXT_CHARS = 1600
 # What a user may attach, as a phone's MMS would carry it; served back as that type, never sniffed.
 UPLOAD_TYPES = ("image/", "video/", "audio/")
 HEARTBEAT_SECONDS = 15.0
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data: blob:; "
-                                               "media-src 'self' http: https:; object-src 'none'"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data: blob:; "
+    "media-src 'self' http: https:; object-src 'none'",
+}
 
 
 def create_phone_app(gateway: Gateway) -> web.Application:
@@ -67,8 +70,9 @@ STATIC_FILES = {"index.html": "text/html", "phone.css": "text/css", "phone.js": 
 
 def _static(name: str) -> web.Response:
     body = resources.files("sms_gateway.phone").joinpath("static", name).read_bytes()
-    return web.Response(body=body, content_type=STATIC_FILES[name], charset="utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(
+        body=body, content_type=STATIC_FILES[name], charset="utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 async def index(request: web.Request) -> web.Response:
@@ -187,9 +191,15 @@ async def media(request: web.Request) -> web.Response:
     stored = request.app[GATEWAY].simulator.media.get(request.match_info["media_id"])
     if stored is None:
         raise web.HTTPNotFound()
-    return web.Response(body=stored.body, content_type=stored.content_type,
-                        headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline",
-                                 "Cache-Control": "private, max-age=3600"})
+    return web.Response(
+        body=stored.body,
+        content_type=stored.content_type,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "inline",
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
 
 
 async def fail_next_send(request: web.Request) -> web.Response:
@@ -210,4 +220,3 @@ async def time_out(request: web.Request) -> web.Response:
     if session_id is None:
         return bad_request("this user has no session with this tenant yet", 404)
     return web.json_response({"smsSessionID": session_id})
-

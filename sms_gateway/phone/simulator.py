@@ -100,13 +100,18 @@ def answer_of(reply: EngineReply) -> JSON:
     """The engine's answer as the inspector shows it: its raw response, else (a built-in engine) what it said."""
     if reply.raw:
         return reply.raw
-    return {"texts": reply.texts, "commands": [dataclasses.asdict(c) for c in reply.commands],
-            "choices": [dataclasses.asdict(c) for c in reply.choices], "engineState": reply.engine_state}
+    return {
+        "texts": reply.texts,
+        "commands": [dataclasses.asdict(c) for c in reply.commands],
+        "choices": [dataclasses.asdict(c) for c in reply.choices],
+        "engineState": reply.engine_state,
+    }
 
 
 class Simulator:
-    def __init__(self, tenants: list[TenantView], users: tuple[str, ...] = DEFAULT_USERS,
-                 max_media_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, tenants: list[TenantView], users: tuple[str, ...] = DEFAULT_USERS, max_media_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.tenants = tenants
         self.users = list(users)
         self.bubbles: list[Bubble] = []
@@ -144,8 +149,13 @@ class Simulator:
                 queue.put_nowait(event)
 
     def snapshot(self) -> JSON:
-        return {"seq": self._seq, "users": self.users, "tenants": [as_json(t) for t in self.tenants],
-                "bubbles": [as_json(b) for b in self.bubbles], "turns": [as_json(t) for t in self.turns]}
+        return {
+            "seq": self._seq,
+            "users": self.users,
+            "tenants": [as_json(t) for t in self.tenants],
+            "bubbles": [as_json(b) for b in self.bubbles],
+            "turns": [as_json(t) for t in self.turns],
+        }
 
     # Lookups ----------------------------------------------------------------------------------
     def tenant(self, number: str) -> TenantView | None:
@@ -188,9 +198,16 @@ class Simulator:
         tenant = self.tenant(str(request.state.get("smsTenantPhoneNumber", "")))
         user = self.user(str(request.state.get("smsUserPhoneNumber", "")))
         turn = TurnRecord(
-            self._next_id("t"), user, tenant.number if tenant else "", request.text, dict(request.state),
+            self._next_id("t"),
+            user,
+            tenant.number if tenant else "",
+            request.text,
+            dict(request.state),
             answer_of(reply) if reply is not None else {},
-            [dataclasses.asdict(c) for c in reply.commands] if reply is not None else [], error, time.time())
+            [dataclasses.asdict(c) for c in reply.commands] if reply is not None else [],
+            error,
+            time.time(),
+        )
         self.turns.append(turn)
         self.publish("turn", turn)
 
@@ -198,9 +215,18 @@ class Simulator:
         """A message reached provider `kind`'s sandbox: a bubble on the user's phone (failed when refused)."""
         user = self.user(message.to)
         tenant = self._tenant_of(kind, user, message.from_)
-        bubble = Bubble(self._next_id("b"), user, tenant, "to_user", message.text, list(message.media_urls),
-                        "failed" if message.refused else "sent", segments(message.text), time.time(),
-                        "the provider refused it" if message.refused else "")
+        bubble = Bubble(
+            self._next_id("b"),
+            user,
+            tenant,
+            "to_user",
+            message.text,
+            list(message.media_urls),
+            "failed" if message.refused else "sent",
+            segments(message.text),
+            time.time(),
+            "the provider refused it" if message.refused else "",
+        )
         self.bubbles.append(bubble)
         self.publish("bubble", bubble)
         for turn in reversed(self.turns):

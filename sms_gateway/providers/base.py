@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from sms_gateway.providers.sandbox import Sandbox
 
 
-
 __all__ = ["CONNECTION_ERROR", "HTTP_ERROR", "INVALID_URL", "TIMEOUT", "TRANSPORT_NOT_SENT"]
 
 

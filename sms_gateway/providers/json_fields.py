@@ -107,8 +107,7 @@ class Fields:
         value = self.data.get(name)
         if value is None:
             raise InvalidRequest(f"{self.where(name)} is missing")
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
-                and int(value) <= maximum:
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and int(value) <= maximum:
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
             raise InvalidRequest(f"{self.where(name)} is not {what} (a whole number from 0 to {maximum})")

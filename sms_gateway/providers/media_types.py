@@ -14,8 +14,13 @@ KINDS: tuple[MediaKind, ...] = ("image", "video", "audio")
 # Python's built-in table only, so a guess does not depend on the machine's /etc/mime.types; with the MMS
 # formats it lacks, and 3GPP as video (the built-in table says audio/3gpp; MMS clips are mostly video).
 _MIME_TYPES = mimetypes.MimeTypes(filenames=())
-for _type, _extension in (("audio/amr", ".amr"), ("audio/mp4", ".m4a"), ("audio/ogg", ".ogg"),
-                          ("video/3gpp", ".3gp"), ("video/3gpp2", ".3g2")):
+for _type, _extension in (
+    ("audio/amr", ".amr"),
+    ("audio/mp4", ".m4a"),
+    ("audio/ogg", ".ogg"),
+    ("video/3gpp", ".3gp"),
+    ("video/3gpp2", ".3g2"),
+):
     _MIME_TYPES.add_type(_type, _extension)  # this instance's own table: the module's stays as it is
 # Containers that carry sound alone as well as pictures: an audio field's .mp4 is audio/mp4.
 _AUDIO_OR_VIDEO = frozenset({"audio", "video"})
@@ -28,8 +33,14 @@ def content_type_of(url: str, kind: MediaKind | None = None, *, filename: str | 
         path = urlsplit(url).path
     except ValueError:  # a URL that cannot be parsed has no extension to go by
         path = ""
-    content_type = next((found for name in (path, filename or "")
-                         if (found := _MIME_TYPES.guess_type(name, strict=False)[0]) is not None), None)
+    content_type = next(
+        (
+            found
+            for name in (path, filename or "")
+            if (found := _MIME_TYPES.guess_type(name, strict=False)[0]) is not None
+        ),
+        None,
+    )
     if content_type is None:
         return None
     major, _, subtype = content_type.partition("/")

@@ -63,20 +63,29 @@ class Sandbox(Protocol):
         """Provider settings for a tenant that sends to the stand-in at `api_url`."""
         ...
 
-    async def send_sample_mms(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                              user_number: str) -> WebhookAnswer:
+    async def send_sample_mms(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, user_number: str
+    ) -> WebhookAnswer:
         """Post a signed sample MMS (text and images) from `user_number`, as the provider's inbound webhook
         would: two images where the provider delivers several per message, else one."""
         ...
 
-    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+    async def send_message(
+        self,
+        http: aiohttp.ClientSession,
+        gateway_url: str,
+        tenant_number: str,
+        user_number: str,
+        text: str,
+        media: Sequence[UserMedia] = (),
+    ) -> WebhookAnswer:
         """Post a signed message from `user_number`, as the provider's inbound webhook would: an SMS, or an MMS
         when it carries media (in as many webhooks as the provider needs for them)."""
         ...
 
-    async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                               message: SandboxMessage) -> int | None:
+    async def report_delivered(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, message: SandboxMessage
+    ) -> int | None:
         """Post a signed 'delivered' status for `message` as the provider would; the answer's status (None when
         the provider would not know where to post it)."""
         ...

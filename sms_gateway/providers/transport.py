@@ -28,20 +28,38 @@ class ProviderTransport:
         self._timeout = aiohttp.ClientTimeout(total=connect + read, sock_connect=connect, sock_read=read)
         proxy = settings.proxy
         self._proxy = proxy.url if proxy else None
-        self._proxy_authorization = (basic_authorization(proxy.username, proxy.password or "")
-                                     if proxy and proxy.username else None)
+        self._proxy_authorization = (
+            basic_authorization(proxy.username, proxy.password or "") if proxy and proxy.username else None
+        )
 
     def __repr__(self) -> str:  # the proxy's password stays out of logs and tracebacks
         return f"ProviderTransport(proxy={self._proxy!r})"
 
-    async def call(self, method: str, url: str, *, headers: Mapping[str, str], data: bytes | None = None,
-                   params: Mapping[str, str] | None = None, what: str | None = None) -> Answer:
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        what: str | None = None,
+    ) -> Answer:
         """One request (http_client.call: an Answer, or TransportError when there is none); `what` names the peer
         in error messages when it is not the provider's API."""
         proxy_headers = None
         if self._proxy_authorization is not None:
             extra, proxy_headers = proxy_authorization(url, self._proxy_authorization)
             headers = {**headers, **extra}
-        return await call(self._http, method, url, client_timeout=self._timeout, headers=headers, data=data,
-                          params=params, proxy=self._proxy, proxy_headers=proxy_headers or None,
-                          what=what or self._what)
+        return await call(
+            self._http,
+            method,
+            url,
+            client_timeout=self._timeout,
+            headers=headers,
+            data=data,
+            params=params,
+            proxy=self._proxy,
+            proxy_headers=proxy_headers or None,
+            what=what or self._what,
+        )

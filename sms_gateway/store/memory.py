@@ -351,14 +351,15 @@ class MemoryStore(Store):
         if state is not None:
             job = state.job
             self._done_jobs[job_id] = _RUN_AT.pack(job.run_at) + _FINISHED_JOBS.pack(
-                [state.seq, job.kind, job.payload, job.order_key, job.attempts, job.last_error])
+                [state.seq, job.kind, job.payload, job.order_key, job.attempts, job.last_error]
+            )
 
     def _take_done(self, job_id: str) -> _JobState | None:
         packed = self._done_jobs.pop(job_id, None)
         if packed is None:
             return None
         (run_at,) = _RUN_AT.unpack_from(packed)
-        seq, kind, payload, order_key, attempts, last_error = _FINISHED_JOBS.unpack(packed[_RUN_AT.size:])
+        seq, kind, payload, order_key, attempts, last_error = _FINISHED_JOBS.unpack(packed[_RUN_AT.size :])
         return _JobState(Job(job_id, kind, payload, order_key, run_at, attempts, last_error), seq)
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
@@ -408,13 +409,21 @@ class MemoryStore(Store):
     async def prune_finished(self, before: float, limit: int) -> int:
         # Every dict here is in the order its entries were made, which is roughly time order: walk from the
         # oldest and stop at the first entry that is recent enough.
-        removed = _prune_oldest(self._claims, lambda received_at: received_at < before,
-                                lambda key, _: key not in self._inbound_pending, limit)
-        removed += _prune_oldest(self._done_jobs, lambda packed: _RUN_AT.unpack_from(packed)[0] < before,
-                                 lambda _, __: True, limit)
-        removed += _prune_oldest(self._outbound,
-                                 lambda packed: (_outbound_record("", packed).first_attempt_at or 0.0) < before,
-                                 lambda _, __: True, limit)
+        removed = _prune_oldest(
+            self._claims,
+            lambda received_at: received_at < before,
+            lambda key, _: key not in self._inbound_pending,
+            limit,
+        )
+        removed += _prune_oldest(
+            self._done_jobs, lambda packed: _RUN_AT.unpack_from(packed)[0] < before, lambda _, __: True, limit
+        )
+        removed += _prune_oldest(
+            self._outbound,
+            lambda packed: (_outbound_record("", packed).first_attempt_at or 0.0) < before,
+            lambda _, __: True,
+            limit,
+        )
         removed += _prune_oldest(self._statuses, lambda at: at < before, lambda _, __: True, limit)
         for pipe_id in [p.pipe_id for p in self._pipes.values() if p.expires_at < before][:limit]:
             del self._pipes[pipe_id]
@@ -473,22 +482,33 @@ class MemoryStore(Store):
 
 def _pack_outbound(record: OutboundRecord) -> str:
     """An outbound record without its message id (the key it is kept under), as JSON text."""
-    return json.dumps([record.tenant_number, record.user_number, record.session_id, record.provider_message_id,
-                       record.pipe, record.first_attempt_at], separators=(",", ":"))
+    return json.dumps(
+        [
+            record.tenant_number,
+            record.user_number,
+            record.session_id,
+            record.provider_message_id,
+            record.pipe,
+            record.first_attempt_at,
+        ],
+        separators=(",", ":"),
+    )
 
 
 def _outbound_record(message_id: str, packed: str) -> OutboundRecord:
     tenant_number, user_number, session_id, provider_message_id, pipe, first_attempt_at = json.loads(packed)
-    return OutboundRecord(message_id, tenant_number, user_number, session_id, provider_message_id, pipe,
-                          first_attempt_at)
+    return OutboundRecord(
+        message_id, tenant_number, user_number, session_id, provider_message_id, pipe, first_attempt_at
+    )
 
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-def _prune_oldest(entries: MutableMapping[K, V], old: Callable[[V], bool], finished: Callable[[K, V], bool],
-                  limit: int) -> int:
+def _prune_oldest(
+    entries: MutableMapping[K, V], old: Callable[[V], bool], finished: Callable[[K, V], bool], limit: int
+) -> int:
     doomed: list[K] = []
     for key, value in entries.items():
         if len(doomed) >= limit or not old(value):

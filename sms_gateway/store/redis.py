@@ -113,8 +113,12 @@ def _num(value: float) -> str:
 
 def _slot_args(cap: SenderRate | None, now: float, max_wait: float) -> list[str | int | float]:
     """A send slot's arguments of the pace scripts' reserve(): cap rate or '', cap burst, now, max wait or ''."""
-    return ["" if cap is None else _num(cap.per_second), 0 if cap is None else int(cap.burst), _num(now),
-            "" if max_wait == math.inf else _num(max_wait)]
+    return [
+        "" if cap is None else _num(cap.per_second),
+        0 if cap is None else int(cap.burst),
+        _num(now),
+        "" if max_wait == math.inf else _num(max_wait),
+    ]
 
 
 def _dumps(data: Any) -> str:
@@ -137,14 +141,16 @@ def _job_args(job: Job) -> list[str | int | float]:
 
 
 def _outbound_data(record: OutboundRecord) -> str:
-    return _dumps({
-        "tenant": record.tenant_number,
-        "user": record.user_number,
-        "session": record.session_id,
-        "provider": record.provider_message_id,
-        "pipe": record.pipe,
-        "first": record.first_attempt_at,
-    })
+    return _dumps(
+        {
+            "tenant": record.tenant_number,
+            "user": record.user_number,
+            "session": record.session_id,
+            "provider": record.provider_message_id,
+            "pipe": record.pipe,
+            "first": record.first_attempt_at,
+        }
+    )
 
 
 # Lua ----------------------------------------------------------------------------------------------------
@@ -669,10 +675,12 @@ return 1
 
 # ratelimit.py's Pace, slowed() and reserve(), same double arithmetic in the same order; %.17g round-trips a
 # double exactly. A pace is one string, "rate cut_at hold_until", that expires when it limits nothing any more.
-_PACE = f"""
+_PACE = (
+    f"""
 local DOUBLING, CEILING, DECREASE, FLOOR, MAX_HOLD = {DOUBLING_SECONDS!r}, {CEILING!r}, {DECREASE!r}, {FLOOR!r},
   {MAX_HOLD_SECONDS!r}
-"""+"""
+"""
+    + """
 local function fmt(x) return string.format('%.17g', x) end
 local function read_pace(key)
   local v = redis.call('GET', key)
@@ -712,6 +720,7 @@ local function reserve(slot_key, pace_key, cap_rate, cap_burst, now, max_wait)
   return fmt(wait)
 end
 """
+)
 
 _RESERVE_SEND_SLOT = (
     _PACE
@@ -944,11 +953,18 @@ class RedisStore(Store):
             version = (await self._call(self._redis.info("server"))).get("redis_version")
         except StoreUnavailable:
             version = None
-        durability = classify(config.get("appendonly"), config.get("appendfsync"),
-                              None if version is None else str(version))
+        durability = classify(
+            config.get("appendonly"), config.get("appendfsync"), None if version is None else str(version)
+        )
         report = log.info if durability.durable else log.warning
-        report("store_durability", mode=str(durability.mode), appendonly=durability.appendonly,
-               appendfsync=durability.appendfsync, redis_version=durability.version, guarantee=durability.guarantee)
+        report(
+            "store_durability",
+            mode=str(durability.mode),
+            appendonly=durability.appendonly,
+            appendfsync=durability.appendfsync,
+            redis_version=durability.version,
+            guarantee=durability.guarantee,
+        )
         return durability
 
     @property
@@ -1089,8 +1105,9 @@ class RedisStore(Store):
         if data is None:
             return None
         row = json.loads(data)
-        return OutboundRecord(message_id, row["tenant"], row["user"], row["session"], row["provider"], row.get("pipe"),
-                              row.get("first"))
+        return OutboundRecord(
+            message_id, row["tenant"], row["user"], row["session"], row["provider"], row.get("pipe"), row.get("first")
+        )
 
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         key = self._k("status", f"{len(provider_message_id)}:{provider_message_id}:{status}")
@@ -1119,9 +1136,7 @@ class RedisStore(Store):
         return None if data is None else Pipe.from_json(json.loads(data))
 
     async def pipe_for(self, tenant_number: str, user_number: str, now: float) -> Pipe | None:
-        data = await self._script(
-            "pipe_for", [self._k("pipe", "pair", _pair(tenant_number, user_number))], [_num(now)]
-        )
+        data = await self._script("pipe_for", [self._k("pipe", "pair", _pair(tenant_number, user_number))], [_num(now)])
         return None if data is None else Pipe.from_json(json.loads(data))
 
     async def delete_pipe(self, pipe_id: str) -> bool:
@@ -1162,14 +1177,21 @@ class RedisStore(Store):
         pipe, session, errors = await self._script("begin_turn", keys, [_num(now)])
         if pipe is not None:
             return TurnStart(Pipe.from_json(json.loads(pipe)), None, [])
-        return TurnStart(None, None if session is None else Session.from_json(json.loads(session)),
-                         [json.loads(error) for error in errors])
+        return TurnStart(
+            None,
+            None if session is None else Session.from_json(json.loads(session)),
+            [json.loads(error) for error in errors],
+        )
 
     async def end_turn(
         self, session: Session, *, ended: bool, inbound_key: str | None, jobs: Sequence[Job] = ()
     ) -> int:
-        args: list[str | int | float] = [self._retention, inbound_key or "", "delete" if ended else "save",
-                                         *self._session_args(session)]
+        args: list[str | int | float] = [
+            self._retention,
+            inbound_key or "",
+            "delete" if ended else "save",
+            *self._session_args(session),
+        ]
         for job in jobs:
             args += _job_args(job)
         keys = self._session_keys(session.tenant_number, session.user_number)
@@ -1183,8 +1205,9 @@ class RedisStore(Store):
         return float(await self._script("begin_send", keys, args))
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
-        await self._script("complete_send", [], [job_id, self._retention, self._k("out", record.message_id),
-                                                 _outbound_data(record)])
+        await self._script(
+            "complete_send", [], [job_id, self._retention, self._k("out", record.message_id), _outbound_data(record)]
+        )
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         await self._script("retry_job", [], [job_id, _num(run_at), error])

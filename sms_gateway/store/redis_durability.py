@@ -20,8 +20,10 @@ from enum import StrEnum
 # WAITAOF appeared in Redis 7.2 (Valkey, a fork of 7.2.4, reports redis_version 7.2.4 too).
 WAITAOF_SINCE = (7, 2)
 
-_ADVICE = ("for acknowledged messages to survive a crash of Redis's machine, run Redis with appendonly yes and "
-           "appendfsync always (or everysec on Redis 7.2 or later, where the gateway waits with WAITAOF)")
+_ADVICE = (
+    "for acknowledged messages to survive a crash of Redis's machine, run Redis with appendonly yes and "
+    "appendfsync always (or everysec on Redis 7.2 or later, where the gateway waits with WAITAOF)"
+)
 
 
 class Durability(StrEnum):
@@ -65,32 +67,44 @@ def classify(appendonly: str | None, appendfsync: str | None, version: str | Non
         return RedisDurability(mode, guarantee, appendonly, appendfsync, version)
 
     if appendonly is None or (appendonly == "yes" and appendfsync is None):
-        return result(Durability.UNVERIFIED,
-                      "Redis's persistence settings could not be read (CONFIG GET refused, as on many managed "
-                      "Redis services): an acknowledged message survives a gateway crash; whether it survives a "
-                      f"Redis crash depends on the server's settings; {_ADVICE}")
+        return result(
+            Durability.UNVERIFIED,
+            "Redis's persistence settings could not be read (CONFIG GET refused, as on many managed "
+            "Redis services): an acknowledged message survives a gateway crash; whether it survives a "
+            f"Redis crash depends on the server's settings; {_ADVICE}",
+        )
     if appendonly != "yes":
-        return result(Durability.NOT_DURABLE,
-                      "appendonly is off: an acknowledged message survives a gateway crash, but a Redis crash "
-                      "loses every message, session and job written since the last RDB snapshot (all of them "
-                      "without snapshots); " + _ADVICE)
+        return result(
+            Durability.NOT_DURABLE,
+            "appendonly is off: an acknowledged message survives a gateway crash, but a Redis crash "
+            "loses every message, session and job written since the last RDB snapshot (all of them "
+            "without snapshots); " + _ADVICE,
+        )
     if appendfsync == "always":
-        return result(Durability.FSYNC_ALWAYS,
-                      "appendonly yes, appendfsync always: a message is on disk before it is acknowledged and "
-                      "survives a crash of Redis or of its machine")
+        return result(
+            Durability.FSYNC_ALWAYS,
+            "appendonly yes, appendfsync always: a message is on disk before it is acknowledged and "
+            "survives a crash of Redis or of its machine",
+        )
     if appendfsync == "everysec" and has_waitaof(version):
-        return result(Durability.WAITAOF,
-                      f"appendonly yes, appendfsync everysec on Redis {version}: the gateway waits (WAITAOF) "
-                      "until a message is on disk before it acknowledges it, and answers 503 (the provider "
-                      "retries) when that is not confirmed in time")
+        return result(
+            Durability.WAITAOF,
+            f"appendonly yes, appendfsync everysec on Redis {version}: the gateway waits (WAITAOF) "
+            "until a message is on disk before it acknowledges it, and answers 503 (the provider "
+            "retries) when that is not confirmed in time",
+        )
     if appendfsync == "everysec":
-        return result(Durability.NOT_DURABLE,
-                      f"appendfsync everysec on Redis {version or '(unknown version)'}, which has no WAITAOF: an "
-                      "acknowledged message survives a gateway crash and a crash of the Redis process, but up to "
-                      "about 1 s of acknowledged messages (more while the disk is slow) can be lost if Redis's "
-                      "machine crashes or loses power; " + _ADVICE)
-    return result(Durability.NOT_DURABLE,
-                  f"appendfsync {appendfsync}: the operating system decides when the append-only file reaches the "
-                  "disk (often every 30 s): an acknowledged message survives a gateway crash and a crash of the "
-                  "Redis process, but what was not yet written out is lost if Redis's machine crashes or loses "
-                  "power; " + _ADVICE)
+        return result(
+            Durability.NOT_DURABLE,
+            f"appendfsync everysec on Redis {version or '(unknown version)'}, which has no WAITAOF: an "
+            "acknowledged message survives a gateway crash and a crash of the Redis process, but up to "
+            "about 1 s of acknowledged messages (more while the disk is slow) can be lost if Redis's "
+            "machine crashes or loses power; " + _ADVICE,
+        )
+    return result(
+        Durability.NOT_DURABLE,
+        f"appendfsync {appendfsync}: the operating system decides when the append-only file reaches the "
+        "disk (often every 30 s): an acknowledged message survives a gateway crash and a crash of the "
+        "Redis process, but what was not yet written out is lost if Redis's machine crashes or loses "
+        "power; " + _ADVICE,
+    )

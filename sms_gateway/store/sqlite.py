@@ -184,8 +184,9 @@ def _last_before(db: sqlite3.Connection, table: str, order: str, when: str, cuto
     best = None
     while low <= high:
         middle = (low + high) // 2
-        row = db.execute(f"SELECT {order}, {when} FROM {table} WHERE {order} >= ? ORDER BY {order} LIMIT 1",
-                         (middle,)).fetchone()
+        row = db.execute(
+            f"SELECT {order}, {when} FROM {table} WHERE {order} >= ? ORDER BY {order} LIMIT 1", (middle,)
+        ).fetchone()
         if row is not None and (row[1] or 0.0) < cutoff:
             best = row[0]
             low = row[0] + 1
@@ -221,8 +222,10 @@ def _save_session(db: sqlite3.Connection, session: Session, data: str) -> None:
 
 
 def _delete_session(db: sqlite3.Connection, tenant_number: str, user_number: str, session_id: str) -> bool:
-    cursor = db.execute("DELETE FROM sessions WHERE tenant = ? AND user = ? AND session_id = ?",
-                        (tenant_number, user_number, session_id))
+    cursor = db.execute(
+        "DELETE FROM sessions WHERE tenant = ? AND user = ? AND session_id = ?",
+        (tenant_number, user_number, session_id),
+    )
     return cursor.rowcount == 1
 
 
@@ -269,12 +272,13 @@ def _enqueue_job(db: sqlite3.Connection, job: Job, payload: str) -> bool:
     return cursor.rowcount == 1
 
 
-def _reserve_send_slot(db: sqlite3.Connection, key: str, cap: SenderRate | None, now: float, max_wait: float
-                       ) -> float:
+def _reserve_send_slot(db: sqlite3.Connection, key: str, cap: SenderRate | None, now: float, max_wait: float) -> float:
     # One read for both: the pace is looked up on every send, the arrival time is only needed with it or a cap.
     tat, rate, cut_at, hold_until = db.execute(
         "SELECT (SELECT tat FROM send_slots WHERE key = :key), p.rate, p.cut_at, p.hold_until"
-        " FROM (SELECT 1) LEFT JOIN send_paces AS p ON p.key = :key", {"key": key}).fetchone()
+        " FROM (SELECT 1) LEFT JOIN send_paces AS p ON p.key = :key",
+        {"key": key},
+    ).fetchone()
     pace = None if rate is None else Pace(rate, cut_at, hold_until)
     wait, new_tat = reserve(tat, pace, cap, now, max_wait)
     if new_tat is not None:
@@ -282,12 +286,15 @@ def _reserve_send_slot(db: sqlite3.Connection, key: str, cap: SenderRate | None,
     return wait
 
 
-def _slow_sender(db: sqlite3.Connection, key: str, now: float, paced_at: float, retry_after: float | None,
-                 start_rate: float) -> Pace:
+def _slow_sender(
+    db: sqlite3.Connection, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
+) -> Pace:
     row = db.execute("SELECT rate, cut_at, hold_until FROM send_paces WHERE key = ?", (key,)).fetchone()
     pace = slowed(None if row is None else Pace(*row), now, paced_at, retry_after, start_rate)
-    db.execute("INSERT OR REPLACE INTO send_paces (key, rate, cut_at, hold_until) VALUES (?, ?, ?, ?)",
-               (key, pace.rate, pace.cut_at, pace.hold_until))
+    db.execute(
+        "INSERT OR REPLACE INTO send_paces (key, rate, cut_at, hold_until) VALUES (?, ?, ?, ?)",
+        (key, pace.rate, pace.cut_at, pace.hold_until),
+    )
     return pace
 
 
@@ -427,8 +434,10 @@ class SQLiteStore(Store):
 
     async def ping(self) -> None:
         # A write, not a read: a full disk or a read-only file must make the gateway not ready.
-        await self._run(lambda db: db.execute("INSERT OR REPLACE INTO health (name, at) VALUES ('ping', ?)",
-                                              (time.time(),)), single_write=True)
+        await self._run(
+            lambda db: db.execute("INSERT OR REPLACE INTO health (name, at) VALUES ('ping', ?)", (time.time(),)),
+            single_write=True,
+        )
 
     # Inbound ----------------------------------------------------------------------------------
     async def accept_inbound(self, message: InboundMessage) -> bool:
@@ -479,8 +488,9 @@ class SQLiteStore(Store):
         await self._run(lambda db: _complete_inbound(db, key))
 
     async def pending_inbound_count(self) -> int:
-        row = await self._run(lambda db: db.execute("SELECT COUNT(*) FROM inbound WHERE done = 0").fetchone(),
-                              single_write=True)
+        row = await self._run(
+            lambda db: db.execute("SELECT COUNT(*) FROM inbound WHERE done = 0").fetchone(), single_write=True
+        )
         return int(row[0])
 
     # Sessions ---------------------------------------------------------------------------------
@@ -509,8 +519,9 @@ class SQLiteStore(Store):
         return await self._run(insert, single_write=True)
 
     async def delete_session(self, tenant_number: str, user_number: str, session_id: str) -> bool:
-        return await self._run(lambda db: _delete_session(db, tenant_number, user_number, session_id),
-                               single_write=True)
+        return await self._run(
+            lambda db: _delete_session(db, tenant_number, user_number, session_id), single_write=True
+        )
 
     async def find_session(self, session_id: str) -> Session | None:
         row = await self._run(
@@ -557,8 +568,15 @@ class SQLiteStore(Store):
         if row is None:
             return None
         message_id, tenant, user, session_id, provider_id, pipe, first_attempt_at = row
-        return OutboundRecord(message_id, tenant, user, session_id, provider_id,
-                              None if pipe is None else json.loads(pipe), first_attempt_at)
+        return OutboundRecord(
+            message_id,
+            tenant,
+            user,
+            session_id,
+            provider_id,
+            None if pipe is None else json.loads(pipe),
+            first_attempt_at,
+        )
 
     async def claim_status(self, provider_message_id: str, status: str) -> bool:
         cursor = await self._run(
@@ -609,8 +627,9 @@ class SQLiteStore(Store):
         return await self._run(lambda db: _select_pipe(db, tenant_number, user_number, now), single_write=True)
 
     async def delete_pipe(self, pipe_id: str) -> bool:
-        cursor = await self._run(lambda db: db.execute("DELETE FROM pipes WHERE pipe_id = ?", (pipe_id,)),
-                                 single_write=True)
+        cursor = await self._run(
+            lambda db: db.execute("DELETE FROM pipes WHERE pipe_id = ?", (pipe_id,)), single_write=True
+        )
         return bool(cursor.rowcount == 1)
 
     # Jobs -------------------------------------------------------------------------------------
@@ -764,24 +783,32 @@ class SQLiteStore(Store):
             if last is not None:
                 removed += db.execute(
                     "DELETE FROM inbound WHERE key IN (SELECT key FROM inbound WHERE done = 1 AND seq <= ?"
-                    " ORDER BY seq LIMIT ?)", (last, limit)).rowcount
+                    " ORDER BY seq LIMIT ?)",
+                    (last, limit),
+                ).rowcount
             last = _last_before(db, "jobs", "seq", "run_at", before)
             if last is not None:
                 removed += db.execute(
                     "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE state = 'done' AND seq <= ?"
-                    " ORDER BY seq LIMIT ?)", (last, limit)).rowcount
+                    " ORDER BY seq LIMIT ?)",
+                    (last, limit),
+                ).rowcount
             for table, when in (("outbound", "first_attempt_at"), ("statuses", "at")):
                 last = _last_before(db, table, "rowid", when, before)
                 if last is not None:
                     removed += db.execute(
                         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE rowid <= ?"
-                        " ORDER BY rowid LIMIT ?)", (last, limit)).rowcount
+                        " ORDER BY rowid LIMIT ?)",
+                        (last, limit),
+                    ).rowcount
             removed += db.execute(
                 "DELETE FROM pipes WHERE pipe_id IN (SELECT pipe_id FROM pipes WHERE expires_at < ? LIMIT ?)",
-                (before, limit)).rowcount
+                (before, limit),
+            ).rowcount
             removed += db.execute(
                 "DELETE FROM once_claims WHERE key IN (SELECT key FROM once_claims WHERE until <= ? LIMIT ?)",
-                (time.time(), limit)).rowcount
+                (time.time(), limit),
+            ).rowcount
             return removed
 
         return await self._run(prune)
@@ -804,25 +831,36 @@ class SQLiteStore(Store):
             lambda db: db.execute("SELECT owner_id, machine, pid, started, alive_until FROM owners").fetchall(),
             single_write=True,
         )
-        return [OwnerState(Owner(owner_id, machine, pid, started), alive_until > now)
-                for owner_id, machine, pid, started, alive_until in rows]
+        return [
+            OwnerState(Owner(owner_id, machine, pid, started), alive_until > now)
+            for owner_id, machine, pid, started, alive_until in rows
+        ]
 
     async def end_owner(self, owner_id: str) -> None:
-        await self._run(lambda db: db.execute("UPDATE owners SET alive_until = 0 WHERE owner_id = ?", (owner_id,)),
-                        single_write=True)
+        await self._run(
+            lambda db: db.execute("UPDATE owners SET alive_until = 0 WHERE owner_id = ?", (owner_id,)),
+            single_write=True,
+        )
 
     async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         def release(db: sqlite3.Connection) -> list[str]:
             released = []
             for owner_id in owner_ids:
-                if db.execute("DELETE FROM owners WHERE owner_id = ? AND alive_until <= ?",
-                              (owner_id, now)).rowcount == 0:
+                if (
+                    db.execute("DELETE FROM owners WHERE owner_id = ? AND alive_until <= ?", (owner_id, now)).rowcount
+                    == 0
+                ):
                     continue  # alive again, or released already
                 # Only heads of conversations are leased, and only active jobs: the indexes of those.
-                db.execute("UPDATE inbound INDEXED BY inbound_heads SET lease_until = 0"
-                           " WHERE head = 1 AND done = 0 AND owner = ?", (owner_id,))
-                db.execute("UPDATE jobs SET lease_until = MIN(lease_until, ?) WHERE state = 'leased' AND owner = ?",
-                           (now + job_settle_seconds, owner_id))
+                db.execute(
+                    "UPDATE inbound INDEXED BY inbound_heads SET lease_until = 0"
+                    " WHERE head = 1 AND done = 0 AND owner = ?",
+                    (owner_id,),
+                )
+                db.execute(
+                    "UPDATE jobs SET lease_until = MIN(lease_until, ?) WHERE state = 'leased' AND owner = ?",
+                    (now + job_settle_seconds, owner_id),
+                )
                 released.append(owner_id)
             return released
 
@@ -837,5 +875,6 @@ class SQLiteStore(Store):
     async def slow_sender(
         self, key: str, now: float, paced_at: float, retry_after: float | None, start_rate: float
     ) -> Pace:
-        return await self._run(lambda db: _slow_sender(db, key, now, paced_at, retry_after, start_rate),
-                               single_write=True)
+        return await self._run(
+            lambda db: _slow_sender(db, key, now, paced_at, retry_after, start_rate), single_write=True
+        )

@@ -65,8 +65,9 @@ class DeadlineRequestHandler(web.RequestHandler):
         "_head_timer",
     )
 
-    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, deadlines: ConnectionDeadlines,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, deadlines: ConnectionDeadlines, **kwargs: Any
+    ) -> None:
         super().__init__(manager, loop=loop, keepalive_timeout=deadlines.keepalive_s, **kwargs)
         self._deadlines = deadlines
         self._deadline_loop = loop
@@ -113,8 +114,9 @@ class DeadlineRequestHandler(web.RequestHandler):
         self._awaiting_head = self._handler_done
 
     # answers ---------------------------------------------------------------------------------------------
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         """A request aiohttp itself could not take (bad request line or header, unsupported Content-Encoding):
         our JSON error instead of aiohttp's text/plain, logged without a traceback when it is the client's."""
         if request.writer.output_size > 0:  # as aiohttp's: an answer was already under way
@@ -176,8 +178,9 @@ def _phrase(status: int) -> str:
         return "bad request"
 
 
-def deadline_protocol_factory(server: web.Server, deadlines: ConnectionDeadlines, *,
-                              loop: asyncio.AbstractEventLoop, **handler_args: Any) -> Callable[[], web.RequestHandler]:
+def deadline_protocol_factory(
+    server: web.Server, deadlines: ConnectionDeadlines, *, loop: asyncio.AbstractEventLoop, **handler_args: Any
+) -> Callable[[], web.RequestHandler]:
     """The asyncio protocol factory for `server` (an AppRunner's) with deadlines on every connection.
 
     `server`'s request factory and handler are wrapped to tell each connection where its requests start and

@@ -26,7 +26,7 @@ _AUTH_ERRORS = {
 }
 _BODY_ERRORS = {
     "400": "Malformed JSON, a body that is not an object, or a field that is missing, unknown or invalid "
-           "(the message and `field` name it). Nothing is stored.",
+    "(the message and `field` name it). Nothing is stored.",
     "413": "The body is larger than the gateway accepts.",
     "415": "The body is not `application/json`.",
 }
@@ -82,55 +82,109 @@ class Operation:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "post", "/sessions", "createSession", "Create an SMS session and run its first turn",
-        "session_create", "201", "session_created", "Session created; the first turn's reply is being sent.",
-        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
-         **_STORE_ERROR},
+        "post",
+        "/sessions",
+        "createSession",
+        "Create an SMS session and run its first turn",
+        "session_create",
+        "201",
+        "session_created",
+        "Session created; the first turn's reply is being sent.",
+        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.", **_STORE_ERROR},
         special={"409": ("session_conflict", "The pair already has a session; its id is in `smsSessionID`.")},
     ),
     Operation(
-        "delete", "/sessions/{smsSessionID}", "deleteSession", "End a session",
-        None, "204", None, "Session ended.",
-        {**_AUTH_ERRORS, "404": "No such session.", **_STORE_ERROR}, path_param="smsSessionID",
+        "delete",
+        "/sessions/{smsSessionID}",
+        "deleteSession",
+        "End a session",
+        None,
+        "204",
+        None,
+        "Session ended.",
+        {**_AUTH_ERRORS, "404": "No such session.", **_STORE_ERROR},
+        path_param="smsSessionID",
     ),
     Operation(
-        "post", "/smsPipe", "createPipe", "Open a Voice Gateway SMS pipe",
-        "pipe_create", "201", "pipe_created", "Pipe created.",
-        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
-         **_STORE_ERROR},
+        "post",
+        "/smsPipe",
+        "createPipe",
+        "Open a Voice Gateway SMS pipe",
+        "pipe_create",
+        "201",
+        "pipe_created",
+        "Pipe created.",
+        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.", **_STORE_ERROR},
     ),
     Operation(
-        "post", "/smsPipe/{smsPipeID}/messages", "sendThroughPipe", "Send SMS/MMS to the pipe's user",
-        "pipe_message", "202", "message_accepted", "Queued for sending.",
+        "post",
+        "/smsPipe/{smsPipeID}/messages",
+        "sendThroughPipe",
+        "Send SMS/MMS to the pipe's user",
+        "pipe_message",
+        "202",
+        "message_accepted",
+        "Queued for sending.",
         {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "No such pipe, or it has expired.", **_STORE_ERROR},
         path_param="smsPipeID",
     ),
     Operation(
-        "delete", "/smsPipe/{smsPipeID}", "deletePipe", "Close a pipe (the user's messages go to the engine again)",
-        None, "204", None, "Pipe deleted.",
-        {**_AUTH_ERRORS, "404": "No such pipe.", **_STORE_ERROR}, path_param="smsPipeID",
+        "delete",
+        "/smsPipe/{smsPipeID}",
+        "deletePipe",
+        "Close a pipe (the user's messages go to the engine again)",
+        None,
+        "204",
+        None,
+        "Pipe deleted.",
+        {**_AUTH_ERRORS, "404": "No such pipe.", **_STORE_ERROR},
+        path_param="smsPipeID",
     ),
     Operation(
-        "post", "/messages", "sendMessage", "Send a one-off SMS/MMS (no session)",
-        "message_send", "202", "message_accepted", "Queued for sending.",
-        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
-         **_STORE_ERROR},
+        "post",
+        "/messages",
+        "sendMessage",
+        "Send a one-off SMS/MMS (no session)",
+        "message_send",
+        "202",
+        "message_accepted",
+        "Queued for sending.",
+        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.", **_STORE_ERROR},
     ),
     Operation(
-        "post", "/test/provider", "testProvider",
+        "post",
+        "/test/provider",
+        "testProvider",
         "Test the SMS provider configuration (sends 'Test Connection message from SMS Gateway')",
-        "test_request", "200", "test_provider_result", "The provider accepted the message.",
-        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
-         "502": "The provider refused the message; `message` says why."},
+        "test_request",
+        "200",
+        "test_provider_result",
+        "The provider accepted the message.",
+        {
+            **_BODY_ERRORS,
+            **_AUTH_ERRORS,
+            "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
+            "502": "The provider refused the message; `message` says why.",
+        },
     ),
     Operation(
-        "post", "/test/conversation", "testConversation",
+        "post",
+        "/test/conversation",
+        "testConversation",
         "Test the conversation engine configuration (one turn with empty text)",
-        "test_request", "200", "test_conversation_result", "The engine answered.",
-        {**_BODY_ERRORS, **_AUTH_ERRORS, "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
-         "502": "The engine did not answer; `message` says why."},
+        "test_request",
+        "200",
+        "test_conversation_result",
+        "The engine answered.",
+        {
+            **_BODY_ERRORS,
+            **_AUTH_ERRORS,
+            "404": "`tenantPhoneNumber` is not a tenant of this gateway.",
+            "502": "The engine did not answer; `message` says why.",
+        },
     ),
 )
+
 
 def _link(operation_id: str, parameter: str) -> JSON:
     return {"operationId": operation_id, "parameters": {parameter: f"$response.body#/{parameter}"}}
@@ -143,8 +197,10 @@ _LINKS: dict[str, dict[str, JSON]] = {
         "409": {"DeleteExistingSession": _link("deleteSession", "smsSessionID")},
     },
     "createPipe": {
-        "201": {"SendThroughPipe": _link("sendThroughPipe", "smsPipeID"),
-                "DeletePipe": _link("deletePipe", "smsPipeID")},
+        "201": {
+            "SendThroughPipe": _link("sendThroughPipe", "smsPipeID"),
+            "DeletePipe": _link("deletePipe", "smsPipeID"),
+        },
     },
 }
 
@@ -182,11 +238,15 @@ def _operation(op: Operation) -> JSON:
     if op.request is not None:
         body["requestBody"] = {"required": True, "content": _json_content(_ref(op.request))}
     if op.path_param is not None:
-        body["parameters"] = [{
-            "name": op.path_param, "in": "path", "required": True,
-            "description": _PATH_PARAM_DESCRIPTIONS[op.path_param],
-            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-        }]
+        body["parameters"] = [
+            {
+                "name": op.path_param,
+                "in": "path",
+                "required": True,
+                "description": _PATH_PARAM_DESCRIPTIONS[op.path_param],
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            }
+        ]
     if op.operation_id == "createPipe":
         body["callbacks"] = _pipe_callbacks()
     return body
@@ -194,17 +254,23 @@ def _operation(op: Operation) -> JSON:
 
 def _pipe_callbacks() -> JSON:
     def post(name: str, summary: str) -> JSON:
-        return {"post": {
-            "summary": summary,
-            "requestBody": {"required": True, "content": _json_content(_ref(name))},
-            "responses": {"2XX": {"description": "Received; anything else (or no answer) is retried with backoff."}},
-        }}
+        return {
+            "post": {
+                "summary": summary,
+                "requestBody": {"required": True, "content": _json_content(_ref(name))},
+                "responses": {
+                    "2XX": {"description": "Received; anything else (or no answer) is retried with backoff."}
+                },
+            }
+        }
 
     return {
-        "inboundMessage": {"{$request.body#/callbackURL}": post(
-            "pipe_relay", "The user's SMS/MMS, relayed while the pipe is open")},
-        "sendFailed": {"{$request.body#/callbackURL}": post(
-            "pipe_event", "A message sent through the pipe could not be delivered")},
+        "inboundMessage": {
+            "{$request.body#/callbackURL}": post("pipe_relay", "The user's SMS/MMS, relayed while the pipe is open")
+        },
+        "sendFailed": {
+            "{$request.body#/callbackURL}": post("pipe_event", "A message sent through the pipe could not be delivered")
+        },
     }
 
 
@@ -220,11 +286,20 @@ def openapi_document() -> JSON:
     paths: JSON = {}
     for op in OPERATIONS:
         paths.setdefault(BASE + op.path, {})[op.method] = _operation(op)
-    paths[BASE + "/openapi.json"] = {"get": {
-        "operationId": "getOpenAPI", "summary": "This document", "security": [], "tags": ["meta"],
-        "responses": {"200": {"description": "The OpenAPI document.",
-                              "content": {"application/json": {"schema": {"type": "object"}}}}},
-    }}
+    paths[BASE + "/openapi.json"] = {
+        "get": {
+            "operationId": "getOpenAPI",
+            "summary": "This document",
+            "security": [],
+            "tags": ["meta"],
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -232,7 +307,7 @@ def openapi_document() -> JSON:
             "version": _version(),
             "description": (
                 "IBM SMS Gateway's REST API: sessions started from outside, Voice Gateway SMS pipes, one-off "
-                "sends and configuration tests. JSON in and out; errors are `{\"error\": {\"code\", \"message\"}}`. "
+                'sends and configuration tests. JSON in and out; errors are `{"error": {"code", "message"}}`. '
                 "HTTP Basic auth with the tenant's `controlCredentials`, else `CTRL_TENANT_USERNAME`/"
                 "`CTRL_TENANT_PASSWORD`; a tenant's credentials reach only that tenant's numbers. A tenant without "
                 "credentials refuses every call unless the operator set `controlAPI.allowAnonymous`."

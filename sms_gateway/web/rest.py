@@ -44,8 +44,16 @@ _MAX_MESSAGE_CHARS = 300  # of an instance quoted in a validation message
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None, details: list[JSON] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: list[JSON] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.field, self.headers, self.details = field, headers, details
@@ -76,8 +84,9 @@ def _reject_constant(name: str) -> NoReturn:
 async def read_json(request: web.Request, schema_name: str) -> JSON:
     """The body as a JSON object valid against the named schema, else ApiError 400/415 naming the field."""
     if request.content_type != "application/json":
-        raise ApiError(415, "unsupportedMediaType",
-                       f"the body must be application/json, not {request.content_type or 'missing'}")
+        raise ApiError(
+            415, "unsupportedMediaType", f"the body must be application/json, not {request.content_type or 'missing'}"
+        )
     raw = await request.read()  # bigger than the app's client_max_size: 413 from aiohttp
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
@@ -159,7 +168,8 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def user_number(value: str) -> str:
@@ -170,8 +180,9 @@ def user_number(value: str) -> str:
 # Auth -------------------------------------------------------------------------------------------------
 def refuse(who: Caller) -> ApiError:
     if not who.presented:
-        return ApiError(401, "unauthorized", "credentials required",
-                        headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        return ApiError(
+            401, "unauthorized", "credentials required", headers={"WWW-Authenticate": f'Basic realm="{REALM}"'}
+        )
     return ApiError(403, "forbidden", "these credentials do not give access to this resource")
 
 
@@ -200,8 +211,9 @@ def tenant_for(request: web.Request, who: Caller, number: str) -> TenantConfig:
     if tenant is not None and may_use(config, who, tenant):
         return tenant
     if tenant is None and all(may_use(config, who, t) for t in config.tenants):
-        raise ApiError(404, "notFound", "unknown tenantPhoneNumber: it is not a number of this gateway",
-                       field="tenantPhoneNumber")
+        raise ApiError(
+            404, "notFound", "unknown tenantPhoneNumber: it is not a number of this gateway", field="tenantPhoneNumber"
+        )
     raise refuse(who)
 
 
@@ -255,13 +267,17 @@ async def create_session(request: web.Request) -> web.Response:
         bad_request(f"userData: larger than {MAX_USER_DATA_BYTES} bytes as JSON", "userData")
     tenant = tenant_for(request, who, body["tenantPhoneNumber"])
     user = user_number(body["userPhoneNumber"])
-    session, created = await start_session(request.app[CONVERSATIONS], request.app[WORKER].runner, tenant, user,
-                                           user_data, body.get("sessionTimeout"))
+    session, created = await start_session(
+        request.app[CONVERSATIONS], request.app[WORKER].runner, tenant, user, user_data, body.get("sessionTimeout")
+    )
     if not created:
-        return web.json_response({
-            "error": {"code": "sessionExists", "message": "a session already exists for these numbers"},
-            "smsSessionID": session.session_id,
-        }, status=409)
+        return web.json_response(
+            {
+                "error": {"code": "sessionExists", "message": "a session already exists for these numbers"},
+                "smsSessionID": session.session_id,
+            },
+            status=409,
+        )
     return web.json_response({"smsSessionID": session.session_id}, status=201)
 
 
@@ -290,11 +306,18 @@ async def create_pipe(request: web.Request) -> web.Response:
         bad_request(f"callbackURL: {problem}", "callbackURL")
     now = time.time()
     lifetime = body.get("expirationInterval", DEFAULT_EXPIRATION_SECONDS)
-    pipe = Pipe(new_pipe_id(), tenant.phone_number, user_number(body["userPhoneNumber"]), body["callbackURL"],
-                now, now + lifetime)
+    pipe = Pipe(
+        new_pipe_id(),
+        tenant.phone_number,
+        user_number(body["userPhoneNumber"]),
+        body["callbackURL"],
+        now,
+        now + lifetime,
+    )
     await request.app[STORE].save_pipe(pipe)
-    log.info("pipe_created", pipe_id=pipe.pipe_id, tenant=pipe.tenant_number, user=pipe.user_number,
-             expires_in=lifetime)
+    log.info(
+        "pipe_created", pipe_id=pipe.pipe_id, tenant=pipe.tenant_number, user=pipe.user_number, expires_in=lifetime
+    )
     expires = datetime.fromtimestamp(pipe.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return web.json_response({"smsPipeID": pipe.pipe_id, "expiresAt": expires}, status=201)
 
@@ -341,12 +364,18 @@ async def _deliver(request: web.Request, tenant_number: str, user: str, body: JS
     text = body.get("smsMessage", "")
     urls = media_url_list(body.get("smsMediaURL", [])) or []
     queued, errors = await request.app[CONVERSATIONS].deliver(
-        tenant_number, user, text, urls, None, id_prefix=new_id("rest:"), error_to=None, job_extra=extra)
+        tenant_number, user, text, urls, None, id_prefix=new_id("rest:"), error_to=None, job_extra=extra
+    )
     if not queued:
         if errors:
             reasons = "; ".join(f"{e.get('mediaURL', '')}: {e['message']}" for e in errors)
-            raise ApiError(400, "nothingToSend", f"smsMediaURL: nothing could be sent ({reasons})",
-                           field="smsMediaURL", details=errors)
+            raise ApiError(
+                400,
+                "nothingToSend",
+                f"smsMediaURL: nothing could be sent ({reasons})",
+                field="smsMediaURL",
+                details=errors,
+            )
         bad_request("smsMessage: the text is blank and there is no media", "smsMessage", "nothingToSend")
     answer: JSON = {"messageID": queued[0], "messageIDs": queued}
     if errors:
@@ -367,9 +396,12 @@ async def provider_test(request: web.Request) -> web.Response:
     result = await check_provider(sender, tenant, to)
     if not result.ok:
         log.warning("provider_test_failed", code=result.error_code, error=result.error_message)
-        raise ApiError(502, "providerError",
-                       f"the provider refused the test message: {result.error_code or 'sendFailed'}: "
-                       f"{result.error_message or 'send failed'}")
+        raise ApiError(
+            502,
+            "providerError",
+            f"the provider refused the test message: {result.error_code or 'sendFailed'}: "
+            f"{result.error_message or 'send failed'}",
+        )
     return web.json_response({"status": "ok", "messageSid": result.provider_message_id})
 
 
@@ -399,14 +431,20 @@ async def _warn_open_tenants(app: web.Application) -> None:
     if not without:
         return
     if config.allow_anonymous_control:
-        log.warning("rest_api_open", tenants=without,
-                    reason="controlAPI.allowAnonymous (CTRL_TENANT_ALLOW_ANONYMOUS) is on and these tenants have no "
-                           "controlCredentials or CTRL_TENANT_* credentials: anyone can open pipes that divert "
-                           "their users' SMS and send SMS from their numbers")
+        log.warning(
+            "rest_api_open",
+            tenants=without,
+            reason="controlAPI.allowAnonymous (CTRL_TENANT_ALLOW_ANONYMOUS) is on and these tenants have no "
+            "controlCredentials or CTRL_TENANT_* credentials: anyone can open pipes that divert "
+            "their users' SMS and send SMS from their numbers",
+        )
     else:
-        log.warning("rest_api_closed", tenants=without,
-                    reason="no controlCredentials or CTRL_TENANT_* credentials: /sms.gateway refuses every call for "
-                           "these tenants (401); set credentials, or controlAPI.allowAnonymous to open them to anyone")
+        log.warning(
+            "rest_api_closed",
+            tenants=without,
+            reason="no controlCredentials or CTRL_TENANT_* credentials: /sms.gateway refuses every call for "
+            "these tenants (401); set credentials, or controlAPI.allowAnonymous to open them to anyone",
+        )
 
 
 def setup(app: web.Application) -> None:

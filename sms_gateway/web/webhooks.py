@@ -91,16 +91,17 @@ def check_basic_auth(request: web.Request, tenant: TenantConfig) -> web.Response
         return None
     who = caller(request)
     if not who.basic:
-        return json_error(401, "unauthorized", "credentials required",
-                          {"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        return json_error(401, "unauthorized", "credentials required", {"WWW-Authenticate": f'Basic realm="{REALM}"'})
     if not who.matches(tenant.webhook_credentials):
         return json_error(403, "forbidden", "bad credentials")
     return None
 
 
-BAD_CREDENTIALS_HINT = ("the Basic credentials in the webhook URL configured at the provider "
-                        "(https://user:password@host/...) must be the tenant's webHookCredentials "
-                        "(SMS_WEBHOOK_USERNAME / SMS_WEBHOOK_PASSWORD)")
+BAD_CREDENTIALS_HINT = (
+    "the Basic credentials in the webhook URL configured at the provider "
+    "(https://user:password@host/...) must be the tenant's webHookCredentials "
+    "(SMS_WEBHOOK_USERNAME / SMS_WEBHOOK_PASSWORD)"
+)
 
 
 def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handler:
@@ -116,13 +117,25 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
 
         config = app[CONFIG]
         if request.charset is not None and request.charset.lower() not in TEXT_CHARSETS:
-            return reject("bad_request", json_error(400, "badRequest", f"unsupported charset {request.charset[:40]!r}: "
-                                                    "provider webhooks are UTF-8"))
+            return reject(
+                "bad_request",
+                json_error(
+                    400, "badRequest", f"unsupported charset {request.charset[:40]!r}: provider webhooks are UTF-8"
+                ),
+            )
         body = await request.read() if request.can_read_body else b""  # over client_max_size: 413
         url = public_request_url(config.public_url, request, trust_forwarded=config.trust_forwarded_headers)
-        hook = WebhookRequest(route=route, method=request.method, url=url,
-                              query=request.query, headers=request.headers, content_type=request.content_type,
-                              body=body, path_params=request.match_info, received_at=time.time())
+        hook = WebhookRequest(
+            route=route,
+            method=request.method,
+            url=url,
+            query=request.query,
+            headers=request.headers,
+            content_type=request.content_type,
+            body=body,
+            path_params=request.match_info,
+            received_at=time.time(),
+        )
         store = app[STORE]
         try:
             try:
@@ -130,20 +143,33 @@ def webhook_handler(provider: Provider[Any, Any], route: WebhookRoute) -> Handle
             except InvalidRequest as exc:
                 return reject("bad_request", json_error(400, "badRequest", str(exc)))
             except UnknownTenant as exc:
-                rejections.refused(route.name, "unknown_tenant", None, provider=provider.kind, reason=str(exc),
-                                   hint=exc.hint)
+                rejections.refused(
+                    route.name, "unknown_tenant", None, provider=provider.kind, reason=str(exc), hint=exc.hint
+                )
                 return reject("unknown_tenant", json_error(403, "forbidden", str(exc)))
             denied = check_basic_auth(request, addressed.tenant)
             if denied is not None:
                 if denied.status == 403:  # a 401 is the challenge providers expect before sending credentials
-                    rejections.refused(route.name, "unauthorized", addressed.tenant.phone_number,
-                                       provider=provider.kind, reason="bad credentials", hint=BAD_CREDENTIALS_HINT)
+                    rejections.refused(
+                        route.name,
+                        "unauthorized",
+                        addressed.tenant.phone_number,
+                        provider=provider.kind,
+                        reason="bad credentials",
+                        hint=BAD_CREDENTIALS_HINT,
+                    )
                 return reject("unauthorized", denied)
             try:
                 verified = provider.verify(hook, addressed)
             except WebhookRefused as exc:
-                rejections.refused(route.name, "bad_signature", addressed.tenant.phone_number, provider=provider.kind,
-                                   reason=str(exc), hint=exc.hint)
+                rejections.refused(
+                    route.name,
+                    "bad_signature",
+                    addressed.tenant.phone_number,
+                    provider=provider.kind,
+                    reason=str(exc),
+                    hint=exc.hint,
+                )
                 return reject("bad_signature", json_error(403, "forbidden", str(exc)))
             try:
                 events = provider.parse(hook, addressed)
@@ -174,8 +200,7 @@ async def _accept_inbound(app: web.Application, message: InboundMessage) -> str:
     accepted = await app[STORE].accept_inbound(message)
     if accepted:
         app[WORKER].notify(message)
-        log.info("inbound_accepted", message_id=message.message_id, media=len(message.media),
-                 user=message.user_number)
+        log.info("inbound_accepted", message_id=message.message_id, media=len(message.media), user=message.user_number)
         return "accepted"
     log.info("inbound_duplicate", message_id=message.message_id)
     return "duplicate"
@@ -187,19 +212,31 @@ async def _accept_status(app: web.Application, tenant: TenantConfig, status: Del
     only that B sent it, and must neither reach A's engine or Voice Gateway nor link A's message."""
     store = app[STORE]
     # Deduplicated per tenant: another tenant's status naming the same provider id cannot pre-empt this one's.
-    if not await store.claim_status(f"{normalise_number(tenant.phone_number)}/{status.provider_message_id}",
-                                    status.status):
+    if not await store.claim_status(
+        f"{normalise_number(tenant.phone_number)}/{status.provider_message_id}", status.status
+    ):
         return "duplicate"
     outbound = await store.find_outbound(status.our_message_id) if status.our_message_id else None
     if outbound is not None and normalise_number(outbound.tenant_number) != normalise_number(tenant.phone_number):
-        log.warning("status_ignored", reason="names a message another tenant sent", provider=status.provider,
-                    tenant=tenant.phone_number, message_id=status.our_message_id)
+        log.warning(
+            "status_ignored",
+            reason="names a message another tenant sent",
+            provider=status.provider,
+            tenant=tenant.phone_number,
+            message_id=status.our_message_id,
+        )
         return "ignored"
     app[METRICS].statuses.labels(status.status).inc()
     if status.fallback:
         app[METRICS].mms_fallbacks.labels(status.provider).inc()
-    log.info("delivery_status", provider_id=status.provider_message_id, status=status.status,
-             message_id=status.our_message_id, code=status.error_code, fallback=status.fallback)
+    log.info(
+        "delivery_status",
+        provider_id=status.provider_message_id,
+        status=status.status,
+        message_id=status.our_message_id,
+        code=status.error_code,
+        fallback=status.fallback,
+    )
     if outbound is None:
         return "accepted"
     if outbound.provider_message_id is None:
@@ -209,9 +246,15 @@ async def _accept_status(app: web.Application, tenant: TenantConfig, status: Del
     if status.failed:
         await report_failed_delivery(app, outbound, status)
     elif status.fallback and outbound.session_id is not None:
-        await store.push_sms_error(outbound.tenant_number, outbound.user_number, media_fallback_notice(
-            status.error_code or status.status, status.error_message or "the media were sent by SMS instead of MMS",
-            outbound.message_id))
+        await store.push_sms_error(
+            outbound.tenant_number,
+            outbound.user_number,
+            media_fallback_notice(
+                status.error_code or status.status,
+                status.error_message or "the media were sent by SMS instead of MMS",
+                outbound.message_id,
+            ),
+        )
     return "accepted"
 
 
@@ -221,21 +264,33 @@ async def report_failed_delivery(app: web.Application, outbound: OutboundRecord,
     code = status.error_code or status.status
     message = status.error_message or f"message {status.status}"
     if outbound.session_id is not None:
-        await app[STORE].push_sms_error(outbound.tenant_number, outbound.user_number,
-                                        {"code": code, "message": message, "messageID": outbound.message_id})
+        await app[STORE].push_sms_error(
+            outbound.tenant_number,
+            outbound.user_number,
+            {"code": code, "message": message, "messageID": outbound.message_id},
+        )
     if outbound.pipe is not None:
-        send = Job(outbound.message_id, "send", {"messageId": outbound.message_id,
-                                                 "tenantNumber": outbound.tenant_number,
-                                                 "userNumber": outbound.user_number, **outbound.pipe})
+        send = Job(
+            outbound.message_id,
+            "send",
+            {
+                "messageId": outbound.message_id,
+                "tenantNumber": outbound.tenant_number,
+                "userNumber": outbound.user_number,
+                **outbound.pipe,
+            },
+        )
         await app[PIPES].on_send_failed(send, code, message)
 
 
 async def _warn_without_public_url(app: web.Application) -> None:
     if app[CONFIG].public_url is None:
-        log.warning("public_url_unset",
-                    reason="PUBLIC_URL (http.publicURL) is not set: messages are sent without a per-message status "
-                           "callback (Twilio's StatusCallback), so their delivery statuses never reach the gateway, "
-                           "and signatures are checked against the URL each request arrived at")
+        log.warning(
+            "public_url_unset",
+            reason="PUBLIC_URL (http.publicURL) is not set: messages are sent without a per-message status "
+            "callback (Twilio's StatusCallback), so their delivery statuses never reach the gateway, "
+            "and signatures are checked against the URL each request arrived at",
+        )
 
 
 def webhook_urls(config: Config, providers: dict[str, Provider[Any, Any]], base: str) -> dict[str, str]:

@@ -16,8 +16,7 @@ class FakeResolver(AbstractResolver):
     """`names` (lower case, no trailing dot) to their addresses; any other name resolves to `default`, or does not
     resolve when `default` is None."""
 
-    def __init__(self, names: Mapping[str, str | tuple[str, ...]] | None = None, *,
-                 default: str | None = None) -> None:
+    def __init__(self, names: Mapping[str, str | tuple[str, ...]] | None = None, *, default: str | None = None) -> None:
         self.names: dict[str, tuple[str, ...]] = {}
         for name, addresses in (names or {}).items():
             self.point(name, *((addresses,) if isinstance(addresses, str) else addresses))
@@ -27,8 +26,9 @@ class FakeResolver(AbstractResolver):
     def point(self, name: str, *addresses: str) -> None:
         self.names[name.lower().rstrip(".")] = addresses
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         name = host.lower().rstrip(".")
         self.lookups.append(name)
         addresses = self.names.get(name) or ((self.default,) if self.default is not None else ())
@@ -36,8 +36,16 @@ class FakeResolver(AbstractResolver):
         for address in addresses:
             address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
             if family in (socket.AF_UNSPEC, address_family):
-                results.append(ResolveResult(hostname=host, host=address, port=port, family=address_family,
-                                             proto=0, flags=socket.AI_NUMERICHOST))
+                results.append(
+                    ResolveResult(
+                        hostname=host,
+                        host=address,
+                        port=port,
+                        family=address_family,
+                        proto=0,
+                        flags=socket.AI_NUMERICHOST,
+                    )
+                )
         if not results:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return results

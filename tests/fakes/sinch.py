@@ -664,9 +664,7 @@ class FakeSinch:
         if not isinstance(grant_type, str):
             return self._token_error(OAuthError(400, "invalid_request", "Missing grant_type"))
         if grant_type != "client_credentials":
-            return self._token_error(
-                OAuthError(400, "unsupported_grant_type", f"Unsupported grant_type: {grant_type}")
-            )
+            return self._token_error(OAuthError(400, "unsupported_grant_type", f"Unsupported grant_type: {grant_type}"))
         token = self.issue_token()
         return web.json_response(
             {"access_token": token, "expires_in": self.token_lifetime, "scope": "", "token_type": "bearer"}
@@ -684,9 +682,7 @@ class FakeSinch:
                 return None
             return SinchError(401, "Request had invalid authentication credentials.", www_authenticate="Basic")
         if scheme.lower() != "bearer" or not credentials:
-            return SinchError(
-                401, "Request is missing required authentication credential.", www_authenticate="Bearer"
-            )
+            return SinchError(401, "Request is missing required authentication credential.", www_authenticate="Bearer")
         expiry = self.tokens.get(credentials.strip())
         if expiry is None:
             return SinchError(
@@ -730,8 +726,9 @@ class FakeSinch:
         if error is not None:
             return self._error(error)
         if self.rate_limit is not None and not self.rate_limit.take():
-            return self._error(SinchError(429, "Too many requests", retry_after=retry_after_header(
-                self.rate_limit.retry_after)))
+            return self._error(
+                SinchError(429, "Too many requests", retry_after=retry_after_header(self.rate_limit.retry_after))
+            )
         sent = self._accept(body)
         self.messages.append(sent)
         self.arrived.set()
@@ -824,10 +821,12 @@ class FakeSinch:
         found = [sent for sent in reversed(self.messages) if matches(sent)]
         page = found[offset : offset + size]
         more = offset + size < len(found)
-        return web.json_response({
-            "messages": [self.message_json(sent, with_metadata=view == "WITH_METADATA") for sent in page],
-            "next_page_token": _page_token(offset + size) if more else "",
-        })
+        return web.json_response(
+            {
+                "messages": [self.message_json(sent, with_metadata=view == "WITH_METADATA") for sent in page],
+                "next_page_token": _page_token(offset + size) if more else "",
+            }
+        )
 
     async def _get_message(self, request: web.Request) -> web.Response:
         self.list_count += 1

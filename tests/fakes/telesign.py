@@ -227,9 +227,7 @@ def decode_api_key(api_key: str) -> bytes:
     return base64.b64decode(api_key)
 
 
-def digest_string_to_sign(
-    method: str, content_type: str, date: str, nonce: str, body: str, resource: str
-) -> str:
+def digest_string_to_sign(method: str, content_type: str, date: str, nonce: str, body: str, resource: str) -> str:
     """What TeleSign's Digest scheme signs; the body line only when both content type and body are non-empty."""
     lines = [method, content_type, date, f"x-ts-auth-method:{AUTH_METHOD}", f"x-ts-nonce:{nonce}"]
     if content_type and body:
@@ -656,14 +654,16 @@ def delivery_callback(
     for index, (name, code) in enumerate(legs):
         is_last = index == len(legs) - 1
         at = last_at if is_last else sent.accepted_at + fallback * (index + 1) - 0.114
-        channel_status.append({
-            name: {
-                "code": code,
-                "description": description(code),
-                "reference_id": new_reference_id(),
-                "updated_on": legacy_timestamp(at) if is_last else rfc3339(at),
+        channel_status.append(
+            {
+                name: {
+                    "code": code,
+                    "description": description(code),
+                    "reference_id": new_reference_id(),
+                    "updated_on": legacy_timestamp(at) if is_last else rfc3339(at),
+                }
             }
-        })
+        )
     overall = 3000 if delivered else 3003
     return {
         "reference_id": sent.reference_id,
@@ -1017,16 +1017,25 @@ class FakeTeleSign:
         if invalid is not None:
             return self._error(invalid)
         if self.rate_limit is not None and not self.rate_limit.take():
-            return self._error(TeleSignError(429, 3204, description(3204), external_id=body.get("external_id"),
-                                             retry_after=retry_after_header(self.rate_limit.retry_after)))
+            return self._error(
+                TeleSignError(
+                    429,
+                    3204,
+                    description(3204),
+                    external_id=body.get("external_id"),
+                    retry_after=retry_after_header(self.rate_limit.retry_after),
+                )
+            )
         sent = self._accept(body)
         self.messages.append(sent)
         self.arrived.set()
-        return web.json_response({
-            "reference_id": sent.reference_id,
-            "status": {"code": 3001, "description": description(3001)},
-            "external_id": sent.external_id,
-        })
+        return web.json_response(
+            {
+                "reference_id": sent.reference_id,
+                "status": {"code": 3001, "description": description(3001)},
+                "external_id": sent.external_id,
+            }
+        )
 
     def _accept(self, body: JSON) -> TeleSignSent:
         channels = [item["channel"] for item in body["channels"]]

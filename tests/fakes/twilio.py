@@ -362,8 +362,11 @@ class FakeTwilio:
         if error is not None:
             return self._error(error)
         if self.rate_limit is not None and not self.rate_limit.take():
-            return self._error(TwilioError(429, 20429, "Too Many Requests",
-                                           retry_after=retry_after_header(self.rate_limit.retry_after)))
+            return self._error(
+                TwilioError(
+                    429, 20429, "Too Many Requests", retry_after=retry_after_header(self.rate_limit.retry_after)
+                )
+            )
         message = self._accept(data, auth, list(text_form.items()))
         self.messages.append(message)
         return web.json_response(message.response, status=201)
@@ -422,14 +425,25 @@ class FakeTwilio:
             size = min(max(int(request.query.get("PageSize", "50")), 1), 1000)
         except ValueError:
             return self._error(TwilioError(400, 20001, "Invalid PageSize"))
-        found = [m.response for m in reversed(self.messages)
-                 if (to is None or m.to == to) and (from_ is None or m.from_ == from_)][:size]
+        found = [
+            m.response
+            for m in reversed(self.messages)
+            if (to is None or m.to == to) and (from_ is None or m.from_ == from_)
+        ][:size]
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        return web.json_response({
-            "messages": found, "end": len(found) - 1, "first_page_uri": f"{uri}?PageSize={size}&Page=0",
-            "next_page_uri": None, "page": 0, "page_size": size, "previous_page_uri": None, "start": 0,
-            "uri": f"{uri}?PageSize={size}&Page=0",
-        })
+        return web.json_response(
+            {
+                "messages": found,
+                "end": len(found) - 1,
+                "first_page_uri": f"{uri}?PageSize={size}&Page=0",
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": f"{uri}?PageSize={size}&Page=0",
+            }
+        )
 
     async def _fetch_message(self, request: web.Request) -> web.Response:
         if self._authenticate(request) is None:

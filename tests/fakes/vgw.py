@@ -79,8 +79,9 @@ class Call:
             return response.status, await response.json()
 
     async def hang_up(self) -> int:
-        async with self.http.delete(f"{self.gateway_url}/sms.gateway/smsPipe/{self.pipe_id}",
-                                    headers=self.headers) as response:
+        async with self.http.delete(
+            f"{self.gateway_url}/sms.gateway/smsPipe/{self.pipe_id}", headers=self.headers
+        ) as response:
             return response.status
 
 
@@ -139,8 +140,11 @@ class FakeVoiceGateway:
     ) -> Call:
         self._calls += 1
         call_id = f"call-{self._calls}"
-        body: JSON = {"tenantPhoneNumber": tenant, "userPhoneNumber": user,
-                      "callbackURL": self.callback_url(call_id, callback_host)}
+        body: JSON = {
+            "tenantPhoneNumber": tenant,
+            "userPhoneNumber": user,
+            "callbackURL": self.callback_url(call_id, callback_host),
+        }
         if expiration is not None:
             body["expirationInterval"] = expiration
         headers = {"Authorization": basic_auth(*auth)} if auth else {}
@@ -188,8 +192,9 @@ class FakeVoiceGateway:
                 return "bad failure event"
             return None
         media = body["smsMedia"]
-        if not isinstance(media, list) or not all(isinstance(m, dict) and set(m) == {"mediaURL", "mediaContentType"}
-                                                  for m in media):
+        if not isinstance(media, list) or not all(
+            isinstance(m, dict) and set(m) == {"mediaURL", "mediaContentType"} for m in media
+        ):
             return "smsMedia must be a list of {mediaURL, mediaContentType}"
         return None
 

@@ -279,9 +279,7 @@ class FakeWatson:
                     "system": {"turn_count": session.turns, "user_id": answer["user_id"]},
                     "session_id": request.match_info["session_id"],
                 },
-                "skills": {
-                    "main skill": {"user_defined": dict(session.user_defined), "system": {"state": "x"}}
-                },
+                "skills": {"main skill": {"user_defined": dict(session.user_defined), "system": {"state": "x"}}},
                 "integrations": (body.get("context") or {}).get("integrations", {}),
             }
         answer.update(partial)

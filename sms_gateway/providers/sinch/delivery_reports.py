@@ -35,8 +35,9 @@ def parse_delivery_report(envelope: Fields, tenant_number: str) -> DeliveryStatu
         code = blank_to_none(reason.text("code", max_chars=MAX_REASON_CODE_CHARS))
         description = _reason_description(reason)
     # Our id went out as message_metadata (echoed as the report's metadata) and as correlation_id.
-    our_id = (blank_to_none(report.text("metadata", max_chars=MAX_METADATA_CHARS))
-              or blank_to_none(envelope.text("correlation_id", max_chars=MAX_ID_CHARS)))
+    our_id = blank_to_none(report.text("metadata", max_chars=MAX_METADATA_CHARS)) or blank_to_none(
+        envelope.text("correlation_id", max_chars=MAX_ID_CHARS)
+    )
     return DeliveryStatus(
         provider=PROVIDER,
         provider_message_id=message_id,

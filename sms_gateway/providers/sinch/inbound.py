@@ -48,8 +48,15 @@ def parse_inbound(envelope: Fields, tenant_number: str, received_at: float) -> I
     if content is None or (not content.text and not content.media):
         log.info("sinch.webhook.ignored", reason="no text or media", sinch_message_id=message_id)
         return None
-    return InboundMessage(provider=PROVIDER, message_id=message_id, tenant_number=tenant_number, user_number=user,
-                          text=content.text, media=content.media, received_at=received_at)
+    return InboundMessage(
+        provider=PROVIDER,
+        message_id=message_id,
+        tenant_number=tenant_number,
+        user_number=user,
+        text=content.text,
+        media=content.media,
+        received_at=received_at,
+    )
 
 
 def contact_content(contact: Fields) -> Content | None:

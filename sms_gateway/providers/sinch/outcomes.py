@@ -53,19 +53,29 @@ def send_result(answer: Answer) -> SendResult:
     if 200 <= answer.status < 300:
         message_id = payload.get("message_id") if isinstance(payload, dict) else None
         if isinstance(message_id, str) and message_id.strip():
-            return SendResult(SendOutcome.SENT, provider_message_id=message_id.strip(), status="queued",
-                              http_status=answer.status)
-        return SendResult(SendOutcome.UNKNOWN, error_code=NO_MESSAGE_ID, http_status=answer.status,
-                          error_message=f"Sinch accepted the message without its id: {answer.snippet()}")
+            return SendResult(
+                SendOutcome.SENT, provider_message_id=message_id.strip(), status="queued", http_status=answer.status
+            )
+        return SendResult(
+            SendOutcome.UNKNOWN,
+            error_code=NO_MESSAGE_ID,
+            http_status=answer.status,
+            error_message=f"Sinch accepted the message without its id: {answer.snippet()}",
+        )
     if answer.status in NOT_PROCESSED:
         outcome = SendOutcome.RETRY
     elif answer.status >= 500:
         outcome = SendOutcome.UNKNOWN
     else:  # 400, 401 (a second time), 403, 404 and any other refusal
         outcome = SendOutcome.FAILED
-    return SendResult(outcome, error_code=str(answer.status), error_message=error_message(answer),
-                      http_status=answer.status, retry_after=answer.retry_after,
-                      throttled=answer.status == RATE_LIMITED)
+    return SendResult(
+        outcome,
+        error_code=str(answer.status),
+        error_message=error_message(answer),
+        http_status=answer.status,
+        retry_after=answer.retry_after,
+        throttled=answer.status == RATE_LIMITED,
+    )
 
 
 def token_refused(answer: Answer) -> SendResult:
@@ -74,25 +84,40 @@ def token_refused(answer: Answer) -> SendResult:
     if answer.status not in NOT_PROCESSED and answer.status < 500:
         payload = answer.json()
         description = _string(payload, "error_description") or _string(payload, "error") or answer.snippet()
-        return SendResult(SendOutcome.FAILED, error_code=AUTH_FAILED, http_status=answer.status,
-                          error_message=_bounded(f"Sinch refused the access key: {description}"))
-    return SendResult(SendOutcome.RETRY, error_code=AUTH_UNAVAILABLE, http_status=answer.status,
-                      error_message=_bounded(f"no access token from Sinch: {answer.snippet()}"),
-                      retry_after=answer.retry_after)
+        return SendResult(
+            SendOutcome.FAILED,
+            error_code=AUTH_FAILED,
+            http_status=answer.status,
+            error_message=_bounded(f"Sinch refused the access key: {description}"),
+        )
+    return SendResult(
+        SendOutcome.RETRY,
+        error_code=AUTH_UNAVAILABLE,
+        http_status=answer.status,
+        error_message=_bounded(f"no access token from Sinch: {answer.snippet()}"),
+        retry_after=answer.retry_after,
+    )
 
 
 def token_unreachable(exc: TransportError) -> SendResult:
     """No answer from the token endpoint: the message request was never made, so this is no UNKNOWN."""
     if exc.code in TRANSPORT_NOT_SENT:  # a token URL that is not one: a setting to fix, not to wait out
         return SendResult(SendOutcome.FAILED, error_code=AUTH_FAILED, error_message=exc.message)
-    return SendResult(SendOutcome.RETRY, error_code=AUTH_UNAVAILABLE,
-                      error_message=_bounded(f"no access token from Sinch: {exc.message}"))
+    return SendResult(
+        SendOutcome.RETRY,
+        error_code=AUTH_UNAVAILABLE,
+        error_message=_bounded(f"no access token from Sinch: {exc.message}"),
+    )
 
 
 def token_unreadable() -> SendResult:
     """A 200 from the token endpoint without a usable access_token (its body is not quoted: it may hold one)."""
-    return SendResult(SendOutcome.RETRY, error_code=AUTH_UNAVAILABLE, http_status=200,
-                      error_message="the answer of Sinch's token endpoint has no usable access_token")
+    return SendResult(
+        SendOutcome.RETRY,
+        error_code=AUTH_UNAVAILABLE,
+        http_status=200,
+        error_message="the answer of Sinch's token endpoint has no usable access_token",
+    )
 
 
 def error_message(answer: Answer) -> str:

@@ -49,8 +49,10 @@ LIMITS = MessageLimits(
 )
 
 ACKNOWLEDGEMENT: JSON = {"status": "accepted"}
-SIGNATURE_HINT = ("the tenant's smsProvider.webhookSecret must be the secret of the Sinch app's webhook, and this "
-                  "machine's clock right (Sinch's timestamp is checked)")
+SIGNATURE_HINT = (
+    "the tenant's smsProvider.webhookSecret must be the secret of the Sinch app's webhook, and this "
+    "machine's clock right (Sinch's timestamp is checked)"
+)
 
 
 class SinchProvider(Provider[JSON, SinchConfig]):
@@ -77,9 +79,13 @@ class SinchProvider(Provider[JSON, SinchConfig]):
         candidates = self._tenants_by_app.get(app_id, ())
         if not candidates:
             configured = ", ".join(sorted(self._tenants_by_app)[:10]) or "none"
-            raise UnknownTenant(f"no tenant uses the Sinch app {app_id[:64]!r}", hint=(
-                f"the Sinch apps of the tenants (smsProvider.appId) are {configured}: the callback's app_id must "
-                "be one of them"))
+            raise UnknownTenant(
+                f"no tenant uses the Sinch app {app_id[:64]!r}",
+                hint=(
+                    f"the Sinch apps of the tenants (smsProvider.appId) are {configured}: the callback's app_id must "
+                    "be one of them"
+                ),
+            )
         if len(candidates) == 1:
             return Addressed(candidates[0], payload)
         return Addressed(await _one_of(candidates, payload, tenants, app_id), payload)
@@ -121,8 +127,9 @@ class SinchProvider(Provider[JSON, SinchConfig]):
         return SinchSandbox()
 
 
-async def _one_of(candidates: Sequence[TenantConfig], payload: Mapping[str, Any], tenants: TenantDirectory,
-                  app_id: str) -> TenantConfig:
+async def _one_of(
+    candidates: Sequence[TenantConfig], payload: Mapping[str, Any], tenants: TenantDirectory, app_id: str
+) -> TenantConfig:
     """The tenant of a callback for an app several tenants share: an inbound message by the number it was sent
     to, a delivery report by the tenant that sent the message."""
     sender_id = sender_id_of(payload)
@@ -136,9 +143,13 @@ async def _one_of(candidates: Sequence[TenantConfig], payload: Mapping[str, Any]
         if sent_by is not None and sent_by in candidates:
             return sent_by
     numbers = ", ".join(tenant.phone_number for tenant in candidates[:10])
-    raise UnknownTenant(f"several tenants use the Sinch app {app_id!r} and the callback does not say which", hint=(
-        f"a message to this app is addressed by the number it was sent to, and its tenants' numbers (and "
-        f"mmsSender) are {numbers}"))
+    raise UnknownTenant(
+        f"several tenants use the Sinch app {app_id!r} and the callback does not say which",
+        hint=(
+            f"a message to this app is addressed by the number it was sent to, and its tenants' numbers (and "
+            f"mmsSender) are {numbers}"
+        ),
+    )
 
 
 def _numbers(tenant: TenantConfig) -> set[str]:

@@ -45,9 +45,16 @@ def now_iso() -> str:
 def sample_mms(tenant_number: str, user_number: str) -> JSON:
     """A MESSAGE_INBOUND callback for an MMS with a picture and a caption, as Sinch posts it (the media re-hosted
     by Sinch at a public URL, the identities without "+")."""
-    return inbound_message(tenant_number, user_number, {"media_card_message": {
-        "url": f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg",
-        "caption": "Here is a photo of the damage"}})
+    return inbound_message(
+        tenant_number,
+        user_number,
+        {
+            "media_card_message": {
+                "url": f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg",
+                "caption": "Here is a photo of the damage",
+            }
+        },
+    )
 
 
 def contact_messages(text: str, media: Sequence[UserMedia]) -> list[JSON]:
@@ -56,8 +63,10 @@ def contact_messages(text: str, media: Sequence[UserMedia]) -> list[JSON]:
     if not media:
         return [{"text_message": {"text": text}}]
     first, *rest = media
-    return [{"media_card_message": {"url": first.url, "caption": text}},
-            *({"media_message": {"url": item.url}} for item in rest)]
+    return [
+        {"media_card_message": {"url": first.url, "caption": text}},
+        *({"media_message": {"url": item.url}} for item in rest),
+    ]
 
 
 def inbound_message(tenant_number: str, user_number: str, contact_message: JSON) -> JSON:
@@ -123,36 +132,50 @@ class SinchSandbox:
 
     def settings(self, api_url: str) -> SinchConfig:
         base = api_url.rstrip("/")
-        return SinchConfig(project_id=PROJECT_ID, app_id=APP_ID, key_id=KEY_ID, key_secret=KEY_SECRET,
-                           webhook_secret=WEBHOOK_SECRET, url=base, auth_url=base + TOKEN_PATH)
+        return SinchConfig(
+            project_id=PROJECT_ID,
+            app_id=APP_ID,
+            key_id=KEY_ID,
+            key_secret=KEY_SECRET,
+            webhook_secret=WEBHOOK_SECRET,
+            url=base,
+            auth_url=base + TOKEN_PATH,
+        )
 
-    async def send_sample_mms(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                              user_number: str) -> WebhookAnswer:
+    async def send_sample_mms(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, user_number: str
+    ) -> WebhookAnswer:
         url = f"{gateway_url.rstrip('/')}{CALLBACK_PATH}"
         status, text = await _post_signed(http, url, sample_mms(tenant_number, user_number))
         return WebhookAnswer(status, text, f"POST {url} (signed MMS, 1 media)", media_count=1)
 
-    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+    async def send_message(
+        self,
+        http: aiohttp.ClientSession,
+        gateway_url: str,
+        tenant_number: str,
+        user_number: str,
+        text: str,
+        media: Sequence[UserMedia] = (),
+    ) -> WebhookAnswer:
         url = f"{gateway_url.rstrip('/')}{CALLBACK_PATH}"
         status, answer = 0, ""
         for contact_message in contact_messages(text, media):
-            status, answer = await _post_signed(http, url, inbound_message(tenant_number, user_number,
-                                                                           contact_message))
+            status, answer = await _post_signed(http, url, inbound_message(tenant_number, user_number, contact_message))
             if status != 200:
                 break
         what = f"signed MMS, {len(media)} media" if media else "signed SMS"
         return WebhookAnswer(status, answer, f"POST {url} ({what})", media_count=len(media))
 
-    async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                               message: SandboxMessage) -> int | None:
+    async def report_delivered(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, message: SandboxMessage
+    ) -> int | None:
         url = f"{gateway_url.rstrip('/')}{CALLBACK_PATH}"
         return (await _post_signed(http, url, delivered_report(message)))[0]
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != basic_authorization(KEY_ID, KEY_SECRET):
-            return web.json_response({"error": "invalid_client", "error_description": "unknown access key"},
-                                     status=401)
+            return web.json_response({"error": "invalid_client", "error_description": "unknown access key"}, status=401)
         token = secrets.token_urlsafe(24)
         self._tokens.add(token)
         return web.json_response({"access_token": token, "token_type": "bearer", "expires_in": 3600, "scope": ""})
@@ -165,8 +188,9 @@ class SinchSandbox:
             body = json.loads(await request.read())
             sandbox_message = _recorded(body)
         except (ValueError, LookupError, TypeError, AttributeError):
-            return _error(400, "The request is not a messages:send request this sandbox understands.",
-                          "INVALID_ARGUMENT")
+            return _error(
+                400, "The request is not a messages:send request this sandbox understands.", "INVALID_ARGUMENT"
+            )
         refused, self.fail_next_send = self.fail_next_send, False
         if refused:
             self.sent.append(dataclasses.replace(sandbox_message, refused=True))

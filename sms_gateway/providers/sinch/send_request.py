@@ -19,8 +19,13 @@ def send_request(message: OutboundMessage, settings: SinchConfig) -> JSON:
         properties["SMS_SENDER"] = settings.sms_sender
     body: JSON = {
         "app_id": settings.app_id,
-        "recipient": {"identified_by": {"channel_identities": [
-            {"channel": channel, "identity": message.user_number} for channel in CHANNEL_PRIORITY]}},
+        "recipient": {
+            "identified_by": {
+                "channel_identities": [
+                    {"channel": channel, "identity": message.user_number} for channel in CHANNEL_PRIORITY
+                ]
+            }
+        },
         "message": app_message(message),
         "channel_priority_order": list(CHANNEL_PRIORITY),
         "channel_properties": properties,

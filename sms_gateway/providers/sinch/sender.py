@@ -48,11 +48,13 @@ class MessagePage:
         messages = payload.get("messages") or []  # Sinch leaves out an empty list
         if not isinstance(messages, list):
             raise LookupError("cannot list messages at Sinch: `messages` is not a list")
-        found = next((item.get("id") for item in messages
-                      if isinstance(item, dict) and item.get("metadata") == our_id), None)
+        found = next(
+            (item.get("id") for item in messages if isinstance(item, dict) and item.get("metadata") == our_id), None
+        )
         token = payload.get("next_page_token")
-        return cls(found if isinstance(found, str) and found else None,
-                   token if isinstance(token, str) and token else None)
+        return cls(
+            found if isinstance(found, str) and found else None, token if isinstance(token, str) and token else None
+        )
 
 
 class SinchSender:
@@ -79,8 +81,11 @@ class SinchSender:
     async def send(self, message: OutboundMessage, callback_base: str | None) -> SendResult:
         """`callback_base` is not used: Sinch posts delivery reports to the app's webhook, set up at Sinch."""
         if len(message.media_urls) > MAX_MEDIA_PER_MESSAGE:
-            return outcomes.refused(outcomes.TOO_MANY_MEDIA, f"a Sinch message carries at most "
-                                    f"{MAX_MEDIA_PER_MESSAGE} media; this one has {len(message.media_urls)}")
+            return outcomes.refused(
+                outcomes.TOO_MANY_MEDIA,
+                f"a Sinch message carries at most "
+                f"{MAX_MEDIA_PER_MESSAGE} media; this one has {len(message.media_urls)}",
+            )
         if not message.text and not message.media_urls:
             return outcomes.refused(outcomes.EMPTY_MESSAGE, "the message has neither text nor media")
         body = encode(send_request(message, self._settings))
@@ -97,13 +102,18 @@ class SinchSender:
         for clocks); None if Sinch has none. Sinch has no idempotency key, so this is how a send whose outcome is
         unknown is checked before it is sent again. LookupError when Sinch cannot be asked."""
         start = datetime.fromtimestamp(max(0.0, since - CLOCK_MARGIN_SECONDS), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        params = {"app_id": self._settings.app_id, "channel_identity": message.user_number, "start_time": start,
-                  "direction": "TO_CONTACT", "view": "WITH_METADATA", "page_size": str(PAGE_SIZE)}
+        params = {
+            "app_id": self._settings.app_id,
+            "channel_identity": message.user_number,
+            "start_time": start,
+            "direction": "TO_CONTACT",
+            "view": "WITH_METADATA",
+            "page_size": str(PAGE_SIZE),
+        }
         for source in MESSAGE_SOURCES:
             found = await self._find_in({**params, "messages_source": source}, message.message_id)
             if found is not None:
-                log.info("sinch.find_sent.found", message_id=message.message_id, sinch_message_id=found,
-                         source=source)
+                log.info("sinch.find_sent.found", message_id=message.message_id, sinch_message_id=found, source=source)
                 return found
         return None
 
@@ -116,16 +126,18 @@ class SinchSender:
             except TransportError as exc:
                 raise LookupError(f"cannot list messages at Sinch: {exc.message}") from exc
             if answer.status != 200:
-                raise LookupError(f"cannot list messages at Sinch: {outcomes.error_message(answer)} "
-                                  f"(HTTP {answer.status})")
+                raise LookupError(
+                    f"cannot list messages at Sinch: {outcomes.error_message(answer)} (HTTP {answer.status})"
+                )
             page = MessagePage.read(answer.json(), our_id)
             if page.message_id is not None or page.next_page_token is None:
                 return page.message_id
             params = {**params, "page_token": page.next_page_token}
         raise LookupError(f"cannot list messages at Sinch: more than {MAX_PAGES * PAGE_SIZE} messages to look at")
 
-    async def _authorized(self, method: str, url: str, *, data: bytes | None = None,
-                          params: Mapping[str, str] | None = None) -> Answer:
+    async def _authorized(
+        self, method: str, url: str, *, data: bytes | None = None, params: Mapping[str, str] | None = None
+    ) -> Answer:
         """The request with a bearer token and, if Sinch refuses that token, once more with a new one.
         TokenUnavailable, TransportError."""
         token = await self._tokens.token(self._transport)
@@ -137,8 +149,9 @@ class SinchSender:
         token = await self._tokens.token(self._transport)
         return await self._call(method, url, token, data=data, params=params)
 
-    async def _call(self, method: str, url: str, token: str, *, data: bytes | None,
-                    params: Mapping[str, str] | None) -> Answer:
+    async def _call(
+        self, method: str, url: str, token: str, *, data: bytes | None, params: Mapping[str, str] | None
+    ) -> Answer:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"

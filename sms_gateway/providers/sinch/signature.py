@@ -51,8 +51,9 @@ def sign(secret: str, body: bytes, nonce: str, timestamp: str, algorithm: str = 
     return base64.b64encode(hmac.new(secret.encode("utf-8"), signed, digest).digest()).decode("ascii")
 
 
-def signature_headers(secret: str, body: bytes, nonce: str, timestamp: int,
-                      algorithm: str = DEFAULT_ALGORITHM) -> dict[str, str]:
+def signature_headers(
+    secret: str, body: bytes, nonce: str, timestamp: int, algorithm: str = DEFAULT_ALGORITHM
+) -> dict[str, str]:
     """The headers of a webhook signed as Sinch signs it (for the sandbox)."""
     return {
         SIGNATURE_HEADER: sign(secret, body, nonce, str(timestamp), algorithm),

@@ -112,24 +112,34 @@ class TokenCache:
         """After a failed refresh, the token being replaced while it has some life left."""
         token = self._token
         if token is not None and self._clock() < token.expires_at - EXPIRY_MARGIN:
-            log.warning("sinch.token.refresh_failed", key_id=self._credentials.key_id, error_code=failure.error_code,
-                        http_status=failure.http_status, using="the current token")
+            log.warning(
+                "sinch.token.refresh_failed",
+                key_id=self._credentials.key_id,
+                error_code=failure.error_code,
+                http_status=failure.http_status,
+                using="the current token",
+            )
             return token.value
         raise TokenUnavailable(failure)
 
     async def _fetch(self, transport: ProviderTransport) -> AccessToken:
         credentials = self._credentials
-        headers = {"Authorization": basic_authorization(credentials.key_id, credentials.key_secret),
-                   "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        headers = {
+            "Authorization": basic_authorization(credentials.key_id, credentials.key_secret),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
         try:
-            answer = await transport.call("POST", credentials.auth_url, headers=headers, data=GRANT,
-                                          what="Sinch's token endpoint")
+            answer = await transport.call(
+                "POST", credentials.auth_url, headers=headers, data=GRANT, what="Sinch's token endpoint"
+            )
         except TransportError as exc:
             raise TokenUnavailable(outcomes.token_unreachable(exc)) from exc
         if answer.status != 200:
             result = outcomes.token_refused(answer)
-            log.warning("sinch.token.failed", key_id=credentials.key_id, http_status=answer.status,
-                        error_code=result.error_code)
+            log.warning(
+                "sinch.token.failed", key_id=credentials.key_id, http_status=answer.status, error_code=result.error_code
+            )
             raise TokenUnavailable(result)
         payload = answer.json()
         value = payload.get("access_token") if isinstance(payload, dict) else None

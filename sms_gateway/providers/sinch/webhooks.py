@@ -23,8 +23,9 @@ CALLBACK_PATH = "/sms.receiver/sinch"  # every callback of every Sinch app the g
 INBOUND_KEY = "message"
 DELIVERY_KEY = "message_delivery_report"
 # Keys of every callback, beside the one naming its event.
-_ENVELOPE_KEYS = frozenset({"app_id", "project_id", "accepted_time", "event_time", "message_metadata",
-                            "correlation_id"})
+_ENVELOPE_KEYS = frozenset(
+    {"app_id", "project_id", "accepted_time", "event_time", "message_metadata", "correlation_id"}
+)
 
 
 def app_id_of(payload: Mapping[str, Any]) -> str:

@@ -13,5 +13,14 @@ from sms_gateway.providers.telesign.sandbox import TeleSignSandbox
 from sms_gateway.providers.telesign.sender import TeleSignSender
 from sms_gateway.providers.telesign.settings import TeleSignConfig
 
-__all__ = ["CALLBACKS", "MMS_LIMITS", "SMS_LIMITS", "TeleSignConfig", "TeleSignProvider", "TeleSignSandbox",
-           "TeleSignSender", "errors", "limits_for"]
+__all__ = [
+    "CALLBACKS",
+    "MMS_LIMITS",
+    "SMS_LIMITS",
+    "TeleSignConfig",
+    "TeleSignProvider",
+    "TeleSignSandbox",
+    "TeleSignSender",
+    "errors",
+    "limits_for",
+]

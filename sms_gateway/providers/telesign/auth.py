@@ -51,8 +51,9 @@ def basic_headers(customer_id: str, api_key: str) -> dict[str, str]:
     return {"Authorization": basic_authorization(customer_id, api_key)}
 
 
-def digest_headers(customer_id: str, api_key: str, method: str, resource: str, body: str, *, content_type: str,
-                   date: str, nonce: str) -> dict[str, str]:
+def digest_headers(
+    customer_id: str, api_key: str, method: str, resource: str, body: str, *, content_type: str, date: str, nonce: str
+) -> dict[str, str]:
     """The headers TeleSign's SDK (`RestClient.generate_telesign_headers`) sends for a Digest-signed request:
     `resource` is the path alone ("/v1/omnichannel"), `body` the exact text sent, `date` RFC 822 in GMT.
     ValueError when the API key is not base64."""

@@ -50,9 +50,28 @@ PROGRESS: Mapping[int, str] = {
 HANDOVER = frozenset({3055, 3056, 3062, 3100, 3200, 3306})
 FALLBACK = "mms_fallback"
 # TeleSign's documented Messaging error codes (developer.telesign.com, "All status and error codes").
-FAILURES = frozenset({3003, 3006, 3011, 3012, *range(3030, 3039), *range(3041, 3060), 3061, *range(3071, 3074),
-                      *range(3101, 3116), *range(3202, 3210), *range(3300, 3306), *range(3400, 3414), 3500,
-                      3601}) - PROGRESS.keys() - HANDOVER
+FAILURES = (
+    frozenset(
+        {
+            3003,
+            3006,
+            3011,
+            3012,
+            *range(3030, 3039),
+            *range(3041, 3060),
+            3061,
+            *range(3071, 3074),
+            *range(3101, 3116),
+            *range(3202, 3210),
+            *range(3300, 3306),
+            *range(3400, 3414),
+            3500,
+            3601,
+        }
+    )
+    - PROGRESS.keys()
+    - HANDOVER
+)
 
 MAX_CHANNELS = 10  # the gateway names two; TeleSign knows six
 MAX_CHANNEL_NAME_CHARS = 32
@@ -81,11 +100,17 @@ def parse_delivery(callback: Fields, tenant_number: str) -> list[DeliveryStatus]
 
     def report(name: str, *, failed: bool = False, error: ChannelStatus | None = None) -> DeliveryStatus:
         return DeliveryStatus(
-            provider=PROVIDER, provider_message_id=reference_id, status=name, failed=failed,
-            fallback=name == FALLBACK, our_message_id=our_id,
+            provider=PROVIDER,
+            provider_message_id=reference_id,
+            status=name,
+            failed=failed,
+            fallback=name == FALLBACK,
+            our_message_id=our_id,
             error_code=str(error.code) if error is not None else None,
             error_message=error.description if error is not None else None,
-            tenant_number=tenant_number, user_number=user)
+            tenant_number=tenant_number,
+            user_number=user,
+        )
 
     message = ChannelStatus(leg, code, description)
     if code in HANDOVER and leg in (MMS, ""):
@@ -95,8 +120,11 @@ def parse_delivery(callback: Fields, tenant_number: str) -> list[DeliveryStatus]
     if code in FAILURES or code in HANDOVER:
         return [report(f"failed_{code}", failed=True, error=_with_leg_reason(message, channels))]
     name = PROGRESS.get(code, f"status_{code}")
-    gave_up = None if leg == MMS else next(
-        (entry for entry in channels if entry.channel == MMS and _gave_up(entry.code)), None)
+    gave_up = (
+        None
+        if leg == MMS
+        else next((entry for entry in channels if entry.channel == MMS and _gave_up(entry.code)), None)
+    )
     return ([report(FALLBACK, error=gave_up)] if gave_up is not None else []) + [report(name)]
 
 
@@ -111,8 +139,13 @@ def channel_statuses(callback: Fields) -> list[ChannelStatus]:
             raise InvalidRequest(f"{entry.path} does not name a channel")
         details = entry.required_object(channel)
         details.text("reference_id", max_chars=MAX_ID_CHARS)
-        entries.append(ChannelStatus(channel.strip().lower(), status_code(details),
-                                     blank_to_none(details.text("description", max_chars=MAX_DESCRIPTION_CHARS))))
+        entries.append(
+            ChannelStatus(
+                channel.strip().lower(),
+                status_code(details),
+                blank_to_none(details.text("description", max_chars=MAX_DESCRIPTION_CHARS)),
+            )
+        )
     return entries
 
 

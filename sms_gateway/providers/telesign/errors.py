@@ -138,8 +138,9 @@ class Reply:
                 descriptions.append(description.strip())
         reference_id = payload.get("reference_id")
         reference_id = reference_id.strip() if isinstance(reference_id, str) else ""
-        return cls(reference_id if 0 < len(reference_id) <= MAX_REFERENCE_ID_CHARS else None, tuple(codes),
-                   tuple(descriptions))
+        return cls(
+            reference_id if 0 < len(reference_id) <= MAX_REFERENCE_ID_CHARS else None, tuple(codes), tuple(descriptions)
+        )
 
 
 def send_result(answer: Answer) -> SendResult:
@@ -147,8 +148,9 @@ def send_result(answer: Answer) -> SendResult:
     reply = Reply.read(answer.json())
     success = 200 <= answer.status < 300
     if success and reply.codes[:1] == (ACCEPTED,) and reply.reference_id is not None:
-        return SendResult(SendOutcome.SENT, provider_message_id=reply.reference_id, status=ACCEPTED_STATUS,
-                          http_status=answer.status)
+        return SendResult(
+            SendOutcome.SENT, provider_message_id=reply.reference_id, status=ACCEPTED_STATUS, http_status=answer.status
+        )
     message = _bounded("; ".join(reply.descriptions) or answer.snippet())
     codes = [code for code in reply.codes if code != ACCEPTED]
     known = next((code for code in codes if kind_of(code) is not None), None)
@@ -161,8 +163,14 @@ def send_result(answer: Answer) -> SendResult:
         error_code = NO_REFERENCE_ID if success else str(answer.status)
     # Without a kind: a 2xx that is not an acceptance, any other 5xx, a code we do not know in a 2xx or 5xx.
     outcome = OUTCOMES[kind] if kind is not None else SendOutcome.UNKNOWN
-    return SendResult(outcome, error_code=error_code, error_message=message, http_status=answer.status,
-                      retry_after=answer.retry_after, throttled=kind is Kind.RATE_LIMITED)
+    return SendResult(
+        outcome,
+        error_code=error_code,
+        error_message=message,
+        http_status=answer.status,
+        retry_after=answer.retry_after,
+        throttled=kind is Kind.RATE_LIMITED,
+    )
 
 
 def _integer(value: Any) -> int | None:
@@ -170,7 +178,7 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if -10**6 < value < 10**6 else None
+        return value if -(10**6) < value < 10**6 else None
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text.startswith("-") else text

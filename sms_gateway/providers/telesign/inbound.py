@@ -38,8 +38,11 @@ def parse_mo_mms(callback: Fields, tenant_number: str, received_at: float) -> In
     text = TEXT_SEPARATOR.join(part for part in texts if part is not None and part.strip())
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidRequest(f"{content.path} has more than {MAX_TEXT_CHARS} characters of text")
-    media = tuple(Media(url, content_type_of(url, kind)) for kind in KINDS
-                  for url in (content.http_url(key) for key in numbered[f"url_{kind}"]))
+    media = tuple(
+        Media(url, content_type_of(url, kind))
+        for kind in KINDS
+        for url in (content.http_url(key) for key in numbered[f"url_{kind}"])
+    )
     return _message(reference_id, tenant_number, user, text, media, received_at)
 
 
@@ -71,12 +74,20 @@ def _numbered_parts(content: Fields) -> dict[str, list[str]]:
     return {kind: [key for _, key in sorted(keys)] for kind, keys in found.items()}
 
 
-def _message(reference_id: str, tenant_number: str, user: str, text: str, media: tuple[Media, ...],
-             received_at: float) -> InboundMessage | None:
+def _message(
+    reference_id: str, tenant_number: str, user: str, text: str, media: tuple[Media, ...], received_at: float
+) -> InboundMessage | None:
     if not text.strip():
         text = ""
     if not text and not media:
         log.info("telesign.webhook.ignored", reason="no text or media", telesign_reference_id=reference_id)
         return None
-    return InboundMessage(provider=PROVIDER, message_id=reference_id, tenant_number=tenant_number,
-                          user_number=user, text=text, media=media, received_at=received_at)
+    return InboundMessage(
+        provider=PROVIDER,
+        message_id=reference_id,
+        tenant_number=tenant_number,
+        user_number=user,
+        text=text,
+        media=media,
+        received_at=received_at,
+    )

@@ -53,8 +53,10 @@ _SHORT_CODE = re.compile(r"[0-9]{5,6}")
 _TENANT_DIGITS = re.compile(r"[0-9]{1,15}")
 
 ACKNOWLEDGEMENT: JSON = {"status": "accepted"}
-SIGNATURE_HINT = ("the tenant's smsProvider.customerId and apiKey must be the TeleSign account's: TeleSign signs "
-                  "its callbacks with that key")
+SIGNATURE_HINT = (
+    "the tenant's smsProvider.customerId and apiKey must be the TeleSign account's: TeleSign signs "
+    "its callbacks with that key"
+)
 
 
 def limits_for(sender_id: str) -> MessageLimits:
@@ -67,8 +69,9 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
     settings_type = TeleSignConfig
     routes = (CALLBACKS,)
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
-                 nonce: Callable[[], str] = new_nonce) -> None:
+    def __init__(
+        self, config: Config, *, clock: Callable[[], float] = time.time, nonce: Callable[[], str] = new_nonce
+    ) -> None:
         """`clock` (epoch seconds) and `nonce` make the senders' Digest headers."""
         super().__init__(config)
         self._clock = clock
@@ -80,9 +83,13 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
         tenant = tenants.by_number(digits) if _TENANT_DIGITS.fullmatch(digits) else None
         if tenant is None or not isinstance(tenant.provider, TeleSignConfig):
             numbers = [t.phone_number for t in self.config.tenants if isinstance(t.provider, TeleSignConfig)]
-            raise UnknownTenant("the callback URL does not name a TeleSign tenant's number", hint=(
-                f"the callback URL named {digits[:32]!r}; it must be {CALLBACK_PATH} with the digits of a TeleSign "
-                f"tenant's number, and those are {', '.join(numbers[:10]) or 'none'}"))
+            raise UnknownTenant(
+                "the callback URL does not name a TeleSign tenant's number",
+                hint=(
+                    f"the callback URL named {digits[:32]!r}; it must be {CALLBACK_PATH} with the digits of a TeleSign "
+                    f"tenant's number, and those are {', '.join(numbers[:10]) or 'none'}"
+                ),
+            )
         return Addressed(tenant, decode_json_object(hook))
 
     def verify(self, hook: WebhookRequest, addressed: Addressed[JSON]) -> Verified:
@@ -107,8 +114,9 @@ class TeleSignProvider(Provider[JSON, TeleSignConfig]):
 
     def sender(self, tenant: TenantConfig, http: aiohttp.ClientSession) -> TeleSignSender:
         settings = self.settings(tenant)
-        return TeleSignSender(settings, http, sender_id_of(settings, tenant.phone_number), clock=self._clock,
-                              nonce=self._nonce)
+        return TeleSignSender(
+            settings, http, sender_id_of(settings, tenant.phone_number), clock=self._clock, nonce=self._nonce
+        )
 
     # Trying it out --------------------------------------------------------------------------------
     @classmethod

@@ -46,8 +46,11 @@ def callback_url(gateway_url: str, tenant_number: str) -> str:
 def sample_mms(user_number: str) -> JSON:
     """A mobile-originated MMS callback with a caption and a picture, as TeleSign posts it (the media at a public
     URL, the user's number without "+")."""
-    return user_message(user_number, "Here is a photo of the damage", [
-        UserMedia(f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg", "image/jpeg")])
+    return user_message(
+        user_number,
+        "Here is a photo of the damage",
+        [UserMedia(f"https://mms-media.example.com/inbound/{secrets.token_hex(16)}.jpg", "image/jpeg")],
+    )
 
 
 def user_message(user_number: str, text: str, media: Sequence[UserMedia]) -> JSON:
@@ -59,8 +62,10 @@ def user_message(user_number: str, text: str, media: Sequence[UserMedia]) -> JSO
         "phone_number": normalise_number(user_number),
     }
     if not media:
-        return callback | {"sub_resource": MO_SMS,
-                           "user_response": {"mo_message": text, "phone_number": normalise_number(user_number)}}
+        return callback | {
+            "sub_resource": MO_SMS,
+            "user_response": {"mo_message": text, "phone_number": normalise_number(user_number)},
+        }
     content: JSON = {"text_1": text} if text else {}
     counts: dict[str, int] = {}
     for item in media:
@@ -78,8 +83,16 @@ def delivered_callback(message: SandboxMessage) -> JSON:
         "reference_id": message.provider_message_id,
         "external_id": message.our_message_id,
         "status": {"code": 3000, "description": "Delivered", "updated_on": updated_on, "last_channel": channel},
-        "channel_status": [{channel: {"code": 3000, "description": "Delivered",
-                                      "reference_id": message.provider_message_id, "updated_on": updated_on}}],
+        "channel_status": [
+            {
+                channel: {
+                    "code": 3000,
+                    "description": "Delivered",
+                    "reference_id": message.provider_message_id,
+                    "updated_on": updated_on,
+                }
+            }
+        ],
     }
 
 
@@ -100,21 +113,30 @@ class TeleSignSandbox:
     def settings(self, api_url: str) -> TeleSignConfig:
         return TeleSignConfig(customer_id=CUSTOMER_ID, api_key=API_KEY, url=api_url.rstrip("/"))
 
-    async def send_sample_mms(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                              user_number: str) -> WebhookAnswer:
+    async def send_sample_mms(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, user_number: str
+    ) -> WebhookAnswer:
         url = callback_url(gateway_url, tenant_number)
         status, text = await _post_signed(http, url, sample_mms(user_number))
         return WebhookAnswer(status, text, f"POST {url} (signed MMS, 1 media)", media_count=1)
 
-    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+    async def send_message(
+        self,
+        http: aiohttp.ClientSession,
+        gateway_url: str,
+        tenant_number: str,
+        user_number: str,
+        text: str,
+        media: Sequence[UserMedia] = (),
+    ) -> WebhookAnswer:
         url = callback_url(gateway_url, tenant_number)
         status, answer = await _post_signed(http, url, user_message(user_number, text, media))
         what = f"signed MMS, {len(media)} media" if media else "signed SMS"
         return WebhookAnswer(status, answer, f"POST {url} ({what})", media_count=len(media))
 
-    async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                               message: SandboxMessage) -> int | None:
+    async def report_delivered(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, message: SandboxMessage
+    ) -> int | None:
         return (await _post_signed(http, callback_url(gateway_url, tenant_number), delivered_callback(message)))[0]
 
     async def _send_message(self, request: web.Request) -> web.Response:
@@ -133,8 +155,13 @@ class TeleSignSandbox:
             return _status(400, 3071, "Phone number not verified")
         self.sent.append(message)
         self.arrived.set()
-        return web.json_response({"reference_id": message.provider_message_id, "external_id": message.our_message_id,
-                                  "status": {"code": 3001, "description": "Message in progress"}})
+        return web.json_response(
+            {
+                "reference_id": message.provider_message_id,
+                "external_id": message.our_message_id,
+                "status": {"code": 3001, "description": "Message in progress"},
+            }
+        )
 
 
 def _recorded(body: Any) -> SandboxMessage:

@@ -30,8 +30,15 @@ class TeleSignSender:
 
     kind = "telesign"
 
-    def __init__(self, settings: TeleSignConfig, http: aiohttp.ClientSession, sender_id: str, *,
-                 clock: Callable[[], float] = time.time, nonce: Callable[[], str] = new_nonce) -> None:
+    def __init__(
+        self,
+        settings: TeleSignConfig,
+        http: aiohttp.ClientSession,
+        sender_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = new_nonce,
+    ) -> None:
         self._settings = settings
         self._transport = ProviderTransport(settings, http, "TeleSign")
         self._sender_id = sender_id
@@ -41,8 +48,10 @@ class TeleSignSender:
 
     def __repr__(self) -> str:  # keeps the API key out of logs and tracebacks
         settings = self._settings
-        return (f"TeleSignSender(url={self._url!r}, customer_id={settings.customer_id!r}, "
-                f"auth_method={settings.auth_method!r}, sender_id={self._sender_id!r})")
+        return (
+            f"TeleSignSender(url={self._url!r}, customer_id={settings.customer_id!r}, "
+            f"auth_method={settings.auth_method!r}, sender_id={self._sender_id!r})"
+        )
 
     def may_have_sent(self, error_code: str) -> bool:
         return errors.may_have_sent(error_code)
@@ -51,8 +60,11 @@ class TeleSignSender:
         """`callback_base` is not used: TeleSign posts delivery callbacks to the URL registered with it for the
         account (a per-request `callback_url` must be enabled by TeleSign, else every send is refused: 3203)."""
         if len(message.media_urls) > MAX_MEDIA_PER_MESSAGE:
-            return errors.refused(errors.TOO_MANY_MEDIA, f"a TeleSign message carries at most "
-                                  f"{MAX_MEDIA_PER_MESSAGE} media; this one has {len(message.media_urls)}")
+            return errors.refused(
+                errors.TOO_MANY_MEDIA,
+                f"a TeleSign message carries at most "
+                f"{MAX_MEDIA_PER_MESSAGE} media; this one has {len(message.media_urls)}",
+            )
         if not message.text and not message.media_urls:
             return errors.refused(errors.EMPTY_MESSAGE, "the message has neither text nor media")
         body = encode(send_request(message, self._settings, self._sender_id))
@@ -79,7 +91,14 @@ class TeleSignSender:
         headers = {"Accept": JSON_CONTENT_TYPE, "Content-Type": JSON_CONTENT_TYPE}
         if settings.auth_method == "digest":
             date = formatdate(self._clock(), usegmt=True)
-            return headers | digest_headers(settings.customer_id, settings.api_key, "POST", SEND_PATH,
-                                            body.decode("utf-8"), content_type=JSON_CONTENT_TYPE, date=date,
-                                            nonce=self._nonce())
+            return headers | digest_headers(
+                settings.customer_id,
+                settings.api_key,
+                "POST",
+                SEND_PATH,
+                body.decode("utf-8"),
+                content_type=JSON_CONTENT_TYPE,
+                date=date,
+                nonce=self._nonce(),
+            )
         return headers | basic_headers(settings.customer_id, settings.api_key)

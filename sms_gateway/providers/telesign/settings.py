@@ -41,7 +41,13 @@ class TeleSignConfig(ProviderConfig):
         """The sender id is the tenant's phone number; TeleSign signs its callbacks in the Authorization header,
         which HTTP Basic webhook credentials would need too."""
         problems = sender_is_tenant_number(tenants, "senderId")
-        problems += [(("tenants", i, "webHookCredentials"), "cannot be used with TeleSign: its callbacks carry their "
-                      "signature in the Authorization header, where HTTP Basic credentials would go")
-                     for i, tenant in tenants if tenant.get("webHookCredentials") is not None]
+        problems += [
+            (
+                ("tenants", i, "webHookCredentials"),
+                "cannot be used with TeleSign: its callbacks carry their "
+                "signature in the Authorization header, where HTTP Basic credentials would go",
+            )
+            for i, tenant in tenants
+            if tenant.get("webHookCredentials") is not None
+        ]
         return problems

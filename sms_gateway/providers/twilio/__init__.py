@@ -106,8 +106,10 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
             else:
                 tenant = self._ours(tenants.by_number(address(form.params, "From") or ""))
             if tenant is None:
-                raise UnknownTenant("status for a message or number that is not of this gateway's Twilio tenants",
-                                    hint=self._numbers_hint("From", form.params.get("From", "")))
+                raise UnknownTenant(
+                    "status for a message or number that is not of this gateway's Twilio tenants",
+                    hint=self._numbers_hint("From", form.params.get("From", "")),
+                )
             return Addressed(tenant, form)
         to_number = form.params.get("To", "")
         if not to_number:
@@ -123,8 +125,10 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
         return (", ".join(numbers[:10]) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")) or "none"
 
     def _numbers_hint(self, field: str, received: str) -> str:
-        return (f"{field} was {received[:32]!r}; the Twilio tenants' numbers are {self._numbers_shown}: a tenant is "
-                "matched on the digits of its number, so write it as Twilio sends it, in E.164 (+ and country code)")
+        return (
+            f"{field} was {received[:32]!r}; the Twilio tenants' numbers are {self._numbers_shown}: a tenant is "
+            "matched on the digits of its number, so write it as Twilio sends it, in E.164 (+ and country code)"
+        )
 
     def _ours(self, tenant: TenantConfig | None) -> TenantConfig | None:
         return tenant if tenant is not None and isinstance(tenant.provider, TwilioConfig) else None
@@ -133,12 +137,17 @@ class TwilioProvider(Provider[TwilioForm, TwilioConfig]):
         settings = self.settings(addressed.tenant)
         if not settings.validate_signature:
             return Verified()
-        if not verify_signature(hook.url, addressed.payload.signed, hook.headers.get(SIGNATURE_HEADER),
-                                settings.password):
-            raise WebhookRefused(f"invalid {SIGNATURE_HEADER}", hint=(
-                f"the signature was checked against the URL {hook.url[:200]}: set PUBLIC_URL to the URL configured "
-                "at Twilio (behind a proxy), and check that the tenant's smsProvider.password is the account's "
-                "auth token"))
+        if not verify_signature(
+            hook.url, addressed.payload.signed, hook.headers.get(SIGNATURE_HEADER), settings.password
+        ):
+            raise WebhookRefused(
+                f"invalid {SIGNATURE_HEADER}",
+                hint=(
+                    f"the signature was checked against the URL {hook.url[:200]}: set PUBLIC_URL to the URL configured "
+                    "at Twilio (behind a proxy), and check that the tenant's smsProvider.password is the account's "
+                    "auth token"
+                ),
+            )
         return Verified()
 
     def parse(self, hook: WebhookRequest, addressed: Addressed[TwilioForm]) -> Sequence[Event]:

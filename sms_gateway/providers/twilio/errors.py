@@ -65,5 +65,4 @@ def outcome(http_status: int, code: int | None) -> SendOutcome:
         return SendOutcome.FAILED
     if not (http_status == 429 or http_status >= 500 or code in RETRYABLE_CODES):
         return SendOutcome.FAILED
-    return SendOutcome.UNKNOWN if may_have_sent(str(code if code is not None else http_status)) \
-        else SendOutcome.RETRY
+    return SendOutcome.UNKNOWN if may_have_sent(str(code if code is not None else http_status)) else SendOutcome.RETRY

@@ -26,14 +26,21 @@ INBOUND_PATH = "/sms.receiver/SmsRecv"
 def sample_mms(message_sid: str, tenant_number: str, user_number: str) -> dict[str, str]:
     """An inbound MMS webhook form with the fields Twilio sends."""
     media = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media"
-    return inbound_form(message_sid, tenant_number, user_number, "Here are the photos of the damage", [
-        UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/jpeg"),
-        UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/png"),
-    ])
+    return inbound_form(
+        message_sid,
+        tenant_number,
+        user_number,
+        "Here are the photos of the damage",
+        [
+            UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/jpeg"),
+            UserMedia(f"{media}/ME{secrets.token_hex(16)}", "image/png"),
+        ],
+    )
 
 
-def inbound_form(message_sid: str, tenant_number: str, user_number: str, text: str,
-                 media: Sequence[UserMedia]) -> dict[str, str]:
+def inbound_form(
+    message_sid: str, tenant_number: str, user_number: str, text: str, media: Sequence[UserMedia]
+) -> dict[str, str]:
     """An inbound SMS (or MMS, with media) webhook form with the fields Twilio sends."""
     form = {
         "ToCountry": "US",
@@ -71,28 +78,43 @@ class TwilioSandbox:
     def settings(self, api_url: str) -> TwilioConfig:
         return TwilioConfig(url=api_url, username=ACCOUNT_SID, password=AUTH_TOKEN)
 
-    async def send_sample_mms(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                              user_number: str) -> WebhookAnswer:
+    async def send_sample_mms(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, user_number: str
+    ) -> WebhookAnswer:
         webhook = f"{gateway_url}{INBOUND_PATH}"
         form = sample_mms("MM" + secrets.token_hex(16), tenant_number, user_number)
         status, body = await _post_signed(http, webhook, form)
         return WebhookAnswer(status, body, f"POST {webhook} (signed MMS, 2 media)", media_count=2)
 
-    async def send_message(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                           user_number: str, text: str, media: Sequence[UserMedia] = ()) -> WebhookAnswer:
+    async def send_message(
+        self,
+        http: aiohttp.ClientSession,
+        gateway_url: str,
+        tenant_number: str,
+        user_number: str,
+        text: str,
+        media: Sequence[UserMedia] = (),
+    ) -> WebhookAnswer:
         webhook = f"{gateway_url}{INBOUND_PATH}"
         form = inbound_form(("MM" if media else "SM") + secrets.token_hex(16), tenant_number, user_number, text, media)
         status, body = await _post_signed(http, webhook, form)
         what = f"signed MMS, {len(media)} media" if media else "signed SMS"
         return WebhookAnswer(status, body, f"POST {webhook} ({what})", media_count=len(media))
 
-    async def report_delivered(self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str,
-                               message: SandboxMessage) -> int | None:
+    async def report_delivered(
+        self, http: aiohttp.ClientSession, gateway_url: str, tenant_number: str, message: SandboxMessage
+    ) -> int | None:
         callback = self._callbacks.get(message.provider_message_id)
         if callback is None:
             return None
-        status = {"MessageSid": message.provider_message_id, "MessageStatus": "delivered",
-                  "AccountSid": ACCOUNT_SID, "From": message.from_, "To": message.to, "ApiVersion": "2010-04-01"}
+        status = {
+            "MessageSid": message.provider_message_id,
+            "MessageStatus": "delivered",
+            "AccountSid": ACCOUNT_SID,
+            "From": message.from_,
+            "To": message.to,
+            "ApiVersion": "2010-04-01",
+        }
         return (await _post_signed(http, callback, status))[0]
 
     async def _create_message(self, request: web.Request) -> web.Response:
@@ -109,16 +131,30 @@ class TwilioSandbox:
         self.arrived.set()
         if refused:
             # As Twilio refuses a message to a number that has replied STOP: a 400 it will not retry.
-            return web.json_response({"code": 21610, "message": "Attempt to send to unsubscribed recipient",
-                                      "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400},
-                                     status=400)
+            return web.json_response(
+                {
+                    "code": 21610,
+                    "message": "Attempt to send to unsubscribed recipient",
+                    "more_info": "https://www.twilio.com/docs/errors/21610",
+                    "status": 400,
+                },
+                status=400,
+            )
         if callback is not None:
             self._callbacks[sid] = callback
         return web.json_response(
-            {"sid": sid, "account_sid": request.match_info["account_sid"], "to": to, "from": from_,
-             "body": body, "status": "queued", "num_media": str(len(media_urls)),
-             "direction": "outbound-api", "api_version": "2010-04-01",
-             "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())},
+            {
+                "sid": sid,
+                "account_sid": request.match_info["account_sid"],
+                "to": to,
+                "from": from_,
+                "body": body,
+                "status": "queued",
+                "num_media": str(len(media_urls)),
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            },
             status=201,
         )
 

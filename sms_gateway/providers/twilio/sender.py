@@ -60,8 +60,12 @@ def interpret(answer: Answer) -> SendResult:
     if answer.status in (200, 201):
         data = payload if isinstance(payload, dict) else {}
         sid, status = data.get("sid"), data.get("status")
-        return SendResult(SendOutcome.SENT, provider_message_id=sid if isinstance(sid, str) else None,
-                          status=status if isinstance(status, str) else None, http_status=answer.status)
+        return SendResult(
+            SendOutcome.SENT,
+            provider_message_id=sid if isinstance(sid, str) else None,
+            status=status if isinstance(status, str) else None,
+            http_status=answer.status,
+        )
     code, text = _error_fields(payload)
     return SendResult(
         errors.outcome(answer.status, code),
@@ -81,8 +85,10 @@ class TwilioSender:
     def __init__(self, config: TwilioConfig, http: aiohttp.ClientSession) -> None:
         self._config = config
         self._transport = ProviderTransport(config, http, "Twilio")
-        self._headers = {"Authorization": basic_authorization(config.username, config.password),
-                         "Accept": "application/json"}
+        self._headers = {
+            "Authorization": basic_authorization(config.username, config.password),
+            "Accept": "application/json",
+        }
         # The form is encoded by us: aiohttp's FormData builds a multipart writer for every request.
         self._post_headers = self._headers | {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -120,8 +126,14 @@ class TwilioSender:
                 return sid if isinstance(sid, str) else None
         return None
 
-    async def _call(self, method: str, *, headers: Mapping[str, str], data: bytes | None = None,
-                    params: Mapping[str, str] | None = None) -> Answer:
+    async def _call(
+        self,
+        method: str,
+        *,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Answer:
         return await self._transport.call(method, self._config.send_url, headers=headers, data=data, params=params)
 
 

@@ -29,8 +29,11 @@ class TwilioConfig(ProviderConfig):
 
     @classmethod
     def config_warnings(cls, tenants: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[KeyPath, str]]:
-        return [(("tenants", i, "smsProvider", "url"), "is ignored: explicitURL is the URL messages are sent to")
-                for i, tenant in tenants if "url" in tenant["smsProvider"] and "explicitURL" in tenant["smsProvider"]]
+        return [
+            (("tenants", i, "smsProvider", "url"), "is ignored: explicitURL is the URL messages are sent to")
+            for i, tenant in tenants
+            if "url" in tenant["smsProvider"] and "explicitURL" in tenant["smsProvider"]
+        ]
 
     @property
     def send_url(self) -> str:
