@@ -30,8 +30,9 @@ heartbeat to run out, as on two hosts). Also: every user answered once (exit sta
     python -m benchmarks.crash --takeover 5 --waiting-sends [--store sqlite|redis] [--send-rate 2]
 
 measures the same for sends: the tenant's number capped at `--send-rate` messages/s (`rateLimits`), `--in-flight`
-users' replies at once, the provider holding the first burst 2 s (in flight), the others waiting for their
-slots, kill -9 of the one process once the burst reached the provider, restart on the same store. The figure is
+users' replies at once (by default the cap's burst and 4 more), the provider holding the burst 2 s (in flight),
+the others waiting for their slots, kill -9 of the one process once the burst reached the provider, restart on
+the same store (one process, whatever `--processes` says). The figure is
 from `/ready` to the last reply that had not reached the provider at the kill; the ones in flight are looked up
 once they have settled (2 x the provider's 5 s read timeout). Every reply sent once (exit status 1 otherwise).
 """
@@ -55,6 +56,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
 from tests.harness import V1
 from tests.procs import GatewayProcess, World, fault_world, users
@@ -269,7 +271,7 @@ async def takeover_round(
 
 
 async def sends_takeover_round(
-    args: argparse.Namespace, world: World, victim: GatewayProcess, store_url: str, round_: int
+    args: argparse.Namespace, world: World, victim: GatewayProcess, store: Store, round_: int
 ) -> tuple[float, float, int, int, bool]:
     """One kill with replies waiting for their slots: (seconds from /ready to the last reply that had not reached
     the provider at the kill, the same from the kill, how many had not, how many had, each sent once)."""
@@ -288,7 +290,7 @@ async def sends_takeover_round(
     await victim.restart()
     ready = time.monotonic()
     for _ in range(180):  # the ones in flight are looked up once settled: a second send would come then
-        if not (await store_pending(store_url))[1]:
+        if not await store.pending_job_count():
             break
         await asyncio.sleep(0.5)
     chosen = [m for m in world.sent.values() if m.text in texts]
@@ -312,10 +314,10 @@ async def sends_takeover(args: argparse.Namespace, directory: Path, store_url: s
         )
         figures: list[float] = []
         ok = True
+        store = create_store(store_url)  # to see when the jobs are done
+        await store.open()
         for round_ in range(args.takeover):
-            seconds, after_kill, waiting, reached, once = await sends_takeover_round(
-                args, world, victim, store_url, round_
-            )
+            seconds, after_kill, waiting, reached, once = await sends_takeover_round(args, world, victim, store, round_)
             figures.append(seconds)
             ok = ok and once
             print(
@@ -323,6 +325,7 @@ async def sends_takeover(args: argparse.Namespace, directory: Path, store_url: s
                 f" after {seconds:.2f}s ({after_kill:.2f}s after the kill){'' if once else '  LOST OR DOUBLED'}",
                 flush=True,
             )
+        await store.close()
         figures.sort()
         print(f"  median {figures[len(figures) // 2]:.2f}s, max {figures[-1]:.2f}s over {len(figures)} kills")
         print(f"RESULT: {'OK' if ok else 'FAIL'} (every reply sent once: {ok})", flush=True)
@@ -413,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ROUNDS",
         help="measure how soon a killed process's turns run again instead (see above)",
     )
-    parser.add_argument("--in-flight", type=int, default=20, help="--takeover: turns in the engine at the kill")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="--takeover: turns in the engine at the kill (default 20); with --waiting-sends, replies at once "
+        "(default: the cap's burst and 4 more)",
+    )
     parser.add_argument(
         "--other-host", action="store_true", help="--takeover with 2 processes: the killed one as if on another host"
     )
@@ -423,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send-rate", type=float, default=2.0, help="--waiting-sends: the cap, messages/s")
     args = parser.parse_args(argv)
     args.users = args.users or max(1, args.messages // 10)
+    args.in_flight = args.in_flight or (max(1, int(args.send_rate)) + 4 if args.waiting_sends else 20)
     args.processes = args.processes or (2 if args.store == "redis" else 1)
     run = (sends_takeover if args.waiting_sends else takeover) if args.takeover else bench
 
