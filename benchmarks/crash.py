@@ -26,6 +26,15 @@ from its `/ready` to the last interrupted turn reaching the engine again. Two pr
 takes over; the figure is from the kill to the last of the dead one's turns reaching the engine again
 (`--other-host`: the killed one runs as `tests.elsewhere`, so the survivor cannot see its pid and waits for its
 heartbeat to run out, as on two hosts). Also: every user answered once (exit status 1 otherwise).
+
+    python -m benchmarks.crash --takeover 5 --waiting-sends [--store sqlite|redis] [--send-rate 2]
+
+measures the same for sends: the tenant's number capped at `--send-rate` messages/s (`rateLimits`), `--in-flight`
+users' replies at once (by default the cap's burst and 4 more), the provider holding the burst 2 s (in flight),
+the others waiting for their slots, kill -9 of the one process once the burst reached the provider, restart on
+the same store (one process, whatever `--processes` says). The figure is
+from `/ready` to the last reply that had not reached the provider at the kill; the ones in flight are looked up
+once they have settled (2 x the provider's 5 s read timeout). Every reply sent once (exit status 1 otherwise).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import random
 import shutil
 import sys
@@ -46,9 +56,12 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from sms_gateway.store.base import Store
 from sms_gateway.store.factory import create_store
+from tests.harness import V1
 from tests.procs import GatewayProcess, World, fault_world, users
 from tests.redis_server import RedisServer, redis_available
+from tests.waiting import until
 
 
 @dataclass
@@ -257,6 +270,68 @@ async def takeover_round(
     return again - started, again - killed, len(cut_short), not duplicated and not lost
 
 
+async def sends_takeover_round(
+    args: argparse.Namespace, world: World, victim: GatewayProcess, store: Store, round_: int
+) -> tuple[float, float, int, int, bool]:
+    """One kill with replies waiting for their slots: (seconds from /ready to the last reply that had not reached
+    the provider at the kill, the same from the kill, how many had not, how many had, each sent once)."""
+    texts = [f"round {round_} reply {i}" for i in range(args.in_flight)]
+    people = users(args.in_flight, base=15550100000 + 1000 * round_)
+    burst = max(1, int(args.send_rate))
+    world.twilio.answer_late(burst, seconds=2.0)
+    first = world.twilio.arrived
+    statuses = await world.deliver_each([victim], texts, people)
+    assert statuses == [200] * len(texts), statuses
+    await until(lambda: world.twilio.arrived - first >= burst, timeout=30, what="the burst at the provider")
+    victim.kill()
+    killed = time.monotonic()
+    reached = set(world.twilio.arrived_to[first:])
+    waiting = [user for user in people if user not in reached]
+    await victim.restart()
+    ready = time.monotonic()
+    for _ in range(180):  # the ones in flight are looked up once settled: a second send would come then
+        if not await store.pending_job_count():
+            break
+        await asyncio.sleep(0.5)
+    chosen = [m for m in world.sent.values() if m.text in texts]
+    _, duplicated, lost, _ = await world.wait_answered(chosen, timeout=30, quiet=1.0)
+    sent_at = {m.to: at for m, at in zip(world.twilio.messages, world.twilio.sent_at, strict=True)}
+    last = max((sent_at.get(user, math.inf) for user in waiting), default=ready)
+    return last - ready, last - killed, len(waiting), len(reached), not duplicated and not lost
+
+
+async def sends_takeover(args: argparse.Namespace, directory: Path, store_url: str) -> int:
+    async with fault_world(directory / "world") as world:
+        victim = world.gateways.spawn(
+            "gw0", store_url=store_url, log_level=args.log_level, rate_limits={"numbers": {V1: args.send_rate}}
+        )
+        await victim.restart()
+        print(
+            f"send takeover benchmark: store={store_url.split(':')[0]} replies={args.in_flight} "
+            f"cap={args.send_rate}/s lease=30s (default); seconds from /ready of the restarted process until the "
+            "last reply that had not reached the provider at the kill is sent",
+            flush=True,
+        )
+        figures: list[float] = []
+        ok = True
+        store = create_store(store_url)  # to see when the jobs are done
+        await store.open()
+        for round_ in range(args.takeover):
+            seconds, after_kill, waiting, reached, once = await sends_takeover_round(args, world, victim, store, round_)
+            figures.append(seconds)
+            ok = ok and once
+            print(
+                f"  round {round_ + 1}: {waiting} replies waiting, {reached} at the provider; the waiting sent"
+                f" after {seconds:.2f}s ({after_kill:.2f}s after the kill){'' if once else '  LOST OR DOUBLED'}",
+                flush=True,
+            )
+        await store.close()
+        figures.sort()
+        print(f"  median {figures[len(figures) // 2]:.2f}s, max {figures[-1]:.2f}s over {len(figures)} kills")
+        print(f"RESULT: {'OK' if ok else 'FAIL'} (every reply sent once: {ok})", flush=True)
+        return 0 if ok else 1
+
+
 async def takeover(args: argparse.Namespace, directory: Path, store_url: str) -> int:
     async with fault_world(directory / "world") as world:
         processes = [
@@ -341,14 +416,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ROUNDS",
         help="measure how soon a killed process's turns run again instead (see above)",
     )
-    parser.add_argument("--in-flight", type=int, default=20, help="--takeover: turns in the engine at the kill")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="--takeover: turns in the engine at the kill (default 20); with --waiting-sends, replies at once "
+        "(default: the cap's burst and 4 more)",
+    )
     parser.add_argument(
         "--other-host", action="store_true", help="--takeover with 2 processes: the killed one as if on another host"
     )
+    parser.add_argument(
+        "--waiting-sends", action="store_true", help="--takeover of replies waiting for their rate slot (see above)"
+    )
+    parser.add_argument("--send-rate", type=float, default=2.0, help="--waiting-sends: the cap, messages/s")
     args = parser.parse_args(argv)
     args.users = args.users or max(1, args.messages // 10)
+    args.in_flight = args.in_flight or (max(1, int(args.send_rate)) + 4 if args.waiting_sends else 20)
     args.processes = args.processes or (2 if args.store == "redis" else 1)
-    run = takeover if args.takeover else bench
+    run = (sends_takeover if args.waiting_sends else takeover) if args.takeover else bench
 
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sms-gw-crash-"))
     directory.mkdir(parents=True, exist_ok=True)

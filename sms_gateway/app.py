@@ -172,7 +172,8 @@ def _make_services_ctx(
                 worker.notify()
                 jobs.notify()
 
-            # A dead process's sends may still be created by their provider: its jobs wait as the outbox does.
+            # A dead process's sends whose request had left may still be created by their provider: those jobs
+            # wait as the outbox does.
             heartbeat = OwnerHeartbeat(
                 store, owner, on_released=lease_now, job_settle_seconds=max(outbox.settle_seconds.values(), default=0.0)
             )

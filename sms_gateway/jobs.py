@@ -1,8 +1,9 @@
 """The durable job runner: sends and relays are jobs in the store, retried with backoff, then dead-lettered.
 
-A job is leased (so a crashed process's jobs are picked up again: once their attempts have settled when the
-process is seen gone, see `sms_gateway.owners`, at the latest when the lease runs out), run by the handler of
-its kind, and then completed, rescheduled or dead-lettered according to the handler's outcome.
+A job is leased (so a crashed process's jobs are picked up again when the process is seen gone, see
+`sms_gateway.owners`: at once if their attempt had not begun to act elsewhere, `Job.begun_attempt`, else once it
+has settled; at the latest when the lease runs out), run by the handler of its kind, and then completed,
+rescheduled or dead-lettered according to the handler's outcome.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def send_job(message: OutboundMessage, error_to: tuple[str, str] | None, extra: 
     }
     # One queue per conversation, so the parts of a split message arrive in order.
     order_key = f"{normalise_number(message.tenant_number)}:{message.user_number}"
-    return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time())
+    # Its attempts say when their request leaves (`Outbox.handle`).
+    return Job(message.message_id, SEND, payload, order_key=order_key, run_at=time.time(), begun_attempt=0)
 
 
 # The outbox's own retry reasons: after these nothing was sent.
@@ -141,7 +142,8 @@ class Outbox:
         previous = await self.store.find_outbound(message.message_id) if job.attempts > 1 else None
         if previous is not None and previous.provider_message_id is not None:
             return Outcome.done()  # sent and recorded, the process died before the job was marked done
-        if previous is not None and may_have_been_sent(job.last_error, sender):
+        # An earlier attempt's outcome is unknown, unless none of them began (killed before its request left).
+        if previous is not None and job.begun_attempt != 0 and may_have_been_sent(job.last_error, sender):
             try:
                 sid = await sender.find_sent(message, since=previous.first_attempt_at or 0.0)
             except LookupError as exc:
@@ -159,13 +161,16 @@ class Outbox:
         first_attempt_at = previous.first_attempt_at if previous and previous.first_attempt_at else now
         # Recorded with the send slot, before the request leaves: a delivery status can arrive before the
         # provider's answer, and a crash from here on is an unknown outcome that the next attempt checks at the
-        # provider before sending again (a deferred attempt leaves the job's last error as it was).
+        # provider before sending again (a deferred attempt leaves the job's last error as it was). The attempt
+        # is marked begun (`Store.begin_job`) as its request leaves, with the slot when there is no wait: a
+        # process killed before that point has sent nothing, and its job is taken over at once.
         wait = await self.store.begin_send(
             slot_key,
             sender_cap(message.tenant_number, self.rates),
             now,
             _record(message, None, pipe, first_attempt_at),
             MAX_INLINE_WAIT_SECONDS,
+            job_id=job.job_id,
         )
         if wait > MAX_INLINE_WAIT_SECONDS:
             return Outcome.defer(
@@ -173,6 +178,7 @@ class Outbox:
             )
         if wait > 0:
             await asyncio.sleep(wait)
+            await self.store.begin_job(job.job_id)
         started = time.perf_counter()
         result = await sender.send(message, self.callback_base())
         elapsed = time.perf_counter() - started

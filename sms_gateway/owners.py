@@ -96,8 +96,9 @@ class OwnerHeartbeat:
     """Keeps this process registered as alive, and releases the owners that are not (see the module's doc).
 
     `job_settle_seconds`: how long a job's attempt cut short may still take effect elsewhere (a send the provider
-    is still creating), so the jobs of a dead process wait that long (at most until their leases end) before
-    they run again; its messages' turns run again at once. `on_released` is called when work was freed (to
+    is still creating), so the jobs of a dead process whose attempt had begun (`Job.begun`) wait that long (at
+    most until their leases end) before they run again; its other jobs and its messages' turns run again at
+    once. `on_released` is called when work was freed (to
     lease it now rather than at the next poll)."""
 
     def __init__(

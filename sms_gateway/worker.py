@@ -173,7 +173,9 @@ class InboundWorker:
         """Keep a message the engine could not answer where an operator can list and replay it, with the
         engine's error (its HTTP status and message, or why it could not be reached)."""
         # Queued to run never, then dead-lettered: no worker can pick it up in between.
-        job = Job(f"turn:{record.key}", TURN, record.message.to_json(), run_at=NEVER)
+        # begun_attempt=0: a replay cut short by a crash runs again at once, as any turn (its replies keep their
+        # ids, so none is sent twice).
+        job = Job(f"turn:{record.key}", TURN, record.message.to_json(), run_at=NEVER, begun_attempt=0)
         await self.store.enqueue_job(job)
         await self.store.dead_letter_job(job.job_id, str(failure), time.time())
         self.metrics.dead_letters.labels(TURN).inc()

@@ -142,6 +142,7 @@ class TimedTwilio(FakeTwilio):
         super().__init__(*args, **kwargs)
         self.sent_at: list[float] = []
         self.arrived = 0  # send requests that reached the fake (before any scripted delay)
+        self.arrived_to: list[str] = []  # their `To`, in the order they arrived
         self._late: deque[float] = deque()
 
     def answer_late(self, count: int, seconds: float) -> None:
@@ -149,6 +150,7 @@ class TimedTwilio(FakeTwilio):
 
     async def _create_message(self, request: web.Request) -> web.Response:
         self.arrived += 1
+        self.arrived_to.append(str((await request.post()).get("To", "")))  # aiohttp keeps the form read
         if self._late:
             delay = self._late.popleft()
             await request.post()  # read now (aiohttp keeps it): the send happens whatever the client does

@@ -8,6 +8,7 @@ The fakes run in the test's event loop; every gateway is a subprocess (tests/pro
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import V1
 from tests.procs import FAILED_REPLY, ROOT, World, fault_world, reply_for, users
 from tests.waiting import until
 
@@ -151,6 +153,63 @@ async def test_kill9_with_a_send_in_flight_the_takeover_waits_for_the_provider_n
     assert answered == 1 and lost == [] and duplicated == 0
     assert len(found) == 1, "the new process asked the provider instead of sending again"
     assert 4 < settled_after < 25, f"taken over {settled_after:.1f}s after the kill (settle 10 s, lease 30 s)"
+
+
+def leased_sends(db: Path) -> tuple[set[str], set[str]]:
+    """Users whose reply's send job is leased in the SQLite file: (those whose attempt had not begun - its
+    request not yet sent -, those whose attempt had: in flight)."""
+    with sqlite3.connect(db, timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT payload, begun_attempt < attempts FROM jobs WHERE kind = 'send' AND state = 'leased'"
+        ).fetchall()
+    users_of = [(json.loads(payload)["userNumber"], bool(waiting)) for payload, waiting in rows]
+    return {user for user, waiting in users_of if waiting}, {user for user, waiting in users_of if not waiting}
+
+
+async def test_kill9_with_sends_waiting_for_their_slot_sends_them_at_once_and_the_one_in_flight_once(
+    world: World, tmp_path: Path
+) -> None:
+    """rateLimits caps the tenant's number at 2/s (burst 2): of 6 replies at once, 2 go at once (the provider
+    holds them 2 s: in flight) and 4 wait 0.5-2 s for their slots, leased, when the gateway is killed -9.
+    Restarted with the default 30 s lease (a send in flight settles 2 x the 10 s read timeout): the waiting
+    replies had not been sent, so they go out within seconds of `/ready`; the ones in flight are looked up at
+    the provider once they have settled, and found. Each reply goes once."""
+    db = tmp_path / "gw.db"
+    gw = await world.gateways.start(
+        "gw", store_url=sqlite_url(db), rate_limits={"numbers": {V1: 2}}, provider={"readTimeout": 10000}
+    )
+    world.twilio.answer_late(2, seconds=2.0)
+    people = users(6)
+    texts = [f"paced {i}" for i in range(6)]
+    assert await world.deliver_each([gw], texts, people) == [200] * 6
+    await until(
+        lambda: world.twilio.arrived >= 2 and bool(leased_sends(db)[0]), what="sends in flight and sends waiting"
+    )
+    gw.kill()
+    killed = time.monotonic()
+    waiting, in_flight = leased_sends(db)
+    await gw.restart()
+    ready = time.monotonic()
+    await until(lambda: not unfinished_jobs(db), timeout=60, what="every send job finished")
+    settled_after = time.monotonic() - killed
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=10, quiet=1.0)
+    sent_at = {m.to: at for m, at in zip(world.twilio.messages, world.twilio.sent_at, strict=True)}
+    waiting_sent_after = max(sent_at[user] for user in waiting) - ready
+    found = [e for e in gw.log_events() if e.get("event") == "send_found_at_provider"]
+    tally = world.tally("sqlite kill -9 with sends waiting for their slot and in flight, default lease")
+    tally.extra.update(
+        waiting_at_kill=len(waiting),
+        in_flight_at_kill=len(in_flight),
+        waiting_sent_after_ready_s=round(waiting_sent_after, 1),
+        in_flight_found_at_provider=len(found),
+        all_jobs_finished_after_kill_s=round(settled_after, 1),
+    )
+    tally.report()
+    assert waiting and len(in_flight) >= 2
+    assert answered == 6 and duplicated == 0 and lost == []
+    assert waiting_sent_after < 10, f"the waiting replies went {waiting_sent_after:.1f}s after /ready (settle 20 s)"
+    assert len(found) == len(in_flight), "the sends in flight were looked up at the provider, not sent again"
+    assert settled_after > 10, "the sends in flight waited for their provider (20 s from the restart)"
 
 
 async def test_kill9_mid_turn_the_restarted_process_runs_the_interrupted_turns_at_once(

@@ -1,6 +1,7 @@
 """Fault tests with real gateway processes on a real, private Redis (`redis-server` started by the test):
 one MessageSid to two processes, Redis restarted mid-run, Redis killed -9 right after acknowledgements, two
-processes as one gateway (load, turn order, a shared rate limit), kill -9 of one of them.
+processes as one gateway (load, turn order, a shared rate limit), kill -9 of one of them, kill -9 with sends
+waiting for their rate slot.
 
 Each test prints a Tally (sent, accepted, answered, duplicated, lost); run with `-s` to see them.
 """
@@ -8,6 +9,7 @@ Each test prints a Tally (sent, accepted, answered, duplicated, lost); run with 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
+from tests.harness import V1
 from tests.procs import GatewayProcess, World, fault_world, reply_for, users
 from tests.redis_server import RedisServer, redis_available
 from tests.waiting import until
@@ -308,6 +311,59 @@ async def test_kill9_one_of_two_the_survivor_takes_its_turns_over_in_seconds(
     assert answered == 20 and duplicated == 0 and lost == []
     turns = Counter(world.watson.turn_texts())
     assert all(turns[t] == (2 if t in held_texts else 1) for t in texts), turns
+
+
+def leased_sends(server: RedisServer) -> tuple[set[str], set[str]]:
+    """Users whose reply's send job is leased in Redis: (those whose attempt had not begun, those in flight)."""
+    client = redis_sync.Redis(port=server.port, decode_responses=True)
+    try:
+        waiting, in_flight = set(), set()
+        for key in client.scan_iter("smsgw:jobs:id:*", count=1000):
+            kind, state, attempts, begun, payload = client.hmget(key, "kind", "state", "attempts", "begun", "payload")
+            if kind == "send" and state == "leased":
+                user = json.loads(payload)["userNumber"]
+                (waiting if begun is not None and int(begun) < int(attempts) else in_flight).add(user)
+        return waiting, in_flight
+    finally:
+        client.close()
+
+
+async def test_kill9_with_sends_waiting_for_their_slot_sends_them_at_once_and_the_one_in_flight_once(
+    world: World, redis: RedisServer
+) -> None:
+    """As tests/test_faults.py's test of the same name, on Redis: 6 replies capped at 2/s, 2 held in flight by the
+    provider and the others waiting for their slots when the one process is killed -9; after its restart the
+    waiting ones go within seconds, the ones in flight are found at the provider once settled (20 s)."""
+    gw = await world.gateways.start(
+        "gw", store_url=redis.url, rate_limits={"numbers": {V1: 2}}, provider={"readTimeout": 10000}
+    )
+    world.twilio.answer_late(2, seconds=2.0)
+    texts = [f"paced {i}" for i in range(6)]
+    assert await world.deliver_each([gw], texts, users(6)) == [200] * 6
+    await until(
+        lambda: world.twilio.arrived >= 2 and bool(leased_sends(redis)[0]), what="sends in flight and sends waiting"
+    )
+    gw.kill()
+    waiting, in_flight = leased_sends(redis)
+    await gw.restart()
+    ready = time.monotonic()
+    await until(lambda: not pending_work(redis)["jobs"], timeout=60, what="every send job finished")
+    answered, duplicated, lost, _ = await world.wait_answered(timeout=10, quiet=1.0)
+    sent_at = {m.to: at for m, at in zip(world.twilio.messages, world.twilio.sent_at, strict=True)}
+    waiting_sent_after = max(sent_at[user] for user in waiting) - ready
+    found = [e for e in gw.log_events() if e.get("event") == "send_found_at_provider"]
+    tally = world.tally("redis kill -9 with sends waiting for their slot and in flight, default lease")
+    tally.extra.update(
+        waiting_at_kill=len(waiting),
+        in_flight_at_kill=len(in_flight),
+        waiting_sent_after_ready_s=round(waiting_sent_after, 1),
+        in_flight_found_at_provider=len(found),
+    )
+    tally.report()
+    assert waiting and len(in_flight) >= 2
+    assert answered == 6 and duplicated == 0 and lost == []
+    assert waiting_sent_after < 10, f"the waiting replies went {waiting_sent_after:.1f}s after /ready (settle 20 s)"
+    assert len(found) == len(in_flight), "the sends in flight were looked up at the provider, not sent again"
 
 
 async def test_a_turn_slower_than_the_lease_and_the_heartbeat_runs_once_across_hosts(

@@ -189,8 +189,9 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
 
 
 async def test_sqlite_database_of_the_previous_version_is_migrated_with_its_queue(tmp_path: Path) -> None:
-    """A file made before conversations' heads were kept: queued messages stay queued, in order, one at a time
-    per conversation; nothing is lost and no message jumps its conversation's queue."""
+    """A file made before conversations' heads were kept (and jobs' begun attempts): queued messages stay
+    queued, in order, one at a time per conversation; nothing is lost and no message jumps its conversation's
+    queue."""
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     old.executescript(
@@ -215,12 +216,17 @@ async def test_sqlite_database_of_the_previous_version_is_migrated_with_its_queu
             "INSERT INTO inbound (key, seq, conv, payload, done, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (f"twilio:{sid}", seq, f"15005550006:{user}", json.dumps(queued.to_json()), done, time.time()),
         )
+    old.execute("INSERT INTO jobs (job_id, seq, kind, payload, run_at) VALUES ('mg-queued', 1, 'send', '{}', 0)")
     old.commit()
     old.close()
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
         now = time.time()
+        [queued_before] = await store.lease_jobs("w", 10, 30, now)
+        assert (queued_before.job_id, queued_before.begun_attempt) == ("mg-queued", None), (
+            "a job queued before attempts were marked may have begun: a takeover waits for it"
+        )
         first = await store.lease_inbound("w", 10, 30, now)
         assert [r.message.message_id for r in first] == ["SMa1", "SMb0"]
         assert await store.accept_inbound(message("SMa3", user="+15550000001")) is True
@@ -657,6 +663,90 @@ async def test_the_jobs_of_a_released_owner_wait_for_their_attempts_to_settle(st
     assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 5)] == ["short"]
     assert await store.lease_jobs("b", 10, 30, now + 9) == []
     assert [j.job_id for j in await store.lease_jobs("b", 10, 30, now + 10)] == ["long"]
+
+
+async def test_a_released_owners_send_that_had_not_begun_is_free_at_once_one_that_had_waits(store: Store) -> None:
+    """Only an attempt whose request may have left can still take effect at the provider: a send killed before
+    that (waiting for its slot, or not yet at it) runs again at once; one whose request had left, whether at
+    once with its slot or after a wait, and a job of a kind that does not say (a relay), wait to settle."""
+    now = time.time()
+    await store.beat_owner(owner("a"), 6.0, now)
+    for job_id in ("at-once", "waiting", "after-wait", "not-yet"):
+        await store.enqueue_job(Job(job_id, "send", {}, run_at=0.0, begun_attempt=0))
+    await store.enqueue_job(Job("relay", "pipe_relay", {}, run_at=0.0))
+    assert len(await store.lease_jobs("a", 10, 60, now)) == 5
+    cap = SenderRate(1.0, 1)
+
+    def record(job_id: str) -> OutboundRecord:
+        return OutboundRecord(job_id, "+1500", "+1555", None, None, None, now)
+
+    assert await store.begin_send("send:+1500", cap, now, record("at-once"), 2.0, job_id="at-once") == 0.0
+    assert await store.begin_send("send:+1500", cap, now, record("after-wait"), 2.0, job_id="after-wait") == 1.0
+    await store.begin_job("after-wait")  # its wait is over: the request leaves
+    assert await store.begin_send("send:+1500", cap, now, record("waiting"), 2.0, job_id="waiting") == 2.0
+    await store.end_owner("a")
+    assert await store.release_owners(["a"], now, job_settle_seconds=10.0) == ["a"]
+
+    free = await store.lease_jobs("b", 10, 30, now)
+    assert sorted(j.job_id for j in free) == ["not-yet", "waiting"]
+    assert [(j.attempts, j.begun_attempt, j.begun()) for j in free] == [(2, 0, False)] * 2, (
+        "no attempt of theirs has begun: nothing to look up at the provider"
+    )
+    assert await store.lease_jobs("b", 10, 30, now + 9) == []
+    settled = await store.lease_jobs("b", 10, 30, now + 10)
+    assert sorted(j.job_id for j in settled) == ["after-wait", "at-once", "relay"]
+    assert {j.job_id: j.begun_attempt for j in settled} == {"after-wait": 1, "at-once": 1, "relay": None}
+
+
+async def test_the_begun_mark_is_the_current_attempts(store: Store) -> None:
+    """An attempt that began and failed does not make the next one look begun, nor does a deferred one (it was
+    not made); a replayed dead letter starts again from none; a job that does not say is never marked."""
+    now = time.time()
+
+    async def released_and_free(job_id: str, holder: str) -> bool:
+        """Kill `holder` (which leased the job): is the job free at once?"""
+        await store.end_owner(holder)
+        assert await store.release_owners([holder], now, job_settle_seconds=10.0) == [holder]
+        return [j.job_id for j in await store.lease_jobs("probe", 10, 30, now)] == [job_id]
+
+    await store.enqueue_job(Job("j", "send", {}, run_at=0.0, begun_attempt=0))
+    await store.enqueue_job(Job("unsaid", "pipe_relay", {}, run_at=now + 1000))
+    await store.beat_owner(owner("a"), 6.0, now)
+    assert [j.job_id for j in await store.lease_jobs("a", 10, 60, now)] == ["j"]
+    await store.begin_job("j")
+    await store.retry_job("j", now, "timeout: the provider did not answer")  # began, then failed
+    await store.begin_job("j")  # not leased: nothing happens
+    await store.beat_owner(owner("b"), 6.0, now)
+    [second] = await store.lease_jobs("b", 10, 60, now)
+    assert (second.attempts, second.begun_attempt, second.begun()) == (2, 1, False)
+    assert await released_and_free("j", "b"), "attempt 2 had not begun: attempt 1's mark is not its"
+
+    await store.defer_job("j", now)  # the probe's attempt 3: throttled, as though not made
+    await store.beat_owner(owner("c"), 6.0, now)
+    [third] = await store.lease_jobs("c", 10, 60, now)
+    assert (third.attempts, third.begun_attempt) == (3, 1)
+    await store.begin_job("j")
+    await store.defer_job("j", now)  # began, then the provider throttled it: not made either
+    await store.beat_owner(owner("c"), 6.0, now)
+    [again] = await store.lease_jobs("c", 10, 60, now)
+    assert (again.attempts, again.begun_attempt, again.begun()) == (3, 2, False)
+    assert await released_and_free("j", "c")
+
+    await store.dead_letter_job("j", "given up", now)
+    assert await store.replay_dead_letter("j", now)
+    [replayed] = await store.lease_jobs("d", 10, 60, now)
+    assert (replayed.attempts, replayed.begun_attempt) == (1, 0)
+    await store.complete_job("j")
+
+    await store.beat_owner(owner("e"), 6.0, now)
+    [unsaid] = await store.lease_jobs("e", 10, 60, now + 1000)
+    await store.begin_job("unsaid")
+    assert unsaid.begun_attempt is None and unsaid.begun()
+    await store.end_owner("e")
+    assert await store.release_owners(["e"], now + 1000, job_settle_seconds=10.0) == ["e"]
+    assert await store.lease_jobs("probe", 10, 30, now + 1000) == [], "a job that does not say waits"
+    [taken] = await store.lease_jobs("probe", 10, 30, now + 1010)
+    assert taken.begun_attempt is None
 
 
 async def test_an_owner_taken_for_dead_renews_what_nobody_took_yet(store: Store) -> None:

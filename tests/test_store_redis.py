@@ -266,6 +266,7 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "reserve_send_slot": lambda: store.reserve_send_slot("k", SenderRate(1.0, 1), 0.0),
         "slow_sender": lambda: store.slow_sender("k", 0.0, 0.0, None, 10.0),
         "defer_job": lambda: store.defer_job("j", 1.0),
+        "begin_job": lambda: store.begin_job("j"),
         "beat_owner": lambda: store.beat_owner(Owner("1-a", "m", 1), 6.0, 0.0),
         "owners": lambda: store.owners(0.0),
         "end_owner": lambda: store.end_owner("1-a"),
@@ -463,6 +464,7 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
     redis_a, redis_b = clients
     memory = MemoryStore()
     rng = random.Random(seed)
+    marks = random.Random(f"marks {seed}")
     now = 1000.0
     job_ids = [f"j{i}" for i in range(12)]
     sids = [f"SM{i}" for i in range(15)]
@@ -487,6 +489,7 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
                 run_at=now + rng.choice([-5.0, 0.0, 2.0, 20.0]),
                 attempts=rng.choice([0, 0, 2]),
                 last_error=rng.choice([None, "earlier"]),
+                begun_attempt=marks.choice([None, 0, 0, 2]),
             )
 
             def calls(s: Store, job: Job = job) -> Awaitable[Any]:
@@ -599,6 +602,10 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
         expected = await calls(memory)
         got = await calls(pick_store())
         assert got == expected, f"seed {seed}, step {step}, op {op}"
+        if marks.random() < 0.15:  # an attempt begins, or is deferred (`marks`: the other ops' sequence stays)
+            jid, at, defer = marks.choice(job_ids), now + marks.choice([0.0, 4.0]), marks.random() < 0.5
+            for s in (memory, redis_a if marks.random() < 0.5 else redis_b):
+                await (s.defer_job(jid, at) if defer else s.begin_job(jid))
 
 
 async def test_after_a_redis_restart_only_the_first_call_fails_not_one_per_pooled_connection(tmp_path: Path) -> None:

@@ -88,6 +88,12 @@ class Job:
 
     Jobs with the same `order_key` run one at a time in the order they were enqueued: a later job waits
     while an earlier one is queued or leased (not while it is dead-lettered).
+
+    `begun_attempt`: for a job whose attempts say when they begin to act outside the gateway (a send: its
+    request is about to leave, `Store.begin_job`), the last attempt that did, 0 while none has; None for a job
+    whose attempts do not say (any of them may have). When the owner of a leased job is found dead, an attempt
+    that had not begun is free to run again at once, one that had (or may have) only once it has settled
+    (`Store.release_owners`).
     """
 
     job_id: str
@@ -97,6 +103,11 @@ class Job:
     run_at: float = 0.0
     attempts: int = 0
     last_error: str | None = None
+    begun_attempt: int | None = None
+
+    def begun(self) -> bool:
+        """Whether the current attempt has (or may have) begun to act outside the gateway."""
+        return self.begun_attempt is None or self.begun_attempt >= self.attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +280,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def defer_job(self, job_id: str, run_at: float) -> None:
         """Release the lease and run the job again at `run_at` as though this attempt had not been made: its
-        attempts and last error stay what they were before it (a send the provider throttled was not made)."""
+        attempts and last error stay what they were before it (a send the provider throttled was not made), and
+        it has not begun (`begun_attempt` at most its attempts)."""
+
+    @abc.abstractmethod
+    async def begin_job(self, job_id: str) -> None:
+        """The leased job's current attempt begins to act outside the gateway (`Job.begun_attempt` becomes its
+        attempts): if its owner is found dead from now on, the job waits for the attempt to settle. Nothing for
+        a job whose attempts do not say (`begun_attempt` None) or that is not leased."""
 
     @abc.abstractmethod
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
@@ -282,7 +300,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
-        """Queue a dead-lettered job again with its attempts reset; False if there is no such dead letter."""
+        """Queue a dead-lettered job again with its attempts (and a `begun_attempt`) reset; False if there is no
+        such dead letter."""
 
     # Lease owners: each process's heartbeat --------------------------------------------------------
     # Leases of a live owner last until they run out (renewed while the work runs); those of an owner whose
@@ -305,9 +324,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_owners(self, owner_ids: Sequence[str], now: float, job_settle_seconds: float = 0.0) -> list[str]:
         """Of `owner_ids`, those whose heartbeat has ended (checked again, in the same atomic step: one that beat
-        since keeps its leases) are forgotten, and the leases they held end: their messages' at once, their jobs'
-        `job_settle_seconds` from `now` (or when they would have anyway, if sooner), as a job's attempt cut short
-        may still take effect elsewhere for a while (a provider still creating a message). Returns their ids."""
+        since keeps its leases) are forgotten, and the leases they held end: their messages' at once, and their
+        jobs' at once too unless the job's current attempt has begun (`Job.begun`). Those end
+        `job_settle_seconds` from `now` (or when they would have anyway, if sooner), as an attempt cut short may
+        still take effect elsewhere for a while (a provider still creating a message). Returns their ids."""
 
     # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
     # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back
@@ -339,11 +359,21 @@ class Store(abc.ABC):
         return queued
 
     async def begin_send(
-        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
+        self,
+        slot_key: str,
+        cap: SenderRate | None,
+        now: float,
+        record: OutboundRecord,
+        max_wait: float = math.inf,
+        job_id: str | None = None,
     ) -> float:
-        """`reserve_send_slot`, and `record_outbound` of the message about to be sent (without a provider id)."""
+        """`reserve_send_slot`, `record_outbound` of the message about to be sent (without a provider id), and
+        `begin_job` of its job (`job_id`) if the request leaves at once (no wait). A send that waits for its slot
+        calls `begin_job` when the wait is over: killed while it waits, its job is free at once."""
         wait = await self.reserve_send_slot(slot_key, cap, now, max_wait)
         await self.record_outbound(record)
+        if job_id is not None and wait <= 0:
+            await self.begin_job(job_id)
         return wait
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:

@@ -67,12 +67,13 @@ _SESSIONS = _Deflater(
     b'"disambiguationPrefix":null,"pendingOptions":null}'
 )
 _RUN_AT = struct.Struct("<d")
-# A finished job as [seq, kind, payload, order key, attempts, last error]; most are sends (outbox.send_job).
+# A finished job as [seq, kind, payload, order key, attempts, last error, begun attempt]; most are sends
+# (outbox.send_job).
 _FINISHED_JOBS = _Deflater(
     b'"relay",{"smsPipeID":"","callbackURL":"http://","event":"smsFailed","message":'
     b'"send",{"messageId":"mg","tenantNumber":"+1","userNumber":"+1","text":"","mediaUrls":[],'
     b'"mediaUrls":["https://","https://"],"sessionId":"","errorTo":null,'
-    b'"errorTo":["+1","+1"]},"+1:+1",1,null]'
+    b'"errorTo":["+1","+1"]},"+1:+1",1,null,1]'
 )
 
 
@@ -351,7 +352,7 @@ class MemoryStore(Store):
         if state is not None:
             job = state.job
             self._done_jobs[job_id] = _RUN_AT.pack(job.run_at) + _FINISHED_JOBS.pack(
-                [state.seq, job.kind, job.payload, job.order_key, job.attempts, job.last_error]
+                [state.seq, job.kind, job.payload, job.order_key, job.attempts, job.last_error, job.begun_attempt]
             )
 
     def _take_done(self, job_id: str) -> _JobState | None:
@@ -359,8 +360,8 @@ class MemoryStore(Store):
         if packed is None:
             return None
         (run_at,) = _RUN_AT.unpack_from(packed)
-        seq, kind, payload, order_key, attempts, last_error = _FINISHED_JOBS.unpack(packed[_RUN_AT.size :])
-        return _JobState(Job(job_id, kind, payload, order_key, run_at, attempts, last_error), seq)
+        seq, kind, payload, order_key, attempts, last_error, begun = _FINISHED_JOBS.unpack(packed[_RUN_AT.size :])
+        return _JobState(Job(job_id, kind, payload, order_key, run_at, attempts, last_error, begun), seq)
 
     async def retry_job(self, job_id: str, run_at: float, error: str) -> None:
         state = self._active_jobs.get(job_id) or self._dead_jobs.pop(job_id, None) or self._take_done(job_id)
@@ -373,7 +374,19 @@ class MemoryStore(Store):
         state = self._active_jobs.get(job_id)
         if state is not None and state.state == "leased":
             state.state = "queued"
-            state.job = replace(state.job, run_at=run_at, attempts=max(state.job.attempts - 1, 0))
+            attempts = max(state.job.attempts - 1, 0)
+            begun = state.job.begun_attempt
+            state.job = replace(
+                state.job,
+                run_at=run_at,
+                attempts=attempts,
+                begun_attempt=None if begun is None else min(begun, attempts),
+            )
+
+    async def begin_job(self, job_id: str) -> None:
+        state = self._active_jobs.get(job_id)
+        if state is not None and state.state == "leased" and state.job.begun_attempt is not None:
+            state.job = replace(state.job, begun_attempt=state.job.attempts)
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         state = self._active_jobs.pop(job_id, None) or self._dead_jobs.get(job_id) or self._take_done(job_id)
@@ -392,7 +405,8 @@ class MemoryStore(Store):
             return False
         state.state = "queued"
         state.seq = next(self._seq)
-        state.job = replace(state.job, attempts=0, run_at=now)
+        begun = None if state.job.begun_attempt is None else 0
+        state.job = replace(state.job, attempts=0, run_at=now, begun_attempt=begun)
         self._activate(state)
         return True
 
@@ -462,7 +476,8 @@ class MemoryStore(Store):
                     item.lease_until = 0.0
             for state in self._active_jobs.values():
                 if state.state == "leased" and state.owner in gone:
-                    state.lease_until = min(state.lease_until, now + job_settle_seconds)
+                    settled_at = now + job_settle_seconds if state.job.begun() else 0.0
+                    state.lease_until = min(state.lease_until, settled_at)
         return gone
 
     async def reserve_send_slot(

@@ -126,7 +126,7 @@ def _dumps(data: Any) -> str:
 
 
 def _job_args(job: Job) -> list[str | int | float]:
-    """A job as the 9 arguments of the scripts' enqueue()."""
+    """A job as the 10 arguments of the scripts' enqueue()."""
     return [
         job.job_id,
         job.kind,
@@ -137,6 +137,7 @@ def _job_args(job: Job) -> list[str | int | float]:
         job.last_error or "",
         "1" if job.order_key is not None else "0",
         "1" if job.last_error is not None else "0",
+        "" if job.begun_attempt is None else int(job.begun_attempt),
     ]
 
 
@@ -445,13 +446,21 @@ local function reactivate(id, key, seq)
   end
 end
 local function fields(id)
-  local h = redis.call('HMGET', jk(id), 'kind', 'payload', 'order_key', 'run_at', 'attempts', 'last_error')
-  return {id, h[1], h[2], h[3], h[4], tonumber(h[5]), h[6]}
+  local h = redis.call('HMGET', jk(id), 'kind', 'payload', 'order_key', 'run_at', 'attempts', 'last_error', 'begun')
+  return {id, h[1], h[2], h[3], h[4], tonumber(h[5]), h[6], h[7]}
 end
 """
 
-# enqueue(): a job's 9 arguments from ARGV, starting at `at`: id, kind, payload, order key or '', run_at, attempts,
-# last error or '', has key, has error (`_job_args`). 1 if it was new.
+# begin_job(): the leased job's current attempt has begun (Job.begun_attempt), if the job says so at all.
+_BEGIN_JOB_FN = """
+local function begin_job(key)
+  local h = redis.call('HMGET', key, 'state', 'attempts', 'begun')
+  if h[1] == 'leased' and h[3] then redis.call('HSET', key, 'begun', h[2]) end
+end
+"""
+
+# enqueue(): a job's 10 arguments from ARGV, starting at `at`: id, kind, payload, order key or '', run_at, attempts,
+# last error or '', has key, has error, begun attempt or '' (`_job_args`). 1 if it was new.
 _ENQUEUE = """
 local function enqueue(at)
   local id = ARGV[at]
@@ -462,6 +471,7 @@ local function enqueue(at)
   local key = false
   if ARGV[at + 7] == '1' then key = ARGV[at + 3]; redis.call('HSET', jk(id), 'order_key', key) end
   if ARGV[at + 8] == '1' then redis.call('HSET', jk(id), 'last_error', ARGV[at + 6]) end
+  if ARGV[at + 9] ~= '' then redis.call('HSET', jk(id), 'begun', ARGV[at + 9]) end
   reactivate(id, key, seq)
   return 1
 end
@@ -471,7 +481,7 @@ _ENQUEUE_JOB = (
     _JOBS_COMMON
     + _ENQUEUE
     + """
--- ARGV: prefix, the job's 9 arguments
+-- ARGV: prefix, the job's 10 arguments
 return enqueue(2)
 """
 )
@@ -489,9 +499,9 @@ _END_TURN = (
     + """
 -- KEYS: session hash, ids hash, expiry zset
 -- ARGV: prefix, retention seconds, inbound key or '', 'save' or 'delete', pair, session id, expires at, data,
---       then 9 arguments per job
+--       then 10 arguments per job
 local queued = 0
-for at = 9, #ARGV, 9 do queued = queued + enqueue(at) end
+for at = 9, #ARGV, 10 do queued = queued + enqueue(at) end
 if ARGV[4] == 'delete' then delete_session(ARGV[5], ARGV[6]) else save(ARGV[5], ARGV[6], ARGV[7], ARGV[8]) end
 if ARGV[3] ~= '' then complete_inbound(ARGV[3], ARGV[2]) end
 return queued
@@ -618,11 +628,12 @@ _DEFER_JOB = (
     + """
 -- ARGV: prefix, id, run_at
 local id = ARGV[2]
-local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'attempts')
+local h = redis.call('HMGET', jk(id), 'state', 'order_key', 'attempts', 'begun')
 if h[1] ~= 'leased' then return 0 end
 local attempts = (tonumber(h[3]) or 1) - 1
 if attempts < 0 then attempts = 0 end
 redis.call('HSET', jk(id), 'state', 'queued', 'run_at', ARGV[3], 'attempts', attempts)
+if h[4] and tonumber(h[4]) > attempts then redis.call('HSET', jk(id), 'begun', attempts) end
 redis.call('HDEL', jk(id), 'owner')
 unindex(id)
 if h[2] then promote(h[2]) else activate(id) end
@@ -668,6 +679,7 @@ if h[1] ~= 'dead' then return 0 end
 redis.call('ZREM', DEAD, id)
 local seq = redis.call('INCR', SEQ)
 redis.call('HSET', jk(id), 'state', 'queued', 'seq', seq, 'attempts', 0, 'run_at', ARGV[3])
+if redis.call('HEXISTS', jk(id), 'begun') == 1 then redis.call('HSET', jk(id), 'begun', 0) end
 reactivate(id, h[2], seq)
 return 1
 """
@@ -732,11 +744,23 @@ return reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
 
 _BEGIN_SEND = (
     _PACE
+    + _BEGIN_JOB_FN
     + """
 -- KEYS: slot key, pace key, outbound record key
--- ARGV: prefix, cap rate or '', cap burst, now, max wait or '', record data, retention seconds
+-- ARGV: prefix, cap rate or '', cap burst, now, max wait or '', record data, retention seconds, job id or ''
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
-return reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
+local wait = reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
+if ARGV[8] ~= '' and tonumber(wait) <= 0 then begin_job(ARGV[1] .. 'jobs:id:' .. ARGV[8]) end
+return wait
+"""
+)
+
+_BEGIN_JOB = (
+    _BEGIN_JOB_FN
+    + """
+-- ARGV: prefix, id
+begin_job(ARGV[1] .. 'jobs:id:' .. ARGV[2])
+return 1
 """
 )
 
@@ -787,7 +811,6 @@ _RELEASE_OWNERS = """
 -- ARGV: prefix, when their jobs are free, owner ids... -> the ids released
 local P = ARGV[1]
 local jobs_free_s = ARGV[2]
-local jobs_free = tonumber(jobs_free_s)
 local OWNERS = P .. 'owners'
 local gone, released = {}, {}
 for i = 3, #ARGV do
@@ -808,17 +831,22 @@ for _, key in ipairs(redis.call('ZRANGE', IN_LEASED, 0, -1)) do
     redis.call('ZADD', IN_LEASED, 0, key)
   end
 end
+-- A job whose current attempt had not begun (Job.begun) is free at once; one whose attempt had, once it settled.
 for _, id in ipairs(redis.call('ZRANGE', JOBS_LEASED, 0, -1)) do
-  local h = redis.call('HMGET', P .. 'jobs:id:' .. id, 'state', 'owner', 'lease_until')
-  if h[1] == 'leased' and h[2] and gone[h[2]] and tonumber(h[3]) > jobs_free then
-    redis.call('HSET', P .. 'jobs:id:' .. id, 'lease_until', jobs_free_s)
-    redis.call('ZADD', JOBS_LEASED, jobs_free_s, id)
+  local h = redis.call('HMGET', P .. 'jobs:id:' .. id, 'state', 'owner', 'lease_until', 'attempts', 'begun')
+  if h[1] == 'leased' and h[2] and gone[h[2]] then
+    local free_s = jobs_free_s
+    if h[5] and tonumber(h[5]) < tonumber(h[4]) then free_s = '0' end
+    if tonumber(h[3]) > tonumber(free_s) then
+      redis.call('HSET', P .. 'jobs:id:' .. id, 'lease_until', free_s)
+      redis.call('ZADD', JOBS_LEASED, free_s, id)
+    end
   end
 end
 return released
 """
 
-_JOB_FIELDS = 7
+_JOB_FIELDS = 8
 
 
 class RedisStore(Store):
@@ -939,6 +967,7 @@ class RedisStore(Store):
             "release_owners": _RELEASE_OWNERS,
             "slow_sender": _SLOW_SENDER,
             "defer_job": _DEFER_JOB,
+            "begin_job": _BEGIN_JOB,
         }
         self._scripts = {name: client.register_script(source) for name, source in sources.items()}
         self._durability = await self._read_durability()
@@ -1147,8 +1176,19 @@ class RedisStore(Store):
     def _jobs(flat: list[Any]) -> list[Job]:
         jobs = []
         for i in range(0, len(flat), _JOB_FIELDS):
-            job_id, kind, payload, order_key, run_at, attempts, last_error = flat[i : i + _JOB_FIELDS]
-            jobs.append(Job(job_id, kind, json.loads(payload), order_key, float(run_at), int(attempts), last_error))
+            job_id, kind, payload, order_key, run_at, attempts, last_error, begun = flat[i : i + _JOB_FIELDS]
+            jobs.append(
+                Job(
+                    job_id,
+                    kind,
+                    json.loads(payload),
+                    order_key,
+                    float(run_at),
+                    int(attempts),
+                    last_error,
+                    None if begun is None else int(begun),
+                )
+            )
         return jobs
 
     async def enqueue_job(self, job: Job) -> bool:
@@ -1198,10 +1238,16 @@ class RedisStore(Store):
         return int(await self._script("end_turn", keys, args))
 
     async def begin_send(
-        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
+        self,
+        slot_key: str,
+        cap: SenderRate | None,
+        now: float,
+        record: OutboundRecord,
+        max_wait: float = math.inf,
+        job_id: str | None = None,
     ) -> float:
         keys = [self._k("slot", slot_key), self._k("pace", slot_key), self._k("out", record.message_id)]
-        args = [*_slot_args(cap, now, max_wait), _outbound_data(record), self._retention]
+        args = [*_slot_args(cap, now, max_wait), _outbound_data(record), self._retention, job_id or ""]
         return float(await self._script("begin_send", keys, args))
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
@@ -1214,6 +1260,9 @@ class RedisStore(Store):
 
     async def defer_job(self, job_id: str, run_at: float) -> None:
         await self._script("defer_job", [], [job_id, _num(run_at)])
+
+    async def begin_job(self, job_id: str) -> None:
+        await self._script("begin_job", [], [job_id])
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._script("dead_letter_job", [], [job_id, error, _num(now)])

@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL NOT NULL DEFAULT 0,
     owner TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    begun_attempt INTEGER  -- Job.begun_attempt
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
@@ -165,6 +166,9 @@ def _migrate(db: sqlite3.Connection) -> None:
             )
         if "at" not in {row[1] for row in db.execute("PRAGMA table_info(statuses)")}:
             db.execute("ALTER TABLE statuses ADD COLUMN at REAL NOT NULL DEFAULT 0")
+        if "begun_attempt" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+            # NULL: the jobs queued before say nothing about their attempts, so a takeover waits for them.
+            db.execute("ALTER TABLE jobs ADD COLUMN begun_attempt INTEGER")
         for statement in filter(None, (part.strip() for part in _INDEXES_AFTER_MIGRATION.split(";"))):
             db.execute(statement)
         db.execute("COMMIT")
@@ -265,9 +269,10 @@ def _record_outbound(db: sqlite3.Connection, record: OutboundRecord) -> None:
 
 def _enqueue_job(db: sqlite3.Connection, job: Job, payload: str) -> bool:
     cursor = db.execute(
-        "INSERT OR IGNORE INTO jobs (job_id, seq, kind, payload, order_key, run_at, attempts, last_error)"
-        " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)",
-        (job.job_id, job.kind, payload, job.order_key, job.run_at, job.attempts, job.last_error),
+        "INSERT OR IGNORE INTO jobs"
+        " (job_id, seq, kind, payload, order_key, run_at, attempts, last_error, begun_attempt)"
+        " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?, ?)",
+        (job.job_id, job.kind, payload, job.order_key, job.run_at, job.attempts, job.last_error, job.begun_attempt),
     )
     return cursor.rowcount == 1
 
@@ -300,6 +305,13 @@ def _slow_sender(
 
 def _complete_job(db: sqlite3.Connection, job_id: str) -> None:
     db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))
+
+
+def _begin_job(db: sqlite3.Connection, job_id: str) -> None:
+    db.execute(
+        "UPDATE jobs SET begun_attempt = attempts WHERE job_id = ? AND state = 'leased' AND begun_attempt IS NOT NULL",
+        (job_id,),
+    )
 
 
 def sqlite_path(url: str) -> tuple[str, str]:
@@ -641,7 +653,7 @@ class SQLiteStore(Store):
         def lease(db: sqlite3.Connection) -> list[Job]:
             # A job is due when nothing earlier with its order key is still queued or leased.
             rows = db.execute(
-                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error FROM jobs AS j"
+                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error, begun_attempt FROM jobs AS j"
                 " WHERE (state = 'queued' OR (state = 'leased' AND lease_until <= :now)) AND run_at <= :now"
                 " AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.order_key = j.order_key"
                 "      AND e.seq < j.seq AND e.state IN ('queued', 'leased')))"
@@ -649,13 +661,13 @@ class SQLiteStore(Store):
                 {"now": now, "limit": limit},
             ).fetchall()
             jobs = []
-            for job_id, kind, payload, order_key, run_at, attempts, last_error in rows:
+            for job_id, kind, payload, order_key, run_at, attempts, last_error, begun in rows:
                 db.execute(
                     "UPDATE jobs SET state = 'leased', owner = ?, lease_until = ?, attempts = attempts + 1"
                     " WHERE job_id = ?",
                     (owner, now + lease_seconds, job_id),
                 )
-                jobs.append(Job(job_id, kind, json.loads(payload), order_key, run_at, attempts + 1, last_error))
+                jobs.append(Job(job_id, kind, json.loads(payload), order_key, run_at, attempts + 1, last_error, begun))
             return jobs
 
         return await self._run(lease)
@@ -691,12 +703,15 @@ class SQLiteStore(Store):
     async def defer_job(self, job_id: str, run_at: float) -> None:
         await self._run(
             lambda db: db.execute(
-                "UPDATE jobs SET state = 'queued', owner = NULL, run_at = ?, attempts = MAX(attempts - 1, 0)"
-                " WHERE job_id = ? AND state = 'leased'",
+                "UPDATE jobs SET state = 'queued', owner = NULL, run_at = ?, attempts = MAX(attempts - 1, 0),"
+                " begun_attempt = MIN(begun_attempt, MAX(attempts - 1, 0)) WHERE job_id = ? AND state = 'leased'",
                 (run_at, job_id),
             ),
             single_write=True,
         )
+
+    async def begin_job(self, job_id: str) -> None:
+        await self._run(lambda db: _begin_job(db, job_id), single_write=True)
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._run(
@@ -710,18 +725,18 @@ class SQLiteStore(Store):
     async def dead_letters(self, limit: int) -> list[Job]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error FROM jobs"
+                "SELECT job_id, kind, payload, order_key, run_at, attempts, last_error, begun_attempt FROM jobs"
                 " WHERE state = 'dead' ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall(),
             single_write=True,
         )
-        return [Job(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [Job(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
     async def replay_dead_letter(self, job_id: str, now: float) -> bool:
         cursor = await self._run(
             lambda db: db.execute(
-                "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?,"
+                "UPDATE jobs SET state = 'queued', attempts = 0, begun_attempt = MIN(begun_attempt, 0), run_at = ?,"
                 " seq = (SELECT MAX(seq) + 1 FROM jobs) WHERE job_id = ? AND state = 'dead'",
                 (now, job_id),
             ),
@@ -759,11 +774,19 @@ class SQLiteStore(Store):
         return await self._run(end, single_write=inbound_key is None and not payloads)
 
     async def begin_send(
-        self, slot_key: str, cap: SenderRate | None, now: float, record: OutboundRecord, max_wait: float = math.inf
+        self,
+        slot_key: str,
+        cap: SenderRate | None,
+        now: float,
+        record: OutboundRecord,
+        max_wait: float = math.inf,
+        job_id: str | None = None,
     ) -> float:
         def begin(db: sqlite3.Connection) -> float:
             wait = _reserve_send_slot(db, slot_key, cap, now, max_wait)
             _record_outbound(db, record)
+            if job_id is not None and wait <= 0:
+                _begin_job(db, job_id)
             return wait
 
         return await self._run(begin)
@@ -857,8 +880,10 @@ class SQLiteStore(Store):
                     " WHERE head = 1 AND done = 0 AND owner = ?",
                     (owner_id,),
                 )
+                # An attempt that had not begun (Job.begun) is free at once; one that had, once it has settled.
                 db.execute(
-                    "UPDATE jobs SET lease_until = MIN(lease_until, ?) WHERE state = 'leased' AND owner = ?",
+                    "UPDATE jobs SET lease_until = CASE WHEN begun_attempt IS NULL OR begun_attempt >= attempts"
+                    " THEN MIN(lease_until, ?) ELSE 0 END WHERE state = 'leased' AND owner = ?",
                     (now + job_settle_seconds, owner_id),
                 )
                 released.append(owner_id)
