@@ -3,7 +3,9 @@
 A job is leased (so a crashed process's jobs are picked up again when the process is seen gone, see
 `sms_gateway.owners`: at once if their attempt had not begun to act elsewhere, `Job.begun_attempt`, else once it
 has settled; at the latest when the lease runs out), run by the handler of its kind, and then completed,
-rescheduled or dead-lettered according to the handler's outcome.
+rescheduled or dead-lettered according to the handler's outcome. A handler whose lease turns out to be lost
+(`LeaseLost`: this process was taken for dead, stalled rather than gone, and the job freed for another) leaves
+the job alone: its attempt and the job are another process's now.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 
 from sms_gateway.metrics import Metrics
 from sms_gateway.owners import this_process
-from sms_gateway.store.base import Job, OutboundRecord, Store, StoreUnavailable
+from sms_gateway.store.base import Job, LeaseLost, OutboundRecord, Store, StoreUnavailable
 
 log = structlog.get_logger("sms_gateway.jobs")
 
@@ -258,6 +260,10 @@ class JobWorker:
                     return
                 try:
                     outcome = await kind.handler(job)
+                except LeaseLost:
+                    log.warning("job_fenced", job_id=job.job_id, kind=job.kind, attempt=job.attempts)
+                    self.metrics.jobs.labels(job.kind, "fenced").inc()
+                    return
                 except (asyncio.CancelledError, StoreUnavailable):
                     raise
                 except Exception as exc:

@@ -163,14 +163,16 @@ class Outbox:
         # provider's answer, and a crash from here on is an unknown outcome that the next attempt checks at the
         # provider before sending again (a deferred attempt leaves the job's last error as it was). The attempt
         # is marked begun (`Store.begin_job`) as its request leaves, with the slot when there is no wait: a
-        # process killed before that point has sent nothing, and its job is taken over at once.
+        # process killed before that point has sent nothing, and its job is taken over at once. Both raise
+        # LeaseLost if it was (this process stalled and was taken for dead): nothing is sent, and the job runner
+        # leaves the job to its new owner.
         wait = await self.store.begin_send(
             slot_key,
             sender_cap(message.tenant_number, self.rates),
             now,
             _record(message, None, pipe, first_attempt_at),
             MAX_INLINE_WAIT_SECONDS,
-            job_id=job.job_id,
+            job=job,
         )
         if wait > MAX_INLINE_WAIT_SECONDS:
             return Outcome.defer(
@@ -178,7 +180,7 @@ class Outbox:
             )
         if wait > 0:
             await asyncio.sleep(wait)
-            await self.store.begin_job(job.job_id)
+            await self.store.begin_job(job)
         started = time.perf_counter()
         result = await sender.send(message, self.callback_base())
         elapsed = time.perf_counter() - started

@@ -16,7 +16,7 @@ import pytest
 from sms_gateway.model import InboundMessage, Media, Session
 from sms_gateway.ratelimit import Pace, SenderRate
 from sms_gateway.retention import RetentionSweeper
-from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable, TurnStart
+from sms_gateway.store.base import Job, LeaseLost, OutboundRecord, Owner, Pipe, Store, StoreUnavailable, TurnStart
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.sqlite import SQLiteStore, sqlite_path
@@ -674,16 +674,17 @@ async def test_a_released_owners_send_that_had_not_begun_is_free_at_once_one_tha
     for job_id in ("at-once", "waiting", "after-wait", "not-yet"):
         await store.enqueue_job(Job(job_id, "send", {}, run_at=0.0, begun_attempt=0))
     await store.enqueue_job(Job("relay", "pipe_relay", {}, run_at=0.0))
-    assert len(await store.lease_jobs("a", 10, 60, now)) == 5
+    held = {j.job_id: j for j in await store.lease_jobs("a", 10, 60, now)}
+    assert len(held) == 5
     cap = SenderRate(1.0, 1)
 
     def record(job_id: str) -> OutboundRecord:
         return OutboundRecord(job_id, "+1500", "+1555", None, None, None, now)
 
-    assert await store.begin_send("send:+1500", cap, now, record("at-once"), 2.0, job_id="at-once") == 0.0
-    assert await store.begin_send("send:+1500", cap, now, record("after-wait"), 2.0, job_id="after-wait") == 1.0
-    await store.begin_job("after-wait")  # its wait is over: the request leaves
-    assert await store.begin_send("send:+1500", cap, now, record("waiting"), 2.0, job_id="waiting") == 2.0
+    assert await store.begin_send("send:+1500", cap, now, record("at-once"), 2.0, job=held["at-once"]) == 0.0
+    assert await store.begin_send("send:+1500", cap, now, record("after-wait"), 2.0, job=held["after-wait"]) == 1.0
+    await store.begin_job(held["after-wait"])  # its wait is over: the request leaves
+    assert await store.begin_send("send:+1500", cap, now, record("waiting"), 2.0, job=held["waiting"]) == 2.0
     await store.end_owner("a")
     assert await store.release_owners(["a"], now, job_settle_seconds=10.0) == ["a"]
 
@@ -712,10 +713,12 @@ async def test_the_begun_mark_is_the_current_attempts(store: Store) -> None:
     await store.enqueue_job(Job("j", "send", {}, run_at=0.0, begun_attempt=0))
     await store.enqueue_job(Job("unsaid", "pipe_relay", {}, run_at=now + 1000))
     await store.beat_owner(owner("a"), 6.0, now)
-    assert [j.job_id for j in await store.lease_jobs("a", 10, 60, now)] == ["j"]
-    await store.begin_job("j")
+    [first] = await store.lease_jobs("a", 10, 60, now)
+    assert first.job_id == "j"
+    await store.begin_job(first)
     await store.retry_job("j", now, "timeout: the provider did not answer")  # began, then failed
-    await store.begin_job("j")  # not leased: nothing happens
+    with pytest.raises(LeaseLost):
+        await store.begin_job(first)  # not leased any more: refused
     await store.beat_owner(owner("b"), 6.0, now)
     [second] = await store.lease_jobs("b", 10, 60, now)
     assert (second.attempts, second.begun_attempt, second.begun()) == (2, 1, False)
@@ -725,7 +728,7 @@ async def test_the_begun_mark_is_the_current_attempts(store: Store) -> None:
     await store.beat_owner(owner("c"), 6.0, now)
     [third] = await store.lease_jobs("c", 10, 60, now)
     assert (third.attempts, third.begun_attempt) == (3, 1)
-    await store.begin_job("j")
+    await store.begin_job(third)
     await store.defer_job("j", now)  # began, then the provider throttled it: not made either
     await store.beat_owner(owner("c"), 6.0, now)
     [again] = await store.lease_jobs("c", 10, 60, now)
@@ -740,13 +743,56 @@ async def test_the_begun_mark_is_the_current_attempts(store: Store) -> None:
 
     await store.beat_owner(owner("e"), 6.0, now)
     [unsaid] = await store.lease_jobs("e", 10, 60, now + 1000)
-    await store.begin_job("unsaid")
+    await store.begin_job(unsaid)
     assert unsaid.begun_attempt is None and unsaid.begun()
     await store.end_owner("e")
     assert await store.release_owners(["e"], now + 1000, job_settle_seconds=10.0) == ["e"]
     assert await store.lease_jobs("probe", 10, 30, now + 1000) == [], "a job that does not say waits"
     [taken] = await store.lease_jobs("probe", 10, 30, now + 1010)
     assert taken.begun_attempt is None
+
+
+async def test_a_stalled_owner_cannot_begin_an_attempt_of_a_job_another_took_over(store: Store) -> None:
+    """Fencing: a process taken for dead (its heartbeat ran out in a GC pause, a partition, a suspended VM) whose
+    jobs were freed and leased by another cannot begin their attempts when it resumes: its `begin_send` and
+    `begin_job` are refused, writing nothing (no record, no send slot), and the new owner's go through."""
+    now = time.time()
+    cap = SenderRate(1.0, 1)
+
+    def record(job_id: str) -> OutboundRecord:
+        return OutboundRecord(job_id, "+1500", "+1555", None, None, None, now)
+
+    await store.beat_owner(owner("a"), 6.0, now)
+    for job_id in ("kept", "taken", "waited"):
+        await store.enqueue_job(Job(job_id, "send", {}, order_key=job_id, run_at=0.0, begun_attempt=0))
+    held_by_a = {j.job_id: j for j in await store.lease_jobs("a", 10, 60, now)}
+    assert {j.owner for j in held_by_a.values()} == {"a"}
+    assert await store.begin_send("send:+1500", cap, now, record("kept"), 2.0, job=held_by_a["kept"]) == 0.0, (
+        "still leased by a: its send begins"
+    )
+    assert await store.begin_send("send:+1500", cap, now, record("waited"), 2.0, job=held_by_a["waited"]) == 1.0
+
+    await store.end_owner("a")  # a stalls past its heartbeat; b sees it gone and takes its unbegun jobs
+    assert await store.release_owners(["a"], now, job_settle_seconds=10.0) == ["a"]
+    await store.beat_owner(owner("b"), 6.0, now)
+    held_by_b = {j.job_id: j for j in await store.lease_jobs("b", 10, 60, now)}
+    assert sorted(held_by_b) == ["taken", "waited"]
+
+    with pytest.raises(LeaseLost):  # a resumes
+        await store.begin_send("send:+1600", cap, now, record("taken"), 2.0, job=held_by_a["taken"])
+    with pytest.raises(LeaseLost):
+        await store.begin_job(held_by_a["waited"])  # its wait for the slot is over
+    assert await store.find_outbound("taken") is None, "a refused send writes no record"
+
+    assert await store.begin_send("send:+1600", cap, now, record("taken"), 2.0, job=held_by_b["taken"]) == 0.0, (
+        "the slot a was refused was not reserved"
+    )
+    assert await store.find_outbound("taken") == record("taken")
+    await store.begin_job(held_by_b["waited"])
+    await store.end_owner("b")
+    assert await store.release_owners(["b"], now, job_settle_seconds=10.0) == ["b"]
+    assert await store.lease_jobs("c", 10, 60, now) == [], "b's attempts began: they wait to settle"
+    assert sorted(j.job_id for j in await store.lease_jobs("c", 10, 60, now + 10)) == ["kept", "taken", "waited"]
 
 
 async def test_an_owner_taken_for_dead_renews_what_nobody_took_yet(store: Store) -> None:

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from sms_gateway.model import InboundMessage, Session
 from sms_gateway.ratelimit import SenderRate
-from sms_gateway.store.base import Job, OutboundRecord, Owner, Pipe, Store, StoreUnavailable
+from sms_gateway.store.base import Job, LeaseLost, OutboundRecord, Owner, Pipe, Store, StoreUnavailable
 from sms_gateway.store.factory import create_store
 from sms_gateway.store.memory import MemoryStore
 from sms_gateway.store.redis import RedisStore, redis_options
@@ -266,7 +266,8 @@ def every_method(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
         "reserve_send_slot": lambda: store.reserve_send_slot("k", SenderRate(1.0, 1), 0.0),
         "slow_sender": lambda: store.slow_sender("k", 0.0, 0.0, None, 10.0),
         "defer_job": lambda: store.defer_job("j", 1.0),
-        "begin_job": lambda: store.begin_job("j"),
+        "begin_job": lambda: store.begin_job(Job("j", "send", {}, owner="w")),
+        "begin_send": lambda: store.begin_send("k", None, 0.0, OutboundRecord("m", "+1500", "+1555", None, None)),
         "beat_owner": lambda: store.beat_owner(Owner("1-a", "m", 1), 6.0, 0.0),
         "owners": lambda: store.owners(0.0),
         "end_owner": lambda: store.end_owner("1-a"),
@@ -470,6 +471,7 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
     sids = [f"SM{i}" for i in range(15)]
     pairs = [("+1500", f"+1555{i}") for i in range(4)]
     sessions: dict[tuple[str, str], Session] = {}
+    leased: dict[str, Job] = {}  # each job as last leased, to begin its attempt with
 
     def pick_store() -> RedisStore:
         return redis_a if rng.random() < 0.5 else redis_b
@@ -602,10 +604,21 @@ async def test_random_operations_answer_like_memory(clients: tuple[RedisStore, R
         expected = await calls(memory)
         got = await calls(pick_store())
         assert got == expected, f"seed {seed}, step {step}, op {op}"
+        if op in (2, 3):
+            leased.update((job.job_id, job) for job in expected)
         if marks.random() < 0.15:  # an attempt begins, or is deferred (`marks`: the other ops' sequence stays)
             jid, at, defer = marks.choice(job_ids), now + marks.choice([0.0, 4.0]), marks.random() < 0.5
+            held = []
             for s in (memory, redis_a if marks.random() < 0.5 else redis_b):
-                await (s.defer_job(jid, at) if defer else s.begin_job(jid))
+                if defer:
+                    await s.defer_job(jid, at)
+                    continue
+                try:
+                    await s.begin_job(leased.get(jid, Job(jid, "send", {}, owner="w")))
+                    held.append(True)
+                except LeaseLost:
+                    held.append(False)
+            assert len(set(held)) <= 1, f"seed {seed}, step {step}: the lease check differs"
 
 
 async def test_after_a_redis_restart_only_the_first_call_fails_not_one_per_pooled_connection(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 One interface, several back ends chosen by `STORE_URL` alone (`memory://`, `sqlite:///file.db`).
 Every abstract method is atomic on its own; callers never check-then-mark. The combined operations of a turn
-and a send (`begin_turn`, `end_turn`, `begin_send`, `complete_send`) are atomic where a back end overrides them.
+and a send (`begin_turn`, `end_turn`, `complete_send`) are atomic where a back end overrides them; `begin_send`
+always is (it checks the send's lease before writing anything).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 from sms_gateway.config.model import normalise_number
 from sms_gateway.model import JSON, InboundMessage, Session
 from sms_gateway.ratelimit import Pace, SenderRate
+
+
+class LeaseLost(Exception):
+    """The job is no longer leased by the caller in the caller's attempt: its owner was taken for dead (a
+    process that stalled past its heartbeat) and the job freed, perhaps taken over by another process. The
+    caller leaves the job alone: its attempt, and the job, are someone else's now."""
 
 
 class StoreUnavailable(Exception):
@@ -94,6 +101,9 @@ class Job:
     whose attempts do not say (any of them may have). When the owner of a leased job is found dead, an attempt
     that had not begun is free to run again at once, one that had (or may have) only once it has settled
     (`Store.release_owners`).
+
+    `owner`: in a job `Store.lease_jobs` returned, the owner that leased it; with `attempts`, the lease that
+    `Store.begin_job` checks is still the job's.
     """
 
     job_id: str
@@ -104,6 +114,7 @@ class Job:
     attempts: int = 0
     last_error: str | None = None
     begun_attempt: int | None = None
+    owner: str | None = None
 
     def begun(self) -> bool:
         """Whether the current attempt has (or may have) begun to act outside the gateway."""
@@ -284,10 +295,14 @@ class Store(abc.ABC):
         it has not begun (`begun_attempt` at most its attempts)."""
 
     @abc.abstractmethod
-    async def begin_job(self, job_id: str) -> None:
+    async def begin_job(self, job: Job) -> None:
         """The leased job's current attempt begins to act outside the gateway (`Job.begun_attempt` becomes its
-        attempts): if its owner is found dead from now on, the job waits for the attempt to settle. Nothing for
-        a job whose attempts do not say (`begun_attempt` None) or that is not leased."""
+        attempts): if its owner is found dead from now on, the job waits for the attempt to settle. Nothing is
+        marked for a job whose attempts do not say (`begun_attempt` None).
+
+        `job` is the job as `lease_jobs` returned it: raises LeaseLost, changing nothing, unless it is still
+        leased by its `owner` in the same attempt (the same check in the same atomic step as the mark, so a
+        process taken for dead whose job was freed cannot begin an attempt that is now another's)."""
 
     @abc.abstractmethod
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
@@ -331,7 +346,8 @@ class Store(abc.ABC):
 
     # A turn's and a send's reads and writes, combined. The defaults run the single operations one after another,
     # in an order that leaves a crash between them safe (the work runs again and finds its own traces); a back
-    # end overrides them to run as one atomic operation in one round trip (SQLite and Redis all four).
+    # end overrides them to run as one atomic operation in one round trip (SQLite and Redis all of them).
+    # `begin_send` has no default: its lease check must come first, in the same atomic step as its writes.
     async def begin_turn(self, tenant_number: str, user_number: str, now: float) -> TurnStart:
         """`pipe_for`; without a pipe, `load_session` and `pop_sms_errors` too."""
         pipe = await self.pipe_for(tenant_number, user_number, now)
@@ -358,6 +374,7 @@ class Store(abc.ABC):
             await self.complete_inbound(inbound_key)
         return queued
 
+    @abc.abstractmethod
     async def begin_send(
         self,
         slot_key: str,
@@ -365,16 +382,13 @@ class Store(abc.ABC):
         now: float,
         record: OutboundRecord,
         max_wait: float = math.inf,
-        job_id: str | None = None,
+        job: Job | None = None,
     ) -> float:
         """`reserve_send_slot`, `record_outbound` of the message about to be sent (without a provider id), and
-        `begin_job` of its job (`job_id`) if the request leaves at once (no wait). A send that waits for its slot
-        calls `begin_job` when the wait is over: killed while it waits, its job is free at once."""
-        wait = await self.reserve_send_slot(slot_key, cap, now, max_wait)
-        await self.record_outbound(record)
-        if job_id is not None and wait <= 0:
-            await self.begin_job(job_id)
-        return wait
+        `begin_job` of its leased `job` if the request leaves at once (no wait), in one atomic step. A send that
+        waits for its slot calls `begin_job` when the wait is over: killed while it waits, its job is free at
+        once. Raises LeaseLost, changing nothing (no slot, no record), unless `job` is still leased as it was
+        (`begin_job`)."""
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
         """`record_outbound` (the provider's id of a message just sent), then `complete_job` of its send job."""

@@ -18,6 +18,7 @@ from sms_gateway.ratelimit import Pace, SenderRate, reserve, slowed
 from sms_gateway.store.base import (
     InboundRecord,
     Job,
+    LeaseLost,
     OutboundRecord,
     Owner,
     OwnerState,
@@ -335,7 +336,7 @@ class MemoryStore(Store):
                 state.owner = owner
                 state.lease_until = now + lease_seconds
                 state.job = replace(state.job, attempts=state.job.attempts + 1)
-                leased.append(state.job)
+                leased.append(replace(state.job, owner=owner))
         return leased
 
     async def pending_job_count(self) -> int:
@@ -383,9 +384,16 @@ class MemoryStore(Store):
                 begun_attempt=None if begun is None else min(begun, attempts),
             )
 
-    async def begin_job(self, job_id: str) -> None:
-        state = self._active_jobs.get(job_id)
-        if state is not None and state.state == "leased" and state.job.begun_attempt is not None:
+    def _held(self, job: Job) -> _JobState:
+        """The job's state if `job` (as leased) is still leased by its owner in its attempt; else LeaseLost."""
+        state = self._active_jobs.get(job.job_id)
+        if state is None or state.state != "leased" or state.owner != job.owner or state.job.attempts != job.attempts:
+            raise LeaseLost(job.job_id)
+        return state
+
+    async def begin_job(self, job: Job) -> None:
+        state = self._held(job)
+        if state.job.begun_attempt is not None:
             state.job = replace(state.job, begun_attempt=state.job.attempts)
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
@@ -479,6 +487,23 @@ class MemoryStore(Store):
                     settled_at = now + job_settle_seconds if state.job.begun() else 0.0
                     state.lease_until = min(state.lease_until, settled_at)
         return gone
+
+    async def begin_send(
+        self,
+        slot_key: str,
+        cap: SenderRate | None,
+        now: float,
+        record: OutboundRecord,
+        max_wait: float = math.inf,
+        job: Job | None = None,
+    ) -> float:
+        if job is not None:
+            self._held(job)
+        wait = await self.reserve_send_slot(slot_key, cap, now, max_wait)
+        await self.record_outbound(record)
+        if job is not None and wait <= 0:
+            await self.begin_job(job)
+        return wait
 
     async def reserve_send_slot(
         self, key: str, cap: SenderRate | None, now: float, max_wait: float = math.inf

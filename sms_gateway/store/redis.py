@@ -34,6 +34,7 @@ import contextlib
 import json
 import math
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -51,6 +52,7 @@ from sms_gateway.store.base import (
     RETENTION_SECONDS,
     InboundRecord,
     Job,
+    LeaseLost,
     OutboundRecord,
     Owner,
     OwnerState,
@@ -451,11 +453,18 @@ local function fields(id)
 end
 """
 
-# begin_job(): the leased job's current attempt has begun (Job.begun_attempt), if the job says so at all.
+# held(): whether the job is still leased by `owner` in attempt `attempts` (a lease, Job.owner and Job.attempts).
+# begin_job(): if it is, its current attempt has begun (Job.begun_attempt), if the job says so at all; 1 if held.
 _BEGIN_JOB_FN = """
-local function begin_job(key)
-  local h = redis.call('HMGET', key, 'state', 'attempts', 'begun')
-  if h[1] == 'leased' and h[3] then redis.call('HSET', key, 'begun', h[2]) end
+local function held(key, owner, attempts)
+  local h = redis.call('HMGET', key, 'state', 'owner', 'attempts')
+  return h[1] == 'leased' and h[2] == owner and tonumber(h[3]) == tonumber(attempts)
+end
+local function begin_job(key, owner, attempts)
+  if not held(key, owner, attempts) then return 0 end
+  local h = redis.call('HMGET', key, 'attempts', 'begun')
+  if h[2] then redis.call('HSET', key, 'begun', h[1]) end
+  return 1
 end
 """
 
@@ -747,10 +756,13 @@ _BEGIN_SEND = (
     + _BEGIN_JOB_FN
     + """
 -- KEYS: slot key, pace key, outbound record key
--- ARGV: prefix, cap rate or '', cap burst, now, max wait or '', record data, retention seconds, job id or ''
+-- ARGV: prefix, cap rate or '', cap burst, now, max wait or '', record data, retention seconds, job id or '',
+-- its owner, its attempts -> the wait, or nil (and nothing written) if the job is no longer leased so
+local job_key = ARGV[1] .. 'jobs:id:' .. ARGV[8]
+if ARGV[8] ~= '' and not held(job_key, ARGV[9], ARGV[10]) then return nil end
 redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7])
 local wait = reserve(KEYS[1], KEYS[2], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])
-if ARGV[8] ~= '' and tonumber(wait) <= 0 then begin_job(ARGV[1] .. 'jobs:id:' .. ARGV[8]) end
+if ARGV[8] ~= '' and tonumber(wait) <= 0 then begin_job(job_key, ARGV[9], ARGV[10]) end
 return wait
 """
 )
@@ -758,9 +770,8 @@ return wait
 _BEGIN_JOB = (
     _BEGIN_JOB_FN
     + """
--- ARGV: prefix, id
-begin_job(ARGV[1] .. 'jobs:id:' .. ARGV[2])
-return 1
+-- ARGV: prefix, id, owner, attempts -> 1, or 0 if the job is no longer leased so
+return begin_job(ARGV[1] .. 'jobs:id:' .. ARGV[2], ARGV[3], ARGV[4])
 """
 )
 
@@ -1198,7 +1209,7 @@ class RedisStore(Store):
         if limit <= 0:
             return []
         flat = await self._script("lease_jobs", [], [_num(now), limit, owner, _num(now + lease_seconds)])
-        return self._jobs(cast(list[Any], flat))
+        return [replace(job, owner=owner) for job in self._jobs(cast(list[Any], flat))]
 
     async def pending_job_count(self) -> int:
         return int(await self._call(self._redis.scard(self._k("jobs", "active"))))
@@ -1244,11 +1255,15 @@ class RedisStore(Store):
         now: float,
         record: OutboundRecord,
         max_wait: float = math.inf,
-        job_id: str | None = None,
+        job: Job | None = None,
     ) -> float:
         keys = [self._k("slot", slot_key), self._k("pace", slot_key), self._k("out", record.message_id)]
-        args = [*_slot_args(cap, now, max_wait), _outbound_data(record), self._retention, job_id or ""]
-        return float(await self._script("begin_send", keys, args))
+        args = [*_slot_args(cap, now, max_wait), _outbound_data(record), self._retention]
+        args += ["", "", 0] if job is None else [job.job_id, job.owner or "", job.attempts]
+        wait = await self._script("begin_send", keys, args)
+        if wait is None:
+            raise LeaseLost("" if job is None else job.job_id)
+        return float(wait)
 
     async def complete_send(self, job_id: str, record: OutboundRecord) -> None:
         await self._script(
@@ -1261,8 +1276,9 @@ class RedisStore(Store):
     async def defer_job(self, job_id: str, run_at: float) -> None:
         await self._script("defer_job", [], [job_id, _num(run_at)])
 
-    async def begin_job(self, job_id: str) -> None:
-        await self._script("begin_job", [], [job_id])
+    async def begin_job(self, job: Job) -> None:
+        if not await self._script("begin_job", [], [job.job_id, job.owner or "", job.attempts]):
+            raise LeaseLost(job.job_id)
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._script("dead_letter_job", [], [job_id, error, _num(now)])

@@ -23,6 +23,7 @@ from sms_gateway.ratelimit import Pace, SenderRate, reserve, slowed
 from sms_gateway.store.base import (
     InboundRecord,
     Job,
+    LeaseLost,
     OutboundRecord,
     Owner,
     OwnerState,
@@ -307,11 +308,26 @@ def _complete_job(db: sqlite3.Connection, job_id: str) -> None:
     db.execute("UPDATE jobs SET state = 'done', owner = NULL WHERE job_id = ?", (job_id,))
 
 
-def _begin_job(db: sqlite3.Connection, job_id: str) -> None:
-    db.execute(
-        "UPDATE jobs SET begun_attempt = attempts WHERE job_id = ? AND state = 'leased' AND begun_attempt IS NOT NULL",
-        (job_id,),
+def _begin_job(db: sqlite3.Connection, job: Job) -> bool:
+    """Mark the job's attempt begun (if it says so at all) if `job` is still leased as it was: whether it was."""
+    cursor = db.execute(
+        "UPDATE jobs SET begun_attempt = CASE WHEN begun_attempt IS NULL THEN NULL ELSE attempts END"
+        " WHERE job_id = ? AND state = 'leased' AND owner = ? AND attempts = ?",
+        (job.job_id, job.owner, job.attempts),
     )
+    return bool(cursor.rowcount == 1)
+
+
+def _holds_job(db: sqlite3.Connection, job: Job) -> None:
+    """LeaseLost unless `job` is still leased by its owner in its attempt."""
+    if (
+        db.execute(
+            "SELECT 1 FROM jobs WHERE job_id = ? AND state = 'leased' AND owner = ? AND attempts = ?",
+            (job.job_id, job.owner, job.attempts),
+        ).fetchone()
+        is None
+    ):
+        raise LeaseLost(job.job_id)
 
 
 def sqlite_path(url: str) -> tuple[str, str]:
@@ -667,7 +683,9 @@ class SQLiteStore(Store):
                     " WHERE job_id = ?",
                     (owner, now + lease_seconds, job_id),
                 )
-                jobs.append(Job(job_id, kind, json.loads(payload), order_key, run_at, attempts + 1, last_error, begun))
+                jobs.append(
+                    Job(job_id, kind, json.loads(payload), order_key, run_at, attempts + 1, last_error, begun, owner)
+                )
             return jobs
 
         return await self._run(lease)
@@ -710,8 +728,9 @@ class SQLiteStore(Store):
             single_write=True,
         )
 
-    async def begin_job(self, job_id: str) -> None:
-        await self._run(lambda db: _begin_job(db, job_id), single_write=True)
+    async def begin_job(self, job: Job) -> None:
+        if not await self._run(lambda db: _begin_job(db, job), single_write=True):
+            raise LeaseLost(job.job_id)
 
     async def dead_letter_job(self, job_id: str, error: str, now: float) -> None:
         await self._run(
@@ -780,13 +799,15 @@ class SQLiteStore(Store):
         now: float,
         record: OutboundRecord,
         max_wait: float = math.inf,
-        job_id: str | None = None,
+        job: Job | None = None,
     ) -> float:
         def begin(db: sqlite3.Connection) -> float:
+            if job is not None:
+                _holds_job(db, job)  # first: a send refused writes nothing
             wait = _reserve_send_slot(db, slot_key, cap, now, max_wait)
             _record_outbound(db, record)
-            if job_id is not None and wait <= 0:
-                _begin_job(db, job_id)
+            if job is not None and wait <= 0:
+                _begin_job(db, job)
             return wait
 
         return await self._run(begin)
