@@ -172,6 +172,11 @@ async def test_uploads_are_pictures_video_or_audio_of_limited_size(phone: tuple[
     assert not_multipart.status == 400
     unknown = await client.get("/media/nothing-here")
     assert unknown.status == 404
+    odd_type = await upload(client, PICTURE, "image/p\u2603g")
+    assert odd_type.status < 500
+    if odd_type.status == 201:
+        served = await client.get("/media/" + (await odd_type.json())["url"].rsplit("/", 1)[1])
+        assert served.status == 200
 
 
 @pytest.mark.parametrize(
@@ -183,13 +188,14 @@ async def test_uploads_are_pictures_video_or_audio_of_limited_size(phone: tuple[
         b'{"user": "nobody", "tenant": "+15005550006", "text": "hi"}',
         b'{"user": "+15551230001", "tenant": "+15005550006", "text": "  "}',
         b'{"user": "+15551230001", "tenant": "+15005550006", "text": "hi", "media": [{"url": "file:///etc/passwd"}]}',
+        b'{"user": "+15551230001", "tenant": "+15005550006", "text": "\\ud800 a lone surrogate"}',
     ],
 )
 async def test_a_bad_send_is_a_json_400_and_nothing_is_sent(phone: tuple[Client, Gateway], body: bytes) -> None:
     client, gateway = phone
     answer = await client.post("/api/send", data=body, headers={"Content-Type": "application/json"})
     assert answer.status == 400
-    assert "error" in await answer.json()
+    assert (await answer.json())["error"]["message"]
     assert gateway.simulator.bubbles == []
 
 

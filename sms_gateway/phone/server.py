@@ -13,6 +13,7 @@ from aiohttp import web
 
 from sms_gateway.phone.gateway import Gateway
 from sms_gateway.providers.sandbox import UserMedia
+from sms_gateway.web.errors import error_code, error_middleware, json_error
 
 GATEWAY = web.AppKey("gateway", Gateway)
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # an MMS carries a few MB at most
@@ -29,7 +30,7 @@ SECURITY_HEADERS = {
 
 
 def create_phone_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 64 * 1024, middlewares=[_headers])
+    app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 64 * 1024, middlewares=[_headers, error_middleware])
     app[GATEWAY] = gateway
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
@@ -57,12 +58,14 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+# Errors in the gateway's own shape, {"error": {"code", "message"}}: returned, or raised from the helpers that
+# read a request (error_middleware answers those, and anything unexpected, as JSON).
 def bad_request(message: str, status: int = 400) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return json_error(status, error_code(status), message)
 
 
 def _refuse(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+    return web.HTTPBadRequest(reason=message)
 
 
 STATIC_FILES = {"index.html": "text/html", "phone.css": "text/css", "phone.js": "text/javascript"}
@@ -124,6 +127,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise _refuse("the body must be JSON") from None
     if not isinstance(body, dict):
         raise _refuse("the body must be a JSON object")
+    try:  # JSON may escape a lone surrogate, which no webhook can carry on
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse("the body contains an unpaired surrogate (invalid Unicode)") from None
     return body
 
 

@@ -26,7 +26,7 @@ async function api(path, body) {
   const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
                                        body: JSON.stringify(body) });
   const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) throw new Error(answer.error?.message || `${response.status} ${response.statusText}`);
   return answer;
 }
 
@@ -242,7 +242,7 @@ async function uploadFile() {
   $("composer-error").textContent = "";
   const response = await fetch("/api/upload", { method: "POST", body: form });
   const answer = await response.json().catch(() => ({}));
-  if (!response.ok) { $("composer-error").textContent = answer.error || "the upload failed"; return; }
+  if (!response.ok) { $("composer-error").textContent = answer.error?.message || "the upload failed"; return; }
   state.attachments.push(answer);
   $("file").value = "";
   renderAttachments();
