@@ -23,6 +23,7 @@ from sms_gateway.config.load import load_config
 from sms_gateway.providers import PROVIDER_TYPES
 from sms_gateway.web.webhooks import webhook_urls
 from tests.harness import free_port
+from tests.procs import inherited_env
 
 ROOT = Path(__file__).resolve().parent.parent
 # The least a single tenant needs, set as IBM's variables.
@@ -37,8 +38,7 @@ ONE_TENANT = {
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
-    base.pop("MULTI_TENANT_CONFIG_FILE", None)
+    base = inherited_env()
     return subprocess.run(
         [sys.executable, "-m", "sms_gateway", *args],
         capture_output=True,
@@ -78,18 +78,13 @@ def test_help_lists_every_command_and_each_describes_itself() -> None:
 def test_serve_prints_the_webhook_url_to_give_the_provider(tmp_path: Path) -> None:
     port = free_port()
     env = {
-        "TENANT_PHONE_NUMBER": "+15005550006",
-        "WATSON_CONVERSATION_URL": "https://api.us-south.assistant.watson.cloud.ibm.com/instances/x",
-        "WATSON_CONVERSATION_WORKSPACE_ID": "ws-1",
-        "WATSON_CONVERSATION_APIKEY": "apikey",
-        "SMS_PROVIDER_USERNAME": "AC" + "1" * 32,
-        "SMS_PROVIDER_PASSWORD": "token",
+        **ONE_TENANT,
         "PUBLIC_URL": "https://sms-demo.ngrok.app",
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(port),
         "STORE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
     }
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+    base = inherited_env()
     script = Path(sys.executable).parent / "sms-gateway"
     with subprocess.Popen(
         [str(script), "serve"],
@@ -264,7 +259,7 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+        base = inherited_env()
         result = subprocess.run(
             [sys.executable, "-m", "sms_gateway", "check-config"],
             stdout=write_end,

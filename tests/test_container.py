@@ -23,6 +23,7 @@ import yaml
 
 from sms_gateway.app import SHUTDOWN_GRACE_SECONDS
 from tests.harness import free_port
+from tests.procs import inherited_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -96,7 +97,7 @@ def test_the_healthcheck_follows_http_port_at_run_time(tmp_path: Path) -> None:
     assert "HTTP_PORT" in command and "/health" in command
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))},
+        **inherited_env(),
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(port),
         "STORE_URL": "memory://",

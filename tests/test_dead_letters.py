@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 from tests.fakes.watson import text_output
 from tests.harness import running_gateway
+from tests.procs import inherited_env
 from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "sms-gateway"
 
 
 def cli(db: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_"))}
+    env = inherited_env()
     env["STORE_URL"] = db if isinstance(db, str) else f"sqlite:///{db}"
     return subprocess.run(
         [str(CONSOLE_SCRIPT), "dead-letters", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT

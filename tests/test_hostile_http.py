@@ -9,7 +9,6 @@ import dataclasses
 import gzip
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -35,6 +34,7 @@ from sms_gateway.providers.transport import ProviderTransport
 from sms_gateway.providers.twilio.settings import TwilioConfig
 from sms_gateway.serve import Listener, listen
 from tests.harness import TELESIGN, USER, V1, free_port, running_gateway
+from tests.procs import inherited_env
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD_S, BODY_S, KEEPALIVE_S = 0.5, 0.8, 1.2
@@ -217,11 +217,7 @@ async def test_a_request_aiohttp_cannot_parse_is_answered_in_json(request_bytes:
 
 
 def _serve_process(config_file: Path) -> subprocess.Popen[bytes]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WATSON_", "SMS_", "TENANT_", "CTRL_", "HTTP_", "STORE_", "LOG_", "MULTI_TENANT_"))
-    }
+    env = inherited_env()
     return subprocess.Popen(
         [sys.executable, "-m", "sms_gateway", "serve", "--config", str(config_file)],
         cwd=ROOT,
